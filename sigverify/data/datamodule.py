@@ -1,0 +1,164 @@
+"""The LightningDataModule: manifest (or built-in synthetic set) -> cache -> split -> loaders."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sigverify.data.augment import AugmentConfig, build_train_transform
+from sigverify.data.cache import default_cache_root, prepare
+from sigverify.data.dataset import SignatureDataset, seed_worker_augmentation
+from sigverify.data.manifest import read_manifest, resolve_manifest, signer_warnings
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.data.sampler import PKFMBatchSampler
+from sigverify.data.splits import SplitConfig, make_split, save_split
+from sigverify.data.synth import synthesize_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The built-in data set used when ``data.root`` is not given."""
+
+    signers: int = 60
+    genuine: int = 12
+    forgeries: int = 12
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """PKFM batches: P signers x (K genuine + F forgeries + M other signers' genuine)."""
+
+    p: int = 8
+    k: int = 2
+    f: int = 2
+    m: int = 2
+    batches_per_epoch: int | None = None  # default: about one pass over the genuine samples
+
+
+class SignatureDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str | None = None,
+        synthetic: SyntheticConfig = SyntheticConfig(),
+        preprocess: PreprocessConfig = PreprocessConfig(),
+        augment: AugmentConfig = AugmentConfig(),
+        split: SplitConfig = SplitConfig(),
+        sampler: SamplerConfig = SamplerConfig(),
+        eval_batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        cache_dir: str | None = None,
+        on_bad: str = "raise",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.root, self.synthetic, self.preprocess = root, synthetic, preprocess
+        self.augment, self.split_config, self.sampler_config = augment, split, sampler
+        self.eval_batch_size, self.num_workers, self.pin_memory = eval_batch_size, num_workers, pin_memory
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_root()
+        self.on_bad, self.seed = on_bad, seed
+        self.split: dict[str, list[str]] | None = None
+        self._manifest: Path | None = None
+
+    # -- data preparation -------------------------------------------------------------------
+    def manifest_path(self) -> Path:
+        if self._manifest is None:
+            self._manifest = self._find_or_make_manifest()
+        return self._manifest
+
+    def _find_or_make_manifest(self) -> Path:
+        if self.root:
+            return resolve_manifest(self.root)
+        s = self.synthetic
+        folder = self.cache_dir / f"synthetic-n{s.signers}-g{s.genuine}-f{s.forgeries}-seed{s.seed}"
+        if not (folder / "manifest.csv").is_file():
+            log.info("data.root not set: generating the built-in synthetic set (%d signers) in %s", s.signers, folder)
+            synthesize_dataset(folder, s.signers, s.genuine, s.forgeries, s.seed, workers=self.num_workers)
+        else:
+            log.info("data.root not set: using the built-in synthetic set in %s", folder)
+        return folder / "manifest.csv"
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node: builds the synthetic set and the cache once.
+        prepare(read_manifest(self.manifest_path()), self.preprocess, self.cache_dir / "preprocessed",
+                on_bad=self.on_bad, workers=self.num_workers)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        records = read_manifest(self.manifest_path())
+        for note in signer_warnings(records):
+            log.warning(note)
+        prepared = prepare(records, self.preprocess, self.cache_dir / "preprocessed", on_bad=self.on_bad,
+                           workers=self.num_workers)
+        self.records, self.images = prepared.records, prepared.images
+        self.signer_names = sorted({r.signer for r in self.records}, key=lambda s: (not s.isdigit(), s.zfill(12)))
+        signer_id = {s: i for i, s in enumerate(self.signer_names)}
+        self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
+        self.genuine = np.array([r.genuine for r in self.records])
+        self.split = make_split(self.signer_names, self.split_config)
+        self._save_split()
+        log.info("split: %s", {k: len(v) for k, v in self.split.items()})
+
+    def _save_split(self) -> None:
+        trainer = self.trainer
+        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
+            save_split(self.split, Path(trainer.log_dir) / "split.json", self.split_config)
+
+    def positions(self, part: str) -> np.ndarray:
+        members = set(self.split[part])
+        return np.array([i for i, r in enumerate(self.records) if r.signer in members], dtype=np.int64)
+
+    def dataset(self, part: str, train: bool = False, shard: tuple[int, int] = (1, 0)) -> SignatureDataset:
+        """The images of one split part; ``shard=(world, rank)`` keeps every world-th one."""
+        transform = build_train_transform(self.augment) if train else None
+        world, rank = shard
+        positions = self.positions(part)[rank::world]
+        return SignatureDataset(self.images, self.signer_ids, self.genuine, positions, transform)
+
+    # -- loaders ---------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        data = self.dataset("train", train=True)
+        c = self.sampler_config
+        world, rank = self._world()
+        sampler = PKFMBatchSampler(data.signers, data.genuine, c.p, c.k, c.f, c.m, c.batches_per_epoch,
+                                   seed=self.seed, num_replicas=world, rank=rank)
+        return DataLoader(data, batch_sampler=sampler, **self._loader_args())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, part: str) -> DataLoader:
+        # Shard without padding (a DistributedSampler would duplicate samples into the metrics).
+        data = self.dataset(part, shard=self._world())
+        return DataLoader(data, batch_size=self.eval_batch_size, shuffle=False, **self._loader_args())
+
+    def _loader_args(self) -> dict:
+        workers = self.num_workers
+        return dict(num_workers=workers, pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=workers > 0,
+                    worker_init_fn=seed_worker_augmentation if workers > 0 else None)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def summary(self) -> dict:
+        return {"manifest": str(self.manifest_path()), "images": len(self.records),
+                "split": {k: len(v) for k, v in self.split.items()},
+                "batch_size": self.sampler_config.p * (self.sampler_config.k + self.sampler_config.f + self.sampler_config.m),
+                "input_shape": [1, self.preprocess.height, self.preprocess.width]}

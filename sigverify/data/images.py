@@ -1,0 +1,65 @@
+"""Decoding a signature image to 8-bit grayscale, safely.
+
+Handles 16-bit, alpha, palette and CMYK images; rejects empty, truncated, non-image and
+oversized (decompression bomb) files with a :class:`DataError` naming the file.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sigverify.data.errors import DataError
+
+#: Largest image accepted, in pixels (a 600 dpi A4 page is ~35 Mpx).
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+def load_grayscale(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Return the image at ``path`` as a uint8 [H, W] array, dark ink on light paper."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file")
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DataError(path, f"image too large ({width}x{height} px > {max_pixels} px limit; "
+                                      "possible decompression bomb)")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
+            gray = _to_gray(img)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(path, f"not a readable image ({type(err).__name__}: {err})") from err
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+        raise DataError(path, f"corrupt or truncated image ({err})") from err
+    if gray.size == 0:
+        raise DataError(path, "image has no pixels")
+    return gray
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Scale 16/32-bit data to 8 bits by its own range; a fixed >>8 would turn faint scans black.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return ((arr - lo) * scale).round().astype(np.uint8)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        # Transparent pixels are paper: composite on white before dropping alpha.
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    if img.mode == "CMYK":
+        img = img.convert("RGB")
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+

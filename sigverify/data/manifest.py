@@ -1,0 +1,114 @@
+"""The canonical dataset input: ``manifest.csv`` with columns ``path,signer,label[,index]``.
+
+Paths are relative to the manifest's folder; ``label`` is ``genuine`` or ``forgery``.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from sigverify.data.errors import DataError, DataProblems
+from sigverify.labels import GENUINE, LABELS
+
+REQUIRED_COLUMNS = ("path", "signer", "label")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One signature image of a data set."""
+
+    path: Path  # absolute
+    signer: str
+    label: str
+    index: int | None = None
+
+    @property
+    def genuine(self) -> bool:
+        return self.label == GENUINE
+
+
+def resolve_manifest(root: str | Path) -> Path:
+    """Accept a manifest file or a folder holding ``manifest.csv``."""
+    root = Path(root)
+    manifest = root / "manifest.csv" if root.is_dir() else root
+    if not manifest.is_file():
+        raise DataError(manifest, "manifest not found")
+    return manifest
+
+
+def read_manifest(path: str | Path) -> list[Record]:
+    """Parse a manifest; any malformed row raises one :class:`DataProblems` listing them all."""
+    path = resolve_manifest(path)
+    base = path.parent.resolve()
+    records, problems = [], []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(path, f"missing column(s) {', '.join(missing)}; expected path,signer,label[,index]")
+        for line, row in enumerate(reader, start=2):
+            try:
+                records.append(_parse_row(row, base))
+            except ValueError as err:
+                problems.append(DataError(f"{path}:{line}", str(err)))
+    if problems:
+        raise DataProblems(problems)
+    if not records:
+        raise DataError(path, "manifest has no rows")
+    return records
+
+
+def _parse_row(row: dict, base: Path) -> Record:
+    rel, signer, label = ((row.get(c, "") or "").strip() for c in REQUIRED_COLUMNS)
+    if not rel:
+        raise ValueError("empty path")
+    if not signer:
+        raise ValueError(f"empty signer for {rel}")
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r} for {rel} (expected one of {', '.join(LABELS)})")
+    index = (row.get("index") or "").strip()
+    return Record(base / rel, signer, label, int(index) if index.isdigit() else None)
+
+
+def write_manifest(records: list[Record], path: str | Path) -> Path:
+    """Write records with paths relative to the manifest's folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "signer", "label", "index"])
+        for r in records:
+            rel = Path(r.path).resolve().relative_to(base)
+            writer.writerow([rel.as_posix(), r.signer, r.label, "" if r.index is None else r.index])
+    return path
+
+
+def signer_warnings(records: list[Record]) -> list[str]:
+    """Signers that verification cannot use fully: no forgeries, or fewer than two genuine."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        counts[r.signer][r.label] += 1
+    notes = []
+    for signer, c in sorted(counts.items()):
+        if c[GENUINE] < 2:
+            notes.append(f"signer {signer}: {c[GENUINE]} genuine sample(s); needs 2 to form a genuine pair")
+        if c["forgery"] == 0:
+            notes.append(f"signer {signer}: no forgeries (only random negatives for this signer)")
+    return notes
+
+
+def summarize(records: list[Record]) -> dict:
+    """Signer and image counts, and the spread of images per signer."""
+    per_signer = Counter(r.signer for r in records)
+    genuine = sum(r.genuine for r in records)
+    sizes = sorted(per_signer.values())
+    return {
+        "signers": len(per_signer),
+        "images": len(records),
+        "genuine": genuine,
+        "forgery": len(records) - genuine,
+        "images_per_signer": {"min": sizes[0], "median": sizes[len(sizes) // 2], "max": sizes[-1]},
+    }

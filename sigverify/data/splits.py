@@ -1,0 +1,94 @@
+"""Signer-disjoint train/val/test splits: by ratios, by explicit lists, or k-fold over signers.
+
+A split never divides one signer's images. It is seeded and written as ``split.json`` beside
+each run, and a saved split can be given back (``mode: file``) to repeat a run exactly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("ratios", "lists", "kfold", "file")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    mode: str = "ratios"
+    seed: int = 42
+    test_ratio: float = 0.2  # of all signers (the write-up: 20 %)
+    val_ratio: float = 0.1  # of the signers left after the test split (the write-up: 10 %)
+    folds: int = 5  # kfold: test signers are fold ``fold`` of ``folds``
+    fold: int = 0
+    train: list[str] = field(default_factory=list)  # lists: explicit signer ids
+    val: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    file: str | None = None  # file: a split.json written by an earlier run
+
+
+def make_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
+    """Return {"train", "val", "test"}: disjoint, sorted signer lists covering ``signers``."""
+    if config.mode not in MODES:
+        raise ValueError(f"split mode must be one of {MODES}, got {config.mode!r}")
+    signers = sorted(set(signers), key=_natural)
+    if config.mode == "lists":
+        split = _from_lists(signers, config.train, config.val, config.test)
+    elif config.mode == "file":
+        if not config.file:
+            raise ValueError("split mode 'file' needs split.file")
+        saved = json.loads(Path(config.file).read_text())
+        split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
+    else:
+        split = _random_split(signers, config)
+    return {k: sorted(v, key=_natural) for k, v in split.items()}
+
+
+def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
+    order = list(np.random.default_rng(config.seed).permutation(signers))
+    if config.mode == "kfold":
+        if not 0 <= config.fold < config.folds or config.folds < 2:
+            raise ValueError(f"kfold needs 0 <= fold < folds and folds >= 2, got fold={config.fold}, folds={config.folds}")
+        test = [s for i, s in enumerate(order) if i % config.folds == config.fold]
+    else:
+        test = order[: int(round(config.test_ratio * len(order)))]
+    rest = [s for s in order if s not in set(test)]
+    n_val = int(config.val_ratio * len(rest))
+    if config.val_ratio > 0:
+        n_val = max(1, n_val)
+    split = {"train": rest[n_val:], "val": rest[:n_val], "test": test}
+    if not split["train"]:
+        raise ValueError(f"split leaves no training signers ({len(signers)} signers in all)")
+    return split
+
+
+def _from_lists(signers, train, val, test) -> dict[str, list[str]]:
+    split = {"train": [str(s) for s in train], "val": [str(s) for s in val], "test": [str(s) for s in test]}
+    known = set(signers)
+    for name, part in split.items():
+        unknown = sorted(set(part) - known)
+        if unknown:
+            raise ValueError(f"split.{name} names signers not in the data: {unknown[:10]}")
+    seen: dict[str, str] = {}
+    for name, part in split.items():
+        for s in part:
+            if s in seen:
+                raise ValueError(f"signer {s} is in both split.{seen[s]} and split.{name}")
+            seen[s] = name
+    if not split["train"]:
+        split["train"] = [s for s in signers if s not in seen]
+    return split
+
+
+def save_split(split: dict[str, list[str]], path: str | Path, config: SplitConfig) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**split, "config": {"mode": config.mode, "seed": config.seed, "test_ratio": config.test_ratio,
+                                   "val_ratio": config.val_ratio, "folds": config.folds, "fold": config.fold}}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def _natural(s: str):
+    return (0, int(s), "") if str(s).isdigit() else (1, 0, str(s))

@@ -1,0 +1,222 @@
+"""Built-in synthetic signatures: the default data set, and a source of pretraining data.
+
+A spline model in the spirit of the neuromotor approach (Ferrer et al., TPAMI 2015):
+- a signer's *action plan* is a sequence of target points (letters of one or two words and an
+  optional flourish) with the signer's own slant, letter shapes, proportions and pen width;
+- each *genuine* execution perturbs the plan slightly (shape), and varies slant, size, rotation,
+  pen width and timing (pen speed along a stroke thins the line, as in a lognormal speed profile);
+- a *skilled forgery* starts from the same plan but deviates as forgers do: letter proportions and
+  shape details drift, the line trembles, and strokes break where the forger hesitates. Pen width,
+  size and ink come from the same distributions as the genuine ones, so image statistics (ink
+  amount, darkness, bounding box) do not give the forgeries away.
+Images are grayscale PNG, dark ink on light paper, written with a ``manifest.csv``.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sigverify.data.manifest import Record, write_manifest
+from sigverify.labels import FORGERY, GENUINE
+
+SUPERSAMPLE = 2  # draw at 2x and downsample: anti-aliased strokes of fractional width
+UNIT_PX = 44.0  # letter height in pixels at scale 1
+
+
+@dataclass(frozen=True)
+class SignerPlan:
+    strokes: tuple[np.ndarray, ...]  # control points per pen-down stroke, letter-height units
+    slant: float
+    pen_width: float
+    rotation: float
+
+
+@dataclass(frozen=True)
+class SynthVariability:
+    """How much executions differ. Raising ``forgery_*`` makes forgeries easier to spot."""
+
+    genuine_shape: float = 0.05  # control-point jitter, letter heights
+    genuine_size: float = 0.15  # +- relative size
+    genuine_slant: float = 0.06
+    forgery_shape: float = 0.13
+    forgery_proportion: float = 0.15  # +- per-letter width/height change
+    forgery_tremor: float = 0.025  # tremor amplitude, letter heights
+    forgery_breaks: float = 0.35  # chance that a stroke is broken by a hesitation
+
+
+def make_plan(rng: np.random.Generator) -> SignerPlan:
+    """A new signer: one or two words of 3-7 cursive letters, perhaps a flourish."""
+    strokes, x = [], 0.0
+    for _ in range(rng.integers(1, 3)):
+        word, x = _word(rng, x, int(rng.integers(3, 8)))
+        strokes.append(word)
+        x += rng.uniform(0.4, 0.9)
+    if rng.random() < 0.6:
+        strokes.append(_flourish(rng, x))
+    return SignerPlan(tuple(strokes), slant=rng.uniform(-0.45, 0.35), pen_width=rng.uniform(1.6, 3.6),
+                      rotation=rng.uniform(-4, 4))
+
+
+def _word(rng: np.random.Generator, x: float, letters: int) -> tuple[np.ndarray, float]:
+    points = [(x, 0.0)]
+    for i in range(letters):
+        width = rng.uniform(0.45, 1.0)
+        tall = rng.random() < 0.3 or i == 0  # capitals and ascenders
+        height = rng.uniform(1.2, 1.9) if tall else rng.uniform(0.55, 1.0)
+        depth = rng.uniform(0.3, 0.8) if rng.random() < 0.15 else 0.0  # descenders
+        loop = rng.random() < 0.5
+        points += _letter(rng, x, width, height, depth, loop)
+        x += width
+    return np.array(points), x
+
+
+def _letter(rng, x, width, height, depth, loop) -> list[tuple[float, float]]:
+    up = (x + width * rng.uniform(0.3, 0.7), -height)
+    pts = [(x + width * rng.uniform(0.0, 0.3), -height * rng.uniform(0.2, 0.5)), up]
+    if loop:
+        pts.append((x + width * rng.uniform(0.0, 0.4), -height * rng.uniform(0.4, 0.8)))
+    if depth:
+        pts.append((x + width * rng.uniform(0.4, 0.8), depth))
+    pts.append((x + width, rng.uniform(-0.15, 0.05)))
+    return pts
+
+
+def _flourish(rng: np.random.Generator, end_x: float) -> np.ndarray:
+    n = int(rng.integers(3, 6))
+    xs = np.sort(rng.uniform(-0.3, end_x + 0.5, n))[:: 1 if rng.random() < 0.5 else -1]
+    ys = rng.uniform(0.1, 0.7, n)
+    return np.stack([xs, ys], axis=1)
+
+
+def execute(plan: SignerPlan, rng: np.random.Generator, forged: bool, var: SynthVariability) -> np.ndarray:
+    """Render one signature by the plan's owner (genuine) or by a forger imitating it."""
+    strokes = [_perturb_stroke(s, rng, forged, var) for s in plan.strokes]
+    strokes = [_catmull_rom(s) for s in strokes]
+    if forged:
+        strokes = [_tremble(s, rng, var.forgery_tremor) for s in strokes]
+        strokes = [piece for s in strokes for piece in _hesitate(s, rng, var.forgery_breaks)]
+    slant = plan.slant + rng.normal(0, var.genuine_slant * (1.5 if forged else 1.0))
+    rotation = plan.rotation + rng.normal(0, 2.0)
+    size = UNIT_PX * (1 + rng.uniform(-var.genuine_size, var.genuine_size))
+    strokes = [_transform(s, slant, rotation, size) for s in strokes]
+    pen = plan.pen_width * rng.uniform(0.8, 1.2)
+    return _render(strokes, pen, rng)
+
+
+def _perturb_stroke(points, rng, forged, var):
+    sigma = var.forgery_shape if forged else var.genuine_shape
+    pts = points + rng.normal(0, sigma, points.shape)
+    if forged:  # proportions drift letter by letter: stretch locally along x and y
+        segments = max(1, len(pts) // 4)
+        sx = np.repeat(1 + rng.uniform(-var.forgery_proportion, var.forgery_proportion, segments), 4)[: len(pts)]
+        sx = np.pad(sx, (0, len(pts) - len(sx)), mode="edge")
+        sy = 1 + rng.uniform(-var.forgery_proportion, var.forgery_proportion, len(pts))
+        dx = np.diff(pts[:, 0], prepend=pts[0, 0]) * sx
+        pts = np.stack([pts[0, 0] + np.cumsum(dx) - dx[0], pts[:, 1] * sy], axis=1)
+    return pts
+
+
+def _catmull_rom(points: np.ndarray, samples: int = 10) -> np.ndarray:
+    """A smooth pen path through the control points (centripetal-free uniform Catmull-Rom)."""
+    if len(points) < 2:
+        return points
+    p = np.vstack([points[0], points, points[-1]])
+    t = np.linspace(0, 1, samples, endpoint=False)[:, None]
+    t2, t3 = t * t, t * t * t
+    out = []
+    for i in range(1, len(p) - 2):
+        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
+        out.append(0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
+    out.append(points[-1:])
+    return np.vstack(out)
+
+
+def _tremble(path: np.ndarray, rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """Slow, careful drawing: small high-frequency wobble perpendicular-ish to the path."""
+    noise = rng.normal(0, amplitude, path.shape)
+    kernel = np.ones(3) / 3
+    smooth = np.stack([np.convolve(noise[:, d], kernel, mode="same") for d in range(2)], axis=1)
+    return path + smooth
+
+
+def _hesitate(path: np.ndarray, rng: np.random.Generator, chance: float) -> list[np.ndarray]:
+    """Pen lifts where the forger stops to look: the stroke breaks, with a small gap."""
+    if len(path) < 12 or rng.random() >= chance:
+        return [path]
+    cut = int(rng.integers(4, len(path) - 4))
+    return [path[:cut], path[cut + 1 :]]
+
+
+def _transform(path: np.ndarray, slant: float, rotation_deg: float, size: float) -> np.ndarray:
+    sheared = np.stack([path[:, 0] - slant * path[:, 1], path[:, 1]], axis=1)
+    a = math.radians(rotation_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return sheared @ rot.T * size
+
+
+def _render(strokes: list[np.ndarray], pen: float, rng: np.random.Generator) -> np.ndarray:
+    allpts = np.vstack(strokes)
+    lo = allpts.min(axis=0)
+    margin = rng.uniform(10, 30, 2)
+    size = np.ceil(allpts.max(axis=0) - lo + 2 * margin).astype(int)
+    canvas = np.zeros((size[1] * SUPERSAMPLE, size[0] * SUPERSAMPLE), np.uint8)
+    for stroke in strokes:
+        _draw_stroke(canvas, (stroke - lo + margin) * SUPERSAMPLE, pen * SUPERSAMPLE, rng)
+    ink = cv2.resize(canvas, (size[0], size[1]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    paper = rng.uniform(232, 250) + rng.normal(0, 2.5, ink.shape)
+    darkness = rng.uniform(150, 215)
+    return np.clip(paper - ink * darkness, 0, 255).astype(np.uint8)
+
+
+def _draw_stroke(canvas: np.ndarray, path: np.ndarray, pen: float, rng: np.random.Generator) -> None:
+    """Draw in chunks whose width follows a lognormal-like speed profile: fast mid-stroke = thinner."""
+    n = len(path)
+    u = (np.arange(n) + 0.5) / n
+    speed = np.exp(-((np.log(u * 2 + 0.2)) ** 2) / (2 * 0.5**2))
+    width = pen * (1.15 - 0.35 * speed / speed.max()) * rng.uniform(0.9, 1.1)
+    for start in range(0, n - 1, 6):
+        chunk = np.round(path[start : start + 7]).astype(np.int32)
+        thickness = max(1, int(round(width[min(start + 3, n - 1)])))
+        cv2.polylines(canvas, [chunk], False, 255, thickness=thickness, lineType=cv2.LINE_AA)
+
+
+def synthesize_signer(signer: int, genuine: int, forgeries: int, seed: int,
+                      var: SynthVariability = SynthVariability()) -> list[tuple[str, np.ndarray, int]]:
+    """All images of one signer as (label, image, index); independent of other signers."""
+    rng = np.random.default_rng((seed, signer))
+    plan = make_plan(rng)
+    out = [(GENUINE, execute(plan, rng, False, var), i + 1) for i in range(genuine)]
+    out += [(FORGERY, execute(plan, rng, True, var), i + 1) for i in range(forgeries)]
+    return out
+
+
+def _write_signer(args) -> list[Record]:
+    out, signer, genuine, forgeries, seed = args
+    folder = Path(out) / f"s{signer:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for label, image, index in synthesize_signer(signer, genuine, forgeries, seed):
+        path = folder / f"{label[0]}_{index:02d}.png"
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        records.append(Record(path.resolve(), str(signer), label, index))
+    return records
+
+
+def synthesize_dataset(out: str | Path, signers: int = 60, genuine: int = 12, forgeries: int = 12,
+                       seed: int = 0, workers: int = 0) -> Path:
+    """Write a synthetic data set and its ``manifest.csv`` into ``out``; return the manifest path."""
+    if signers < 1 or genuine < 1 or forgeries < 0:
+        raise ValueError(f"need signers >= 1, genuine >= 1, forgeries >= 0; got {signers}, {genuine}, {forgeries}")
+    out = Path(out)
+    jobs = [(str(out), s, genuine, forgeries, seed) for s in range(1, signers + 1)]
+    if workers and workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_write_signer, jobs, chunksize=4))
+    else:
+        parts = [_write_signer(j) for j in jobs]
+    return write_manifest([r for part in parts for r in part], out / "manifest.csv")

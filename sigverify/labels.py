@@ -1,0 +1,48 @@
+"""The one meaning of a label everywhere in sigverify: (signer id, is the signature genuine).
+
+A forgery of signer s carries signer s (whose signature it imitates) and is_genuine False.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+GENUINE = "genuine"
+FORGERY = "forgery"
+LABELS = (GENUINE, FORGERY)
+
+
+@dataclass(frozen=True)
+class SignatureLabels:
+    """Batch labels: ``signer`` (long, [B]) and ``genuine`` (bool, [B])."""
+
+    signer: torch.Tensor
+    genuine: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.signer.shape != self.genuine.shape or self.signer.ndim != 1:
+            raise ValueError(
+                f"signer and genuine must be 1-d and of equal length, got {tuple(self.signer.shape)} "
+                f"and {tuple(self.genuine.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.signer.numel()
+
+    def to(self, device: torch.device | str) -> "SignatureLabels":
+        return SignatureLabels(self.signer.to(device), self.genuine.to(device))
+
+    def pair_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean [B, B] masks of (anchor, positive) and (anchor, negative) pairs.
+
+        Anchors are genuine only. A positive is another genuine signature of the anchor's signer;
+        a negative is any signature of another signer or a forgery of the anchor's own signer.
+        So a forgery is never an anchor nor a positive.
+        """
+        same_signer = self.signer[:, None] == self.signer[None, :]
+        not_self = ~torch.eye(len(self), dtype=torch.bool, device=self.signer.device)
+        anchor = self.genuine[:, None]
+        positive = anchor & self.genuine[None, :] & same_signer & not_self
+        negative = anchor & (~same_signer | ~self.genuine[None, :])
+        return positive, negative
