@@ -1,0 +1,34 @@
+"""Loss registry: ``create_loss("lsc_plus", mu=0.5)``. A name in a config is all it takes to swap."""
+from __future__ import annotations
+
+import inspect
+
+from sigverify.losses.base import LossOutput, MetricLoss
+from sigverify.losses.lsc_plus import LSCPlusLoss
+from sigverify.losses.sct import SCTLoss
+from sigverify.losses.supcon import SupConLoss
+from sigverify.losses.triplet_hard import BatchHardTripletLoss
+from sigverify.losses.triplet_semihard import BatchSemiHardTripletLoss
+
+LOSSES: dict[str, type[MetricLoss]] = {
+    "triplet_hard": BatchHardTripletLoss,
+    "triplet_semihard": BatchSemiHardTripletLoss,
+    "sct": SCTLoss,
+    "lsc_plus": LSCPlusLoss,
+    "supcon": SupConLoss,
+}
+
+
+def create_loss(name: str, **kwargs) -> MetricLoss:
+    """Build a registered loss; unknown names or arguments get an error listing the valid ones."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid choices: {', '.join(sorted(LOSSES))}")
+    cls = LOSSES[name]
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"loss {name!r} got unknown argument(s) {unknown}; valid: {', '.join(params)}")
+    return cls(**kwargs)
+
+
+__all__ = ["LOSSES", "LossOutput", "MetricLoss", "create_loss"]

@@ -1,0 +1,79 @@
+"""What every loss shares: label semantics, the similarity matrix, and its diagnostics.
+
+All losses work on L2-normalised embeddings with the masks of
+:meth:`sigverify.labels.SignatureLabels.pair_masks` (genuine anchors only; a forgery is never an
+anchor nor a positive). Anchors without a positive or a negative are skipped.
+
+Losses are written with masks, never boolean indexing or ``.item()``, so a training step makes no
+host-device synchronisation: diagnostics stay on the device as values + masks, and counts as tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sigverify.labels import SignatureLabels
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar; zero (with a graph) when no anchor is valid, never NaN
+    attraction: torch.Tensor  # anchor-positive cosine similarities used (any shape) ...
+    attraction_mask: torch.Tensor  # ... and which of them count
+    repulsion: torch.Tensor  # anchor-negative cosine similarities used ...
+    repulsion_mask: torch.Tensor
+    n_valid: torch.Tensor  # anchors with at least one positive and one negative
+    n_hard: torch.Tensor  # triplets where the negative is more similar than the positive
+    n_easy: torch.Tensor
+
+    def attraction_values(self) -> torch.Tensor:
+        return self.attraction[self.attraction_mask]
+
+    def repulsion_values(self) -> torch.Tensor:
+        return self.repulsion[self.repulsion_mask]
+
+
+class MetricLoss(nn.Module):
+    """Base class: subclasses implement :meth:`compute` on the similarity matrix and pair masks."""
+
+    def forward(self, embeddings: torch.Tensor, labels: SignatureLabels) -> LossOutput:
+        sim = embeddings.float() @ embeddings.float().T
+        positive, negative = labels.pair_masks()
+        valid = positive.any(1) & negative.any(1)
+        return self.compute(sim, positive, negative, valid)
+
+    def compute(self, sim, positive, negative, valid) -> LossOutput:
+        raise NotImplementedError
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over ``mask``; 0 (keeping the graph) when the mask is empty. Masked-out NaNs are ignored."""
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp_min(1)
+
+
+def select(sim: torch.Tensor, mask: torch.Tensor, most_similar: bool) -> torch.Tensor:
+    """Per row, the column of the most (or least) similar masked entry, chosen on detached values.
+
+    Gradients flow only through the values gathered with it. Rows with an empty mask get an
+    arbitrary column; callers mask those rows out.
+    """
+    fill = float("-inf") if most_similar else float("inf")
+    masked = sim.detach().masked_fill(~mask, fill)
+    return masked.argmax(1) if most_similar else masked.argmin(1)
+
+
+def gather(sim: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return sim.gather(1, index[:, None])[:, 0]
+
+
+def cosine_to_distance(sim: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance between unit vectors; clamped so the gradient at 0 stays finite."""
+    return (2.0 - 2.0 * sim).clamp_min(1e-12).sqrt()
+
+
+def triplet_output(loss, s_ap, s_an, valid, hard: torch.Tensor | None = None) -> LossOutput:
+    """Diagnostics for one (positive, negative) triplet per anchor; hard defaults to S_an > S_ap."""
+    hard = (s_an.detach() > s_ap.detach() if hard is None else hard) & valid
+    return LossOutput(loss, s_ap.detach(), valid, s_an.detach(), valid, valid.sum(), hard.sum(), (valid & ~hard).sum())

@@ -1,0 +1,40 @@
+"""Selectively Contrastive Triplet loss (Xuan et al., "Hard negative examples are hard, but useful", ECCV 2020).
+
+Per anchor: the easiest positive (most similar) and the hardest negative (most similar), selected
+on detached similarities. A triplet is hard when S_an > S_ap (optionally also when S_an >
+``hard_threshold``, the official code's extra rule): hard triplets contribute lambda * S_an (push the
+negative away, leave the positive alone); easy ones -log(exp(S_ap/t) / (exp(S_ap/t) + exp(S_an/t))).
+Total: mean over valid anchors.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sigverify.losses.base import LossOutput, MetricLoss, gather, masked_mean, select, triplet_output
+
+
+class SCTLoss(MetricLoss):
+    def __init__(self, lam: float = 1.0, temperature: float = 0.1, hard_threshold: float | None = None):
+        super().__init__()
+        self.lam, self.temperature, self.hard_threshold = lam, temperature, hard_threshold
+
+    def triplets(self, sim, positive, negative, valid):
+        """(S_ap, S_an, hard) per anchor row; rows outside ``valid`` are meaningless."""
+        s_ap = gather(sim, select(sim, positive, most_similar=True))
+        s_an = gather(sim, select(sim, negative, most_similar=True))
+        hard = s_an.detach() > s_ap.detach()
+        if self.hard_threshold is not None:
+            hard = hard | (s_an.detach() > self.hard_threshold)
+        return s_ap, s_an, hard
+
+    def per_anchor(self, s_ap, s_an, hard) -> torch.Tensor:
+        logits = torch.stack([s_ap, s_an], 1) / self.temperature
+        easy_loss = -F.log_softmax(logits, dim=1)[:, 0]
+        return torch.where(hard, self.lam * s_an, easy_loss)
+
+    def compute(self, sim, positive, negative, valid) -> LossOutput:
+        s_ap, s_an, hard = self.triplets(sim, positive, negative, valid)
+        loss = masked_mean(self.per_anchor(s_ap, s_an, hard), valid)
+        return triplet_output(loss, s_ap, s_an, valid, hard)
+

@@ -1,0 +1,88 @@
+"""The embedding network: any timm backbone (1-channel input, no classifier) + a projection head
+to a D-dim L2-normalised embedding.
+
+Pretrained weights come from the hub when online (``pretrained=True``) or from a local
+``.pth``/``.safetensors`` file (``weights_file``); timm adapts the RGB stem to one channel.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None,
+                    drop_path_rate: float = 0.0) -> nn.Module:
+    """A timm feature extractor for grayscale input, by name; unknown names list close matches."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+        raise ValueError(f"unknown backbone {name!r}; close timm names: {', '.join(close) or 'none'} "
+                         "(any name from timm.list_models() is valid)")
+    kwargs = dict(in_chans=1, num_classes=0, drop_path_rate=drop_path_rate)
+    if weights_file:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: pretrained weights file not found")
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+        pretrained = True
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def freeze_stages(backbone: nn.Module, n: int) -> None:
+    """Freeze the stem and the first ``n`` stages (timm's ``blocks`` or ``stages``)."""
+    if n <= 0:
+        return
+    stages = getattr(backbone, "blocks", None) or getattr(backbone, "stages", None)
+    if stages is None:
+        raise ValueError(f"{type(backbone).__name__} has no blocks/stages to freeze")
+    if n > len(stages):
+        raise ValueError(f"freeze_stages={n} but the backbone has {len(stages)} stages")
+    stem = [m for name, m in backbone.named_children() if name in ("conv_stem", "bn1", "stem")]
+    for module in [*stem, *stages[:n]]:
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+class ProjectionHead(nn.Module):
+    """Linear -> BN -> ReLU -> Dropout blocks, then Linear -> BN to ``dim`` (normalised outside)."""
+
+    def __init__(self, in_features: int, dim: int = 256, hidden: Sequence[int] = (512,), dropout: float = 0.4):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = h
+        layers += [nn.Linear(width, dim), nn.BatchNorm1d(dim)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SignatureEmbedder(nn.Module):
+    """uint8 or float images [B, 1, H, W] -> unit-length embeddings [B, dim]."""
+
+    def __init__(self, backbone: str = "tf_efficientnetv2_m", pretrained: bool = False, weights_file: str | None = None,
+                 freeze: int = 0, dim: int = 256, hidden: Sequence[int] = (512,), dropout: float = 0.4,
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        self.backbone = create_backbone(backbone, pretrained, weights_file, drop_path_rate)
+        freeze_stages(self.backbone, freeze)
+        self.head = ProjectionHead(self.backbone.num_features, dim, hidden, dropout)
+
+    @staticmethod
+    def normalize_input(images: torch.Tensor) -> torch.Tensor:
+        """uint8 [0, 255] -> float [-1, 1]; done on the device so loaders ship uint8."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        return (images - 0.5) / 0.5
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(self.normalize_input(images))
+        return F.normalize(self.head(features).float(), dim=1)
