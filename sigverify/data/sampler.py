@@ -69,12 +69,12 @@ class PKFMBatchSampler(Sampler[list[int]]):
         no_f = [s for s in self.anchor_signers if len(self.forgery_of[s]) == 0] if self.f else []
         if short_g:
             warnings.warn(f"PKFM sampler: {len(short_g)} signer(s) have fewer than K={self.k} genuine samples "
-                          f"(e.g. {short_g[:5]}); sampling them with replacement")
+                          f"(e.g. {[int(s) for s in short_g[:5]]}); sampling them with replacement")
         if short_f:
             warnings.warn(f"PKFM sampler: {len(short_f)} signer(s) have fewer than F={self.f} forgeries "
-                          f"(e.g. {short_f[:5]}); sampling them with replacement")
+                          f"(e.g. {[int(s) for s in short_f[:5]]}); sampling them with replacement")
         if no_f:
-            warnings.warn(f"PKFM sampler: {len(no_f)} signer(s) have no forgeries (e.g. {no_f[:5]}); "
+            warnings.warn(f"PKFM sampler: {len(no_f)} signer(s) have no forgeries (e.g. {[int(s) for s in no_f[:5]]}); "
                           "other signers' signatures take their place")
 
     def set_epoch(self, epoch: int) -> None:

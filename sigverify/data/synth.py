@@ -43,10 +43,11 @@ class SynthVariability:
     genuine_shape: float = 0.05  # control-point jitter, letter heights
     genuine_size: float = 0.15  # +- relative size
     genuine_slant: float = 0.06
-    forgery_shape: float = 0.13
-    forgery_proportion: float = 0.15  # +- per-letter width/height change
-    forgery_tremor: float = 0.025  # tremor amplitude, letter heights
-    forgery_breaks: float = 0.35  # chance that a stroke is broken by a hesitation
+    forgery_shape: float = 0.22
+    forgery_proportion: float = 0.22  # +- per-letter width/height change
+    forgery_tremor: float = 0.05  # tremor amplitude, letter heights
+    forgery_breaks: float = 0.5  # chance that a stroke is broken by a hesitation
+    forgery_slant: float = 0.12  # the forger's own slant habit (sd)
 
 
 def make_plan(rng: np.random.Generator) -> SignerPlan:
@@ -100,7 +101,7 @@ def execute(plan: SignerPlan, rng: np.random.Generator, forged: bool, var: Synth
     if forged:
         strokes = [_tremble(s, rng, var.forgery_tremor) for s in strokes]
         strokes = [piece for s in strokes for piece in _hesitate(s, rng, var.forgery_breaks)]
-    slant = plan.slant + rng.normal(0, var.genuine_slant * (1.5 if forged else 1.0))
+    slant = plan.slant + rng.normal(0, var.genuine_slant) + (rng.normal(0, var.forgery_slant) if forged else 0.0)
     rotation = plan.rotation + rng.normal(0, 2.0)
     size = UNIT_PX * (1 + rng.uniform(-var.genuine_size, var.genuine_size))
     strokes = [_transform(s, slant, rotation, size) for s in strokes]

@@ -39,7 +39,9 @@ class MetricLoss(nn.Module):
     """Base class: subclasses implement :meth:`compute` on the similarity matrix and pair masks."""
 
     def forward(self, embeddings: torch.Tensor, labels: SignatureLabels) -> LossOutput:
-        sim = embeddings.float() @ embeddings.float().T
+        if embeddings.dtype in (torch.float16, torch.bfloat16):
+            embeddings = embeddings.float()  # similarities near 1 need more than 8 mantissa bits
+        sim = embeddings @ embeddings.T
         positive, negative = labels.pair_masks()
         valid = positive.any(1) & negative.any(1)
         return self.compute(sim, positive, negative, valid)

@@ -1,0 +1,37 @@
+# The front door. `make demo` and `make test` work on a fresh machine with only this repository.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export NO_ALBUMENTATIONS_UPDATE ?= 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: install demo test bench-data bench-train bench-infer sweep clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m sigverify.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench-data: $(STAMP)
+	$(BIN)/python -m benchmarks.data $(ARGS)
+
+bench-train: $(STAMP)
+	$(BIN)/python -m benchmarks.train $(ARGS)
+
+bench-infer: $(STAMP)
+	$(BIN)/python -m benchmarks.infer $(ARGS)
+
+clean:
+	rm -rf runs sweeps .pytest_cache

@@ -1,0 +1,175 @@
+"""The LightningModule: it orchestrates; the network lives in ``embedding.py``, the loss in ``losses/``.
+
+Validation measures forgery detection on the validation signers (genuine-genuine vs
+genuine-skilled pairs: EER, AUC), not signer identity. The EER threshold found there is kept in the
+checkpoint and is the operating threshold applied, unchanged, to the test signers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+
+import lightning as L
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from sigverify.evaluation.metrics import auc, eer
+from sigverify.evaluation.protocols import pair_scores
+from sigverify.labels import SignatureLabels
+from sigverify.losses import create_loss
+from sigverify.models.embedding import SignatureEmbedder
+from sigverify.training.distributed import gather_arrays
+from sigverify.training.schedule import warmup_cosine_factor
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class SignatureVerifier(L.LightningModule):
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnetv2_m",
+        pretrained: bool = False,
+        weights_file: str | None = None,
+        freeze_stages: int = 0,
+        embedding_dim: int = 256,
+        head_hidden: Sequence[int] = (512,),
+        dropout: float = 0.4,
+        drop_path_rate: float = 0.0,
+        loss: str = "lsc_plus",
+        loss_args: dict | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        warmup_epochs: float = 5,
+        warmup_start_lr: float = 1e-4,
+        min_lr: float = 1e-6,
+        channels_last: bool = True,
+        compile: bool = False,
+        val_loss_samples: int = 256,
+        finite_check_every: int = 1,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.embedder = SignatureEmbedder(backbone, pretrained, weights_file, freeze_stages, embedding_dim,
+                                          head_hidden, dropout, drop_path_rate)
+        self.loss_fn = create_loss(loss, **(loss_args or {}))
+        self.val_threshold: float | None = None  # EER threshold on the validation signers
+        self._collected: dict[str, list] = {}
+        self._forward = self.embedder
+        self.last_diagnostics = None
+        self._first_bad_step: torch.Tensor | None = None  # on the device: checked without a per-step sync
+
+    # -- forward -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last and self.device.type == "cuda":
+            self.embedder.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            # Not registered as a submodule, so checkpoints keep the plain parameter names.
+            object.__setattr__(self, "_forward", torch.compile(self.embedder))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and images.is_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._forward(images)
+
+    # -- training ------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int):
+        images, signers, genuine = batch
+        out = self.loss_fn(self(images), SignatureLabels(signers, genuine))
+        self._watch_finite(out.loss, batch_idx)
+        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.last_diagnostics = out  # read by DistributionMonitor, on the device
+        return out.loss
+
+    def _watch_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Record the first step with a NaN/Inf loss on the device; raise every ``finite_check_every`` steps.
+
+        With the default of 1 it raises before the bad step's update. Larger values save a host sync
+        per step; the check also runs before every validation, so no bad weights reach a checkpoint.
+        """
+        if self._first_bad_step is None or self._first_bad_step.device != loss.device:
+            self._first_bad_step = torch.full((), -1, device=loss.device, dtype=torch.long)
+        step = torch.full((), self.global_step, device=loss.device, dtype=torch.long)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad_step < 0)
+        self._first_bad_step = torch.where(bad, step, self._first_bad_step)
+        if (batch_idx + 1) % self.hparams.finite_check_every == 0:
+            self._raise_if_non_finite()
+
+    def _raise_if_non_finite(self) -> None:
+        if self._first_bad_step is not None and int(self._first_bad_step) >= 0:
+            step = int(self._first_bad_step)
+            self._first_bad_step = None
+            raise NonFiniteLossError(
+                f"non-finite loss at global step {step} (epoch {self.current_epoch}); stopping. The last good "
+                "checkpoint is kept; lower the learning rate or check the data.")
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_non_finite()
+
+    def on_validation_epoch_start(self) -> None:
+        self._raise_if_non_finite()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        warmup = int(round(hp.warmup_epochs * total / epochs))
+        factor = partial(warmup_cosine_factor, warmup_steps=warmup, total_steps=total, base_lr=hp.lr,
+                         start_lr=hp.warmup_start_lr, min_lr=hp.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}}
+
+    # -- validation / test ---------------------------------------------------------------------
+    def _collect(self, stage: str, batch) -> None:
+        images, signers, genuine = batch
+        emb = self(images)
+        self._collected.setdefault(stage, []).append((emb.float().cpu(), signers.cpu(), genuine.cpu()))
+
+    def collected(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This stage's embeddings, signer ids and genuine flags from every rank, then cleared."""
+        parts = self._collected.pop(stage, [])
+        if not parts:
+            return np.zeros((0, self.hparams.embedding_dim)), np.zeros(0, int), np.zeros(0, bool)
+        emb, signers, genuine = (torch.cat(c).numpy() for c in zip(*parts))
+        return gather_arrays(emb, signers, genuine)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._collect("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def predict_step(self, batch, batch_idx: int):
+        images, signers, genuine = batch
+        return {"embedding": self(images).float().cpu(), "signer": signers.cpu(), "genuine": genuine.cpu()}
+
+    def on_validation_epoch_end(self) -> None:
+        emb, signers, genuine = self.collected("val")
+        if len(emb) == 0:
+            return
+        scores = pair_scores(emb, signers, genuine)
+        val_eer, threshold = eer(scores.genuine, scores.skilled)
+        self.val_threshold = threshold
+        metrics = {"val/eer": val_eer, "val/auc": auc(scores.genuine, scores.skilled), "val/threshold": threshold,
+                   "val/pos_score": float(scores.genuine.mean()), "val/neg_score": float(scores.skilled.mean()),
+                   "val/loss": self._val_loss(emb, signers, genuine)}
+        self.log_dict(metrics, sync_dist=False)
+
+    def _val_loss(self, emb, signers, genuine) -> float:
+        """The training loss on a fixed subset of validation embeddings (the loss is O(B^2) or O(B^3))."""
+        n = min(len(emb), self.hparams.val_loss_samples)
+        pick = np.sort(np.random.default_rng(0).permutation(len(emb))[:n])
+        labels = SignatureLabels(torch.as_tensor(signers[pick]), torch.as_tensor(genuine[pick]))
+        return float(self.loss_fn(torch.as_tensor(emb[pick]), labels).loss)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_threshold"] = self.val_threshold
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_threshold = checkpoint.get("val_threshold")

@@ -1,0 +1,41 @@
+"""LightningCLI for sigverify: precision chosen by device, ``best``/``last`` checkpoints found in the run folder."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from sigverify.data.datamodule import SignatureDataModule
+from sigverify.models.module import SignatureVerifier
+
+log = logging.getLogger(__name__)
+
+
+class SigverifyCLI(LightningCLI):
+    def __init__(self, **kwargs):
+        super().__init__(SignatureVerifier, SignatureDataModule, save_config_kwargs={"overwrite": True},
+                         parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.get("precision") in (None, "auto"):
+            on_gpu = torch.cuda.is_available() and trainer.get("accelerator") in ("auto", "gpu", "cuda")
+            trainer.precision = "bf16-mixed" if on_gpu else "32-true"
+            log.info("precision: %s (%s)", trainer.precision, "GPU found" if on_gpu else "no GPU")
+        if self.subcommand in ("validate", "test", "predict"):
+            config.ckpt_path = resolve_checkpoint(config.get("ckpt_path"), trainer.get("default_root_dir"))
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: str | None) -> str | None:
+    """``best``/``last`` in a fresh process: look in ``<run_dir>/checkpoints`` (fit's ModelCheckpoint folder)."""
+    if ckpt_path not in ("best", "last") or not run_dir:
+        return ckpt_path
+    folder = Path(run_dir) / "checkpoints"
+    pattern = "last*.ckpt" if ckpt_path == "last" else "best*.ckpt"
+    found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no {ckpt_path} checkpoint in {folder}; run `sigverify fit` with this config first")
+    return str(found[-1])

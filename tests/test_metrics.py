@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from sigverify.evaluation.metrics import (MetricsError, auc, bootstrap_ci, eer, per_user, rates_at,
+                                          threshold_at_far)
+from sigverify.evaluation.protocols import pair_scores, reference_scores
+
+
+def brute_force_eer(genuine, forgery):
+    """min over thresholds of max(FAR, FRR), the discrete EER bound: our interpolated EER lies in [lo, this]."""
+    best = 1.0
+    for t in np.unique(np.r_[genuine, forgery, np.inf]):
+        far, frr = (forgery >= t).mean(), (genuine < t).mean()
+        best = min(best, max(far, frr))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_auc_matches_sklearn_and_eer_is_consistent(seed):
+    rng = np.random.default_rng(seed)
+    genuine, forgery = rng.normal(1, 1, rng.integers(5, 60)), rng.normal(0, 1, rng.integers(5, 60))
+    y = np.r_[np.ones(len(genuine)), np.zeros(len(forgery))]
+    assert auc(genuine, forgery) == pytest.approx(roc_auc_score(y, np.r_[genuine, forgery]))
+    rate, threshold = eer(genuine, forgery)
+    assert rate <= brute_force_eer(genuine, forgery) + 1e-12
+    far, frr = (forgery >= threshold).mean(), (genuine < threshold).mean()
+    assert min(far, frr) - 1 / min(len(genuine), len(forgery)) <= rate <= max(far, frr) + 1e-12
+
+
+def test_perfect_separation():
+    rate, threshold = eer([0.9, 0.8, 0.7], [0.1, 0.2, 0.3])
+    assert rate == 0.0 and auc([0.9, 0.8, 0.7], [0.1, 0.2, 0.3]) == 1.0
+    r = rates_at(threshold, [0.9, 0.8, 0.7], [0.1, 0.2, 0.3])
+    assert r["accuracy"] == 1.0 and r["frr"] == 0.0 and r["far_skilled"] == 0.0
+
+
+def test_total_overlap_and_ties():
+    same = np.full(10, 0.5)
+    rate, _ = eer(same, same)
+    assert rate == pytest.approx(0.5) and auc(same, same) == 0.5
+    rate, _ = eer([0.5, 0.6], [0.6, 0.4])  # one tie across classes
+    assert 0.0 < rate <= 0.5
+
+
+def test_hand_computed_rates_and_confusion():
+    r = rates_at(0.5, genuine=[0.9, 0.6, 0.4, 0.3], skilled=[0.7, 0.2, 0.1], random=[0.55, 0.1, 0.0, 0.2])
+    assert r["tpr"] == 0.5 and r["frr"] == 0.5 and r["far_skilled"] == pytest.approx(1 / 3)
+    assert r["far_random"] == 0.25 and r["confusion"] == [[2, 2], [1, 2]] and r["accuracy"] == pytest.approx(4 / 7)
+
+
+def test_no_forgeries_is_a_clear_error():
+    with pytest.raises(MetricsError, match="no forgery scores"):
+        eer([0.5, 0.6], [])
+    with pytest.raises(MetricsError, match="no genuine scores"):
+        auc([], [0.5])
+
+
+def test_threshold_at_far():
+    forgery = np.linspace(0, 1, 101)
+    t = threshold_at_far(forgery, 0.1)
+    assert (forgery >= t).mean() <= 0.1 and (forgery >= np.nextafter(t, -np.inf) - 0.011).mean() > 0.1
+
+
+def test_per_user_and_single_user():
+    genuine, forgery = np.array([0.9, 0.8, 0.3, 0.2]), np.array([0.5, 0.1, 0.15, 0.0])
+    out = per_user(genuine, forgery, np.array([1, 1, 2, 2]), np.array([1, 1, 2, 2]))
+    assert out["eer_user_threshold"] == 0.0 and out["mean_user_auc"] == 1.0 and out["n_users"] == 2
+    assert eer(genuine, forgery)[0] > 0  # one global threshold cannot separate both users
+    single = per_user(genuine[:2], forgery[:2], np.array([1, 1]), np.array([1, 1]))
+    assert single["n_users"] == 1
+
+
+def test_bootstrap_ci_brackets_the_statistic():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(20), 10)
+    values = rng.normal(0, 1, len(users)) + users * 0.1
+    lo, hi = bootstrap_ci(lambda us: np.concatenate([values[users == u] for u in us]).mean(), users, n_boot=300)
+    assert lo < values.mean() < hi and hi - lo < 2
+
+
+def random_embeddings(seed, signers=5, genuine=6, forgeries=4, dim=8):
+    rng = np.random.default_rng(seed)
+    s = np.repeat(np.arange(signers), genuine + forgeries)
+    g = np.tile(np.r_[np.ones(genuine, bool), np.zeros(forgeries, bool)], signers)
+    e = rng.normal(size=(len(s), dim))
+    return e / np.linalg.norm(e, axis=1, keepdims=True), s, g
+
+
+@pytest.mark.parametrize("signers, n_g, n_f", [(1, 5, 3), (4, 6, 4), (7, 3, 0)])
+def test_pair_protocol_counts(signers, n_g, n_f):
+    emb, s, g = random_embeddings(0, signers, n_g, n_f)
+    scores = pair_scores(emb, s, g)
+    assert len(scores.genuine) == signers * n_g * (n_g - 1) // 2
+    assert len(scores.skilled) == signers * n_g * n_f
+    assert len(scores.random) == signers * n_g * (signers - 1)
+    i, j = 0, 1
+    assert scores.genuine[0] == pytest.approx(emb[i] @ emb[j])
+
+
+@pytest.mark.parametrize("refs, draws, n_random", [(3, 1, 2), (4, 3, 10)])
+def test_reference_protocol_counts(refs, draws, n_random):
+    signers, n_g, n_f = 5, 6, 4
+    emb, s, g = random_embeddings(1, signers, n_g, n_f)
+    scores = reference_scores(emb, s, g, n_references=refs, draws=draws, n_random=n_random)
+    assert len(scores.genuine) == draws * signers * (n_g - refs)
+    assert len(scores.skilled) == draws * signers * n_f
+    assert len(scores.random) == draws * signers * min(n_random, (signers - 1) * n_g)
+    with pytest.raises(ValueError, match="needs more than 6"):
+        reference_scores(emb, s, g, n_references=6)

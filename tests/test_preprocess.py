@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from sigverify.data.preprocess import PreprocessConfig, fit_to_canvas, preprocess_array
+
+
+def page_with_stroke(h, w, box, speck=None, dark=20):
+    page = np.full((h, w), 240, np.uint8)
+    y0, y1, x0, x1 = box
+    page[y0:y1, x0:x1] = dark
+    if speck:
+        page[speck[0], speck[1]] = dark
+    return page
+
+
+@pytest.mark.parametrize("size", [(192, 384), (224, 224), (64, 128)])
+@pytest.mark.parametrize("seed", range(5))
+def test_shape_and_ink_polarity_on_random_pages(size, seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(80, 400), rng.integers(80, 600)
+    y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+    y1, x1 = rng.integers(y0 + 5, h), rng.integers(x0 + 5, w)
+    page = page_with_stroke(h, w, (y0, y1, x0, x1))
+    out = preprocess_array(page, PreprocessConfig(height=size[0], width=size[1]))
+    assert out.shape == size and out.dtype == np.uint8
+    # ink is the foreground: bright (255) strokes; the padded canvas border stays 0
+    assert out.max() == 255 and (out > 127).any()
+    assert out[0].max() == 0 or out[:, 0].max() == 0
+
+
+def test_ink_is_bright_and_paper_black():
+    page = page_with_stroke(100, 300, (40, 60, 20, 280))  # a wide bar of ink
+    out = preprocess_array(page, PreprocessConfig(height=64, width=128, margin=0.2))
+    assert out[0, 0] == 0 and out[32, 64] == 255
+
+
+def test_aspect_ratio_kept():
+    page = page_with_stroke(400, 400, (100, 140, 50, 250))  # ink box 40 x 200 (1:5)
+    out = preprocess_array(page, PreprocessConfig(height=100, width=100, margin=0.0))
+    rows, cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
+    ratio = (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
+    assert ratio == pytest.approx(5, rel=0.1)
+
+
+def test_crop_ignores_isolated_specks():
+    clean = page_with_stroke(300, 600, (100, 150, 200, 400))
+    specked = page_with_stroke(300, 600, (100, 150, 200, 400), speck=(5, 5))
+    config = PreprocessConfig(height=64, width=128)
+    np.testing.assert_array_equal(preprocess_array(clean, config), preprocess_array(specked, config))
+
+
+def test_deterministic_and_grey_mode():
+    page = page_with_stroke(100, 300, (40, 60, 20, 280), dark=100)
+    a = preprocess_array(page, PreprocessConfig(height=32, width=64))
+    np.testing.assert_array_equal(a, preprocess_array(page, PreprocessConfig(height=32, width=64)))
+    grey = preprocess_array(page, PreprocessConfig(height=32, width=64, binarize=False, denoise="median"))
+    assert 100 < grey.max() < 200  # keeps the ink's level (255 - 100), inverted
+
+
+def test_fit_to_canvas_centres():
+    out = fit_to_canvas(np.full((10, 10), 255, np.uint8), 20, 40)
+    cols = np.flatnonzero(out.any(0))
+    assert out.shape == (20, 40) and cols[0] == 10 and cols[-1] == 29
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="denoise"):
+        PreprocessConfig(denoise="bilateral")
+    with pytest.raises(ValueError, match="odd"):
+        PreprocessConfig(denoise="gaussian", denoise_kernel=4)

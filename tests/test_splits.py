@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from sigverify.data.splits import SplitConfig, make_split, save_split
+
+SIGNERS = [str(i) for i in range(1, 56)]
+
+
+def assert_partition(split, signers):
+    parts = [set(split[k]) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert parts[0] | parts[1] | parts[2] == set(signers)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ratio_splits_are_disjoint_seeded_and_sized(seed):
+    split = make_split(SIGNERS, SplitConfig(seed=seed))
+    assert_partition(split, SIGNERS)
+    assert len(split["test"]) == 11 and len(split["val"]) == 4  # the write-up's 20 %, then 10 % of the rest
+    assert split == make_split(SIGNERS, SplitConfig(seed=seed))
+    assert split != make_split(SIGNERS, SplitConfig(seed=seed + 100))
+
+
+def test_kfold_tests_every_signer_exactly_once():
+    tested = []
+    for fold in range(5):
+        split = make_split(SIGNERS, SplitConfig(mode="kfold", folds=5, fold=fold))
+        assert_partition(split, SIGNERS)
+        tested += split["test"]
+    assert sorted(tested, key=int) == SIGNERS
+
+
+def test_explicit_lists_and_errors():
+    split = make_split(SIGNERS, SplitConfig(mode="lists", val=["1", "2"], test=["3"]))
+    assert split["val"] == ["1", "2"] and split["test"] == ["3"] and len(split["train"]) == 52
+    with pytest.raises(ValueError, match="both split.val and split.test"):
+        make_split(SIGNERS, SplitConfig(mode="lists", val=["1"], test=["1"]))
+    with pytest.raises(ValueError, match="not in the data"):
+        make_split(SIGNERS, SplitConfig(mode="lists", test=["999"]))
+    with pytest.raises(ValueError, match="mode"):
+        make_split(SIGNERS, SplitConfig(mode="random"))
+
+
+def test_saved_split_repeats_the_run(tmp_path):
+    config = SplitConfig(seed=7)
+    split = make_split(SIGNERS, config)
+    path = save_split(split, tmp_path / "split.json", config)
+    assert json.loads(path.read_text())["config"]["seed"] == 7
+    assert make_split(SIGNERS, SplitConfig(mode="file", file=str(path))) == split

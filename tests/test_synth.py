@@ -1,0 +1,60 @@
+"""The built-in synthetic signatures: format, determinism, and no shortcut through image statistics."""
+import cv2
+import numpy as np
+
+from sigverify.data.manifest import read_manifest, summarize
+from sigverify.data.synth import synthesize_dataset, synthesize_signer
+from sigverify.evaluation.metrics import eer
+
+
+def test_manifest_format_and_counts(synth_manifest):
+    records = read_manifest(synth_manifest)
+    summary = summarize(records)
+    assert summary["signers"] == 16 and summary["genuine"] == 96 and summary["forgery"] == 96
+    image = cv2.imread(str(records[0].path), cv2.IMREAD_UNCHANGED)
+    assert image.ndim == 2 and image.dtype == np.uint8
+    assert np.median(image) > 200 and image.min() < 100  # dark ink on light paper
+
+
+def test_deterministic_per_seed_and_signer(tmp_path):
+    a = synthesize_signer(5, 2, 2, seed=1)
+    b = synthesize_signer(5, 2, 2, seed=1)
+    c = synthesize_signer(5, 2, 2, seed=2)
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not np.array_equal(a[0][1], c[0][1])
+    path = synthesize_dataset(tmp_path / "w", signers=3, genuine=2, forgeries=1, seed=0, workers=2)
+    assert len(read_manifest(path)) == 9
+
+
+def test_genuine_samples_vary_and_signers_differ():
+    imgs = [img for _, img, _ in synthesize_signer(1, 3, 0, seed=0)]
+    other = synthesize_signer(2, 1, 0, seed=0)[0][1]
+    assert len({img.shape for img in imgs}) > 1 or not np.array_equal(imgs[0], imgs[1])
+    assert imgs[0].shape != other.shape or not np.array_equal(imgs[0], other)
+
+
+def image_statistics(image: np.ndarray) -> list[float]:
+    """What a shortcut would use: ink amount, ink darkness, bounding box."""
+    threshold, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    ink = image <= threshold
+    ys, xs = np.nonzero(ink)
+    return [ink.sum(), image[ink].mean(), np.ptp(xs), np.ptp(ys), ink.mean(), image.shape[0], image.shape[1]]
+
+
+def test_image_statistics_do_not_separate_genuine_from_forgeries():
+    features, signers, genuine = [], [], []
+    for s in range(30):
+        for label, image, _ in synthesize_signer(s, 8, 8, seed=11):
+            features.append(image_statistics(image))
+            signers.append(s)
+            genuine.append(label == "genuine")
+    features, signers, genuine = np.array(features, float), np.array(signers), np.array(genuine)
+    features = (features - features.mean(0)) / features.std(0)
+    same, forged = [], []
+    for s in range(30):
+        g, f = features[(signers == s) & genuine], features[(signers == s) & ~genuine]
+        diff_gg = np.linalg.norm(g[:, None] - g[None], axis=2)[np.triu_indices(len(g), 1)]
+        diff_gf = np.linalg.norm(g[:, None] - f[None], axis=2).ravel()
+        same.append(-diff_gg), forged.append(-diff_gf)
+    baseline_eer, _ = eer(np.concatenate(same), np.concatenate(forged))
+    assert baseline_eer >= 0.25, f"image statistics separate forgeries too well (EER {baseline_eer:.3f})"
