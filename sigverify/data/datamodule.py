@@ -18,6 +18,7 @@ from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler
 from sigverify.data.splits import SplitConfig, make_split, save_split
 from sigverify.data.synth import synthesize_dataset
+from sigverify.evaluation.report import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class SamplerConfig:
     f: int = 2
     m: int = 2
     batches_per_epoch: int | None = None  # default: about one pass over the genuine samples
+
+
+# The data module's settings are stored in checkpoints; Lightning reloads them with weights_only=True.
+torch.serialization.add_safe_globals([SyntheticConfig, SamplerConfig, PreprocessConfig, AugmentConfig, SplitConfig, EvalConfig])
 
 
 class SignatureDataModule(L.LightningDataModule):
@@ -137,8 +142,9 @@ class SignatureDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def test_dataloader(self) -> list[DataLoader]:
+        # The validation signers come first: the operating threshold is fixed on them, then applied to test.
+        return [self._eval_loader("val"), self._eval_loader("test")]
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -17,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from sigverify.evaluation.metrics import auc, eer
 from sigverify.evaluation.protocols import pair_scores
+from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate, protocol_scores, write_report
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.embedding import SignatureEmbedder
@@ -52,12 +54,15 @@ class SignatureVerifier(L.LightningModule):
         compile: bool = False,
         val_loss_samples: int = 256,
         finite_check_every: int = 1,
+        evaluation: EvalConfig = EvalConfig(),
     ):
         super().__init__()
         self.save_hyperparameters()
         self.embedder = SignatureEmbedder(backbone, pretrained, weights_file, freeze_stages, embedding_dim,
                                           head_hidden, dropout, drop_path_rate)
         self.loss_fn = create_loss(loss, **(loss_args or {}))
+        # LightningCLI may hand nested settings over as a mapping
+        self.evaluation = evaluation if isinstance(evaluation, EvalConfig) else EvalConfig(**evaluation)
         self.val_threshold: float | None = None  # EER threshold on the validation signers
         self._collected: dict[str, list] = {}
         self._forward = self.embedder
@@ -142,8 +147,9 @@ class SignatureVerifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._collect("val", batch)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._collect("test", batch)
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # The data module's test loaders: 0 = validation signers (threshold), 1 = test signers.
+        self._collect(("test_threshold", "test")[dataloader_idx], batch)
 
     def predict_step(self, batch, batch_idx: int):
         images, signers, genuine = batch
@@ -160,6 +166,25 @@ class SignatureVerifier(L.LightningModule):
                    "val/pos_score": float(scores.genuine.mean()), "val/neg_score": float(scores.skilled.mean()),
                    "val/loss": self._val_loss(emb, signers, genuine)}
         self.log_dict(metrics, sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        """The report: threshold from the validation signers (same protocol), applied unchanged to test."""
+        config = self.evaluation
+        val, test = self.collected("test_threshold"), self.collected("test")
+        if len(val[0]):
+            threshold, source = choose_threshold(protocol_scores(*val, config), config)
+        elif config.protocol == "pairs" and self.val_threshold is not None:
+            threshold, source = self.val_threshold, "validation signers, at their EER (from the checkpoint)"
+        else:
+            raise ValueError("no validation signers to fix the threshold on; give the split a val part")
+        scores = protocol_scores(*test, config)
+        self.test_report = evaluate(scores, threshold, source, config)
+        numbers = {f"test/{k}": float(v) for k, v in self.test_report.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+        self.log_dict(numbers, sync_dist=False)
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            path = write_report(self.test_report, scores, Path(self.trainer.log_dir) / f"test-{config.protocol}")
+            log.info("test report: %s", path)
 
     def _val_loss(self, emb, signers, genuine) -> float:
         """The training loss on a fixed subset of validation embeddings (the loss is O(B^2) or O(B^3))."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 
 from sigverify.data.datamodule import SignatureDataModule
 from sigverify.models.module import SignatureVerifier
@@ -27,6 +28,14 @@ class SigverifyCLI(LightningCLI):
             log.info("precision: %s (%s)", trainer.precision, "GPU found" if on_gpu else "no GPU")
         if self.subcommand in ("validate", "test", "predict"):
             config.ckpt_path = resolve_checkpoint(config.get("ckpt_path"), trainer.get("default_root_dir"))
+
+    def finish_wandb(self) -> None:
+        """Close the W&B run so its offline files are complete when the command returns."""
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+    after_fit = after_validate = after_test = after_predict = finish_wandb
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: str | None) -> str | None:

@@ -1,0 +1,148 @@
+"""Test-time evaluation: a threshold fixed on the validation signers, applied unchanged to the test
+signers, with skilled and random forgeries apart, per-user figures and signer-bootstrap CIs.
+
+``report.json`` / ``report.md`` and PNG plots (ROC, score histograms with the threshold, confusion
+matrix) are written by :func:`write_report`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sigverify.evaluation.metrics import auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
+from sigverify.evaluation.protocols import PROTOCOLS, Scores, pair_scores, reference_scores
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "pairs"  # pairs | references
+    n_references: int = 12  # references protocol: genuine signatures enrolled per signer
+    draws: int = 5  # references protocol: random draws of the references
+    reduce: str = "mean"  # references protocol: mean or max similarity to the references
+    n_random: int = 10  # references protocol: other signers' genuine signatures per signer
+    target_far: float | None = None  # None: threshold at the validation EER; else at this skilled FAR
+    bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+
+def protocol_scores(embeddings, signers, genuine, config: EvalConfig) -> Scores:
+    if config.protocol == "pairs":
+        return pair_scores(embeddings, signers, genuine)
+    return reference_scores(embeddings, signers, genuine, config.n_references, config.draws, config.reduce,
+                            config.n_random, config.seed)
+
+
+def choose_threshold(validation: Scores, config: EvalConfig) -> tuple[float, str]:
+    """The operating threshold, from validation scores only."""
+    if config.target_far is None:
+        return eer(validation.genuine, validation.skilled)[1], "validation signers, at their EER"
+    return threshold_at_far(validation.skilled, config.target_far), f"validation signers, at FAR {config.target_far:g}"
+
+
+def evaluate(test: Scores, threshold: float, threshold_source: str, config: EvalConfig) -> dict:
+    """All test figures at a given (validation-chosen) threshold; never re-tuned here."""
+    test_eer, test_eer_threshold = eer(test.genuine, test.skilled)
+    at = rates_at(threshold, test.genuine, test.skilled, test.random)
+    users = np.unique(np.r_[test.genuine_users, test.skilled_users])
+    report = {
+        "protocol": config.protocol,
+        "eer": test_eer,
+        "eer_note": "a-posteriori: EER of the test scores (threshold found on the test set, as in the write-up)",
+        "eer_threshold_test": test_eer_threshold,
+        "auc": auc(test.genuine, test.skilled),
+        "threshold": float(threshold),
+        "threshold_source": threshold_source,
+        "accuracy": at["accuracy"], "tpr": at["tpr"], "fpr": at["fpr"], "frr": at["frr"],
+        "far_skilled": at["far_skilled"], "far_random": at["far_random"],
+        "hter": (at["far_skilled"] + at["frr"]) / 2,
+        "confusion": at["confusion"],
+        "pos_score": float(np.mean(test.genuine)), "neg_score": float(np.mean(test.skilled)),
+        "random_score": float(np.mean(test.random)) if len(test.random) else None,
+        "n_signers": int(len(users)), "n_genuine": int(len(test.genuine)), "n_forgery": int(len(test.skilled)),
+        "n_random": int(len(test.random)),
+        **per_user(test.genuine, test.skilled, test.genuine_users, test.skilled_users),
+        "config": asdict(config),
+    }
+    report["eer_ci95"], report["auc_ci95"], report["hter_ci95"] = _bootstrap(test, threshold, config)
+    return report
+
+
+def _bootstrap(test: Scores, threshold: float, config: EvalConfig):
+    if config.bootstrap <= 0:
+        return None, None, None
+    users = np.unique(test.genuine_users)
+    figures = {
+        "eer": lambda s: eer(s.genuine, s.skilled)[0],
+        "auc": lambda s: auc(s.genuine, s.skilled),
+        "hter": lambda s: (rates_at(threshold, s.genuine, s.skilled)["far_skilled"]
+                           + rates_at(threshold, s.genuine, s.skilled)["frr"]) / 2,
+    }
+    return tuple(list(bootstrap_ci(lambda us, f=f: f(test.subset(us)), users, config.bootstrap, config.seed))
+                 for f in figures.values())
+
+
+def write_report(report: dict, test: Scores, folder: str | Path) -> Path:
+    """report.json, report.md, roc.png, scores.png, confusion.png into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=1))
+    (folder / "report.md").write_text(render_markdown(report))
+    from sigverify.evaluation.plots import plot_confusion, plot_roc, plot_scores
+
+    plot_roc({report["protocol"]: test}, folder / "roc.png")
+    plot_scores(test, report["threshold"], folder / "scores.png")
+    plot_confusion(report["confusion"], folder / "confusion.png")
+    return folder / "report.json"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _ci(ci, percent: bool = True) -> str:
+    if not ci:
+        return ""
+    if percent:
+        return f" (95 % CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f} %)"
+    return f" (95 % CI {ci[0]:.4f}-{ci[1]:.4f})"
+
+
+def render_markdown(r: dict) -> str:
+    return "\n".join([
+        f"# Verification report ({r['protocol']} protocol)",
+        "",
+        f"{r['n_signers']} test signers: {r['n_genuine']} genuine, {r['n_forgery']} skilled-forgery and "
+        f"{r['n_random']} random-forgery comparisons.",
+        "",
+        f"Operating threshold **{r['threshold']:.4f}**, chosen on the {r['threshold_source']}; applied unchanged here.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| HTER at the threshold, (FAR skilled + FRR) / 2 | {_pct(r['hter'])}{_ci(r.get('hter_ci95'))} |",
+        f"| FRR (genuine rejected) | {_pct(r['frr'])} |",
+        f"| FAR skilled forgeries | {_pct(r['far_skilled'])} |",
+        f"| FAR random forgeries | {_pct(r['far_random'])} |",
+        f"| accuracy (genuine vs skilled) | {_pct(r['accuracy'])} |",
+        f"| TPR / FPR | {_pct(r['tpr'])} / {_pct(r['fpr'])} |",
+        f"| EER, a posteriori (threshold {r['eer_threshold_test']:.4f} found on test) | {_pct(r['eer'])}{_ci(r.get('eer_ci95'))} |",
+        f"| AUC | {r['auc']:.4f}{_ci(r.get('auc_ci95'), percent=False)} |",
+        f"| EER with per-user thresholds | {_pct(r['eer_user_threshold'])} |",
+        f"| mean per-user AUC | {r['mean_user_auc']:.4f} |",
+        f"| mean genuine / skilled / random score | {r['pos_score']:.4f} / {r['neg_score']:.4f} / "
+        f"{_num(r['random_score'])} |",
+        "",
+        "CIs: percentile bootstrap over test signers. Confusion (rows actual genuine/forgery, cols accepted/rejected): "
+        f"{r['confusion']}",
+        "",
+    ])

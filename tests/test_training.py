@@ -1,0 +1,138 @@
+"""Training end to end on CPU: every config, resume, NaN guard, W&B offline histograms, bad configs."""
+import glob
+import re
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from sigverify.cli import main
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.models.module import NonFiniteLossError, SignatureVerifier
+
+CONFIGS = sorted(p.name for p in Path("configs").glob("*.yaml") if p.name != "base.yaml")
+TINY = ["--model.backbone", "test_efficientnet", "--model.head_hidden", "[32]", "--data.preprocess.height", "32",
+        "--data.preprocess.width", "64", "--data.synthetic.signers", "12", "--data.synthetic.genuine", "4",
+        "--data.synthetic.forgeries", "4", "--data.num_workers", "0", "--data.sampler.p", "4",
+        "--trainer.enable_progress_bar", "false"]
+
+
+def run_cli(tmp_path, *args):
+    main([*args[:1], "--vars.runs_root", str(tmp_path / "runs"), *args[1:], "--data.cache_dir", str(tmp_path / "cache")])
+
+
+def test_every_config_is_documented_in_readme():
+    readme = Path("README.md").read_text()
+    assert all(name in readme for name in CONFIGS)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_dev_run_of_every_config(tmp_path, config):
+    run_cli(tmp_path, "fit", "--config", f"configs/{config}", "--trainer.fast_dev_run", "true", *TINY)
+
+
+def test_default_backbone_fast_dev_run(tmp_path):
+    """The shipped experiment, untouched but for a small input: tf_efficientnetv2_m, 1 channel, 256-d."""
+    run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--trainer.fast_dev_run", "true",
+            "--data.preprocess.height", "64", "--data.preprocess.width", "128", "--data.num_workers", "0",
+            "--data.synthetic.signers", "10", "--data.synthetic.genuine", "4", "--data.synthetic.forgeries", "4",
+            "--data.sampler.p", "2", "--trainer.enable_progress_bar", "false")
+
+
+def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp_path):
+    run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--trainer.max_epochs", "2",
+            "--data.sampler.batches_per_epoch", "2", *TINY)
+    run = tmp_path / "runs" / "r"
+    for name in ("config.yaml", "split.json", "metrics.csv", "distributions.png", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert glob.glob(str(run / "checkpoints" / "best-*.ckpt"))
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["loss"] == "lsc_plus"
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    for column in ("val/eer", "val/auc", "val/loss", "train/attraction_mean", "train/repulsion_mean", "train/n_hard"):
+        assert column in header
+    record = Path(glob.glob(str(run / "wandb" / "offline-run-*" / "*.wandb"))[0]).read_bytes()
+    for name in (b"train/attraction_hist", b"train/repulsion_hist"):
+        assert re.search(re.escape(name) + rb'.{0,12}_type.{0,6}"histogram"', record, re.S), name
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["optimizer_states"] and checkpoint["val_threshold"] is not None
+    # test/validate find the run's checkpoint in a fresh process, by name
+    run_cli(tmp_path, "test", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY)
+
+
+def test_unknown_names_list_the_choices(tmp_path, capsys):
+    with pytest.raises(ValueError, match="valid choices: lsc_plus"):
+        run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, "--model.loss", "nope")
+    with pytest.raises(ValueError, match="unknown backbone 'tf_efficientnetv2_mm'.*tf_efficientnetv2_m"):
+        run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, "--model.backbone", "tf_efficientnetv2_mm")
+    with pytest.raises(SystemExit):
+        run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, "--data.sampler.p", "many")
+    assert "sampler.p" in capsys.readouterr().err
+
+
+# -- programmatic runs: resume after a crash, NaN guard ----------------------------------------
+
+def tiny_parts(tmp_path, **module_kwargs):
+    data = SignatureDataModule(synthetic=SyntheticConfig(signers=12, genuine=4, forgeries=4), cache_dir=str(tmp_path / "cache"),
+                               preprocess=PreprocessConfig(height=32, width=64), sampler=SamplerConfig(p=4, batches_per_epoch=3),
+                               num_workers=0)
+    model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], warmup_epochs=1, **module_kwargs)
+    return model, data
+
+
+class LRRecorder(L.Callback):
+    def __init__(self, die_at_step=None):
+        self.lrs, self.die_at_step = {}, die_at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.die_at_step:
+            raise RuntimeError("simulated crash mid-epoch")
+        self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def trainer(tmp_path, name, recorder, max_epochs=4):
+    last = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, filename="last", monitor=None)
+    return L.Trainer(max_epochs=max_epochs, callbacks=[last, recorder], logger=False, enable_progress_bar=False,
+                     default_root_dir=tmp_path / name, use_distributed_sampler=False, num_sanity_val_steps=0)
+
+
+def test_resume_after_a_crash_continues_the_same_schedule(tmp_path):
+    L.seed_everything(0)
+    full = LRRecorder()
+    model, data = tiny_parts(tmp_path)
+    trainer(tmp_path, "full", full).fit(model, data)
+
+    L.seed_everything(0)
+    crashed = LRRecorder(die_at_step=7)  # in epoch 2 (3 steps per epoch): that epoch is lost
+    model, data = tiny_parts(tmp_path)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer(tmp_path, "resumed", crashed).fit(model, data)
+    assert torch.load(tmp_path / "resumed" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+    resumed = LRRecorder()
+    model, data = tiny_parts(tmp_path)
+    t = trainer(tmp_path, "resumed", resumed)
+    t.fit(model, data, ckpt_path="last")
+    assert min(resumed.lrs) == 6 and t.current_epoch == 4
+    for step, lr in resumed.lrs.items():
+        assert lr == pytest.approx(full.lrs[step]), step
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    model, data = tiny_parts(tmp_path)
+    real = model.loss_fn.forward
+
+    def poisoned(embeddings, labels):
+        out = real(embeddings, labels)
+        if model.global_step == 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(model.loss_fn, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="global step 4"):
+        trainer(tmp_path, "nan", LRRecorder()).fit(model, data)
+    good = torch.load(tmp_path / "nan" / "last.ckpt", weights_only=False)
+    assert good["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
