@@ -116,8 +116,11 @@ class SignatureDataModule(L.LightningDataModule):
 
     def _save_split(self) -> None:
         trainer = self.trainer
-        if trainer is not None and trainer.is_global_zero and trainer.log_dir:
-            save_split(self.split, Path(trainer.log_dir) / "split.json", self.split_config)
+        if trainer is None:
+            return
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+        if trainer.is_global_zero and log_dir:
+            save_split(self.split, Path(log_dir) / "split.json", self.split_config)
 
     def positions(self, part: str) -> np.ndarray:
         members = set(self.split[part])

@@ -164,7 +164,7 @@ class SignatureVerifier(L.LightningModule):
         self.val_threshold = threshold
         metrics = {"val/eer": val_eer, "val/auc": auc(scores.genuine, scores.skilled), "val/threshold": threshold,
                    "val/pos_score": float(scores.genuine.mean()), "val/neg_score": float(scores.skilled.mean()),
-                   "val/loss": self._val_loss(emb, signers, genuine)}
+                   "val/loss": self._val_loss(emb, signers, genuine), "val/n_embeddings": float(len(emb))}
         self.log_dict(metrics, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
@@ -182,8 +182,9 @@ class SignatureVerifier(L.LightningModule):
         numbers = {f"test/{k}": float(v) for k, v in self.test_report.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
         self.log_dict(numbers, sync_dist=False)
-        if self.trainer.is_global_zero and self.trainer.log_dir:
-            path = write_report(self.test_report, scores, Path(self.trainer.log_dir) / f"test-{config.protocol}")
+        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
+        if self.trainer.is_global_zero and log_dir:
+            path = write_report(self.test_report, scores, Path(log_dir) / f"test-{config.protocol}")
             log.info("test report: %s", path)
 
     def _val_loss(self, emb, signers, genuine) -> float:

@@ -84,9 +84,10 @@ class DistributionMonitor(L.Callback):
             } | {"epoch": record["epoch"], "trainer/global_step": trainer.global_step})
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if not self.history or not trainer.is_global_zero or not trainer.log_dir:
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
+        if not self.history or not trainer.is_global_zero or not log_dir:
             return
-        folder = Path(trainer.log_dir)
+        folder = Path(log_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "distributions.json").write_text(json.dumps({"edges": self.edges.tolist(), "epochs": self.history}))
         plot_distributions(self.history, self.edges, folder / "distributions.png")
