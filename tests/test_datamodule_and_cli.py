@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from sigverify.cli import compose_config_args, main
+from sigverify.config import compose
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule
+from sigverify.data.preprocess import PreprocessConfig
+
+
+@pytest.fixture()
+def datamodule(synth_manifest, tmp_path):
+    dm = SignatureDataModule(root=str(synth_manifest.parent), cache_dir=str(tmp_path), num_workers=0,
+                             preprocess=PreprocessConfig(height=32, width=64), sampler=SamplerConfig(p=4, batches_per_epoch=3))
+    dm.setup("fit")
+    return dm
+
+
+def test_loaders_are_signer_disjoint_and_carry_labels(datamodule):
+    train_signers = set(datamodule.dataset("train").signers)
+    val_signers, test_signers = set(datamodule.dataset("val").signers), set(datamodule.dataset("test").signers)
+    assert train_signers and val_signers and test_signers
+    assert not (train_signers & val_signers) and not (train_signers & test_signers) and not (val_signers & test_signers)
+    images, signers, genuine = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (4 * 6, 1, 32, 64) and images.dtype.is_floating_point is False
+    assert set(signers.tolist()) <= train_signers and genuine.dtype == __import__("torch").bool
+
+
+def test_augmentation_on_training_only(datamodule):
+    val = datamodule.dataset("val")
+    a, b = val[0][0], val[0][0]
+    assert (a == b).all()  # evaluation images are never augmented
+    np.testing.assert_array_equal(a[0].numpy(), np.asarray(datamodule.images[val.positions[0]]))
+    train = datamodule.dataset("train", train=True)
+    draws = [train[0][0] for _ in range(5)]
+    assert any(not (d == draws[0]).all() for d in draws[1:])
+
+
+def test_eval_shards_cover_each_image_once(datamodule):
+    full = datamodule.dataset("val").positions
+    shards = [datamodule.dataset("val", shard=(3, r)).positions for r in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == sorted(full.tolist())
+
+
+def test_config_composition_and_interpolation(tmp_path):
+    text = compose("configs/lsc_plus.yaml", "configs/presets/cpu_tiny.yaml", overrides=["vars.name=x"])
+    assert "default_root_dir: runs/x" in text and "dirpath: runs/x/checkpoints" in text
+    assert "backbone: test_efficientnet" in text and "loss: lsc_plus" in text and "vars:" not in text
+    cyc = tmp_path / "a.yaml"
+    cyc.write_text("defaults: [a.yaml]\n")
+    with pytest.raises(ValueError, match="cycle"):
+        compose(cyc)
+    args = compose_config_args(["fit", "--config", "configs/sct.yaml", "--model.lr", "1", "--vars.name", "y"])
+    assert args[0] == "fit" and args[1] == "--config" and args[3:] == ["--model.lr", "1"]
+
+
+def test_data_commands(tmp_path, capsys):
+    with pytest.raises(SystemExit) as code:
+        main(["data", "synth", "--out", str(tmp_path / "s"), "--signers", "3", "--genuine", "2", "--forgeries", "1"])
+    assert code.value.code == 0
+    with pytest.raises(SystemExit) as code:
+        main(["data", "info", str(tmp_path / "s" / "manifest.csv"), "--check"])
+    out = capsys.readouterr().out
+    assert code.value.code == 0 and "signers: 3" in out and "images: 9 (6 genuine, 3 forgery)" in out
+    (tmp_path / "s" / "s0001" / "g_01.png").write_bytes(b"broken")
+    with pytest.raises(SystemExit) as code:
+        main(["data", "info", str(tmp_path / "s" / "manifest.csv"), "--check"])
+    out = capsys.readouterr().out
+    assert code.value.code == 1 and "g_01.png: not a readable image" in out
+    with pytest.raises(SystemExit) as code:
+        main(["data", "prepare", str(tmp_path / "s" / "manifest.csv"), "--on-bad", "skip", "--cache-dir", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert code.value.code == 0 and "8 images" in out and "skipped:" in out
