@@ -35,3 +35,12 @@ bench-infer: $(STAMP)
 
 clean:
 	rm -rf runs sweeps .pytest_cache
+
+# make sweep [DATA=manifest.csv] [PRESET=configs/presets/cpu_tiny.yaml] [SEEDS="0 1 2"] [FOLDS=5] [OUT=sweeps/NAME]
+DATA ?=
+PRESET ?= configs/presets/cpu_tiny.yaml
+SEEDS ?= 0
+FOLDS ?= 0
+OUT ?= sweeps/$(notdir $(basename $(PRESET)))
+sweep: $(STAMP)
+	$(BIN)/python -m sigverify.sweep $(if $(DATA),--data $(DATA)) --preset $(PRESET) --seeds $(SEEDS) --folds $(FOLDS) --out $(OUT) $(ARGS)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class AugmentConfig:
     enabled: bool = True
     rotate: float = 5.0  # degrees, +-

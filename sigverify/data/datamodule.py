@@ -23,7 +23,7 @@ from sigverify.evaluation.report import EvalConfig
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class SyntheticConfig:
     """The built-in data set used when ``data.root`` is not given."""
 
@@ -33,7 +33,7 @@ class SyntheticConfig:
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class SamplerConfig:
     """PKFM batches: P signers x (K genuine + F forgeries + M other signers' genuine)."""
 

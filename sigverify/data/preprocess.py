@@ -18,7 +18,7 @@ from sigverify.data.errors import DataError
 from sigverify.data.images import DEFAULT_MAX_PIXELS, load_grayscale
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class PreprocessConfig:
     """Preprocessing settings. ``height`` x ``width`` is the model input (wide by default)."""
 

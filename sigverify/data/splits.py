@@ -14,7 +14,7 @@ import numpy as np
 MODES = ("ratios", "lists", "kfold", "file")
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class SplitConfig:
     mode: str = "ratios"
     seed: int = 42

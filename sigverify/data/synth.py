@@ -36,7 +36,7 @@ class SignerPlan:
     rotation: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class SynthVariability:
     """How much executions differ. Raising ``forgery_*`` makes forgeries easier to spot."""
 

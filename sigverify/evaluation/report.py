@@ -16,7 +16,7 @@ from sigverify.evaluation.metrics import auc, bootstrap_ci, eer, per_user, rates
 from sigverify.evaluation.protocols import PROTOCOLS, Scores, pair_scores, reference_scores
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class EvalConfig:
     protocol: str = "pairs"  # pairs | references
     n_references: int = 12  # references protocol: genuine signatures enrolled per signer
@@ -89,11 +89,12 @@ def _bootstrap(test: Scores, threshold: float, config: EvalConfig):
 
 
 def write_report(report: dict, test: Scores, folder: str | Path) -> Path:
-    """report.json, report.md, roc.png, scores.png, confusion.png into ``folder``."""
+    """report.json, report.md, scores.npz (for ROC overlays), roc.png, scores.png, confusion.png into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=1))
     (folder / "report.md").write_text(render_markdown(report))
+    np.savez(folder / "scores.npz", **{k: getattr(test, k) for k in test.__dataclass_fields__})
     from sigverify.evaluation.plots import plot_confusion, plot_roc, plot_scores
 
     plot_roc({report["protocol"]: test}, folder / "roc.png")

@@ -1,0 +1,92 @@
+"""Embedding throughput: bare inference of the backbone on device tensors against the project's
+``predict`` path (Trainer, cached test images through the loader, head, L2 normalisation).
+
+    python -m benchmarks.infer [--backbone tf_efficientnetv2_m] [--height 192 --width 384] [--batch 256]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import timm
+import torch
+
+from benchmarks.common import emit
+from benchmarks.train import sync
+from sigverify.data.datamodule import SignatureDataModule, SyntheticConfig
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.data.splits import SplitConfig
+from sigverify.models.module import SignatureVerifier
+
+
+def bare_rate(args, device) -> float:
+    model = timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device).eval()
+    x = torch.randn(args.batch, 1, args.height, args.width, device=device)
+    if device.type == "cuda":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.inference_mode(), autocast:
+        for _ in range(3):
+            model(x)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            model(x)
+        sync(device)
+    return args.steps * args.batch / (time.perf_counter() - start)
+
+
+class Timer(L.Callback):
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 2:
+            sync(pl_module.device)
+            self.start, self.images = time.perf_counter(), 0
+        if batch_idx >= 2:
+            self.images += len(batch[0])
+
+    def on_predict_end(self, trainer, pl_module):
+        sync(pl_module.device)
+        self.end = time.perf_counter()
+
+
+def predict_rate(args, device, tmp: Path) -> float:
+    # Nearly every image is a test image, so the predict loader has enough batches to time.
+    data = SignatureDataModule(root=args.manifest, synthetic=SyntheticConfig(signers=80, genuine=12, forgeries=12),
+                               preprocess=PreprocessConfig(height=args.height, width=args.width),
+                               split=SplitConfig(test_ratio=0.9, val_ratio=0.0), eval_batch_size=args.batch,
+                               num_workers=args.workers, cache_dir=str(tmp / "cache"))
+    data.prepare_data()
+    model = SignatureVerifier(backbone=args.backbone)
+    timer = Timer()
+    trainer = L.Trainer(accelerator="auto", devices=1, precision="bf16-mixed" if device.type == "cuda" else "32-true",
+                        logger=False, callbacks=[timer], enable_progress_bar=False)
+    trainer.predict(model, data, return_predictions=False)
+    return timer.images / (timer.end - timer.start)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="tf_efficientnetv2_m")
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--manifest", default=None)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="sigverify-bench-infer-"))
+    bare = bare_rate(args, device)
+    print(f"bare inference: {bare:.1f} images/s")
+    fit = predict_rate(args, device, tmp)
+    print(f"sigverify predict path: {fit:.1f} images/s; ratio {fit / bare:.3f}")
+    emit({"device": str(device), "backbone": args.backbone, "input_shape": [1, args.height, args.width],
+          "batch_size": args.batch, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
+          "bare_img_s": round(bare, 1), "predict_img_s": round(fit, 1), "ratio": round(fit / bare, 3)})
+
+
+if __name__ == "__main__":
+    main()

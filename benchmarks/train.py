@@ -1,0 +1,132 @@
+"""Training throughput: (a) a bare timm step on random tensors already on the device, against
+(b) the project's real ``fit`` path (Trainer, data module with the preprocessing cache, PKFM
+sampling, augmentation in loader workers, LSC+ with its diagnostics, CSV logging), same device,
+backbone, input shape, batch size and precision, in one process.
+
+    python -m benchmarks.train [--backbone tf_efficientnetv2_m] [--height 192 --width 384]
+        [--p 16 --k 4 --f 2 --m 2] [--steps 40] [--workers 8] [--manifest M] [--compile]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import timm
+import torch
+
+from benchmarks.common import emit
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.models.module import SignatureVerifier
+from sigverify.training.callbacks import DistributionMonitor
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_rate(args, device, batch: int) -> float:
+    """Forward, a simple loss, backward and AdamW step of the bare timm backbone on device tensors."""
+    model = timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device)
+    x = torch.randn(batch, 1, args.height, args.width, device=device)
+    if device.type == "cuda":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if args.compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with autocast:
+            loss = step_model(x).float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    return args.steps * batch / (time.perf_counter() - start)
+
+
+class StepTimer(L.Callback):
+    """Wall time over the measured steps, and the share spent waiting for batches."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.wait, self.last_end, self.start, self.end = warmup, 0.0, None, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = time.perf_counter()
+        if batch_idx == self.warmup:
+            sync(pl_module.device)
+            self.start = now = time.perf_counter()
+        elif batch_idx > self.warmup and self.last_end is not None:
+            self.wait += now - self.last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.last_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        sync(pl_module.device)
+        self.end = time.perf_counter()
+
+
+def fit_rate(args, device, batch_size: int, root: str | None, tmp: Path) -> tuple[float, float]:
+    data = SignatureDataModule(root=root, synthetic=SyntheticConfig(signers=60, genuine=12, forgeries=12),
+                               preprocess=PreprocessConfig(height=args.height, width=args.width),
+                               sampler=SamplerConfig(args.p, args.k, args.f, args.m, batches_per_epoch=args.warmup + args.steps),
+                               num_workers=args.workers, cache_dir=str(tmp / "cache"))
+    data.prepare_data()  # the cache is built once, before anything is timed
+    model = SignatureVerifier(backbone=args.backbone, loss="lsc_plus", compile=args.compile,
+                              finite_check_every=args.finite_check_every)
+    timer = StepTimer(args.warmup)
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, accelerator="auto", devices=1,
+                        precision="bf16-mixed" if device.type == "cuda" else "32-true",
+                        logger=L.pytorch.loggers.CSVLogger(tmp / "run"), callbacks=[timer, DistributionMonitor()],
+                        enable_checkpointing=False, enable_progress_bar=False, use_distributed_sampler=False,
+                        log_every_n_steps=10, num_sanity_val_steps=0)
+    trainer.fit(model, data)
+    elapsed = timer.end - timer.start
+    return args.steps * batch_size / elapsed, timer.wait / elapsed
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="tf_efficientnetv2_m")
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--p", type=int, default=16)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--f", type=int, default=2)
+    parser.add_argument("--m", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--manifest", default=None, help="default: the built-in synthetic set")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--finite-check-every", type=int, default=1)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch = args.p * (args.k + args.f + args.m)
+    tmp = Path(tempfile.mkdtemp(prefix="sigverify-bench-train-"))
+    bare = bare_rate(args, device, batch)
+    print(f"bare timm step: {bare:.1f} images/s")
+    fit, wait = fit_rate(args, device, batch, args.manifest, tmp)
+    print(f"sigverify fit path: {fit:.1f} images/s ({100 * wait:.0f} % of the time waiting for batches)")
+    print(f"ratio fit/bare: {fit / bare:.3f}")
+    emit({"device": str(device), "backbone": args.backbone, "input_shape": [1, args.height, args.width],
+          "batch_size": batch, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
+          "compile": args.compile, "workers": args.workers, "finite_check_every": args.finite_check_every,
+          "bare_img_s": round(bare, 1), "fit_img_s": round(fit, 1), "ratio": round(fit / bare, 3),
+          "data_wait_fraction": round(wait, 3)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""``make sweep``: train every loss under identical data, split, seed, backbone, schedule and budget,
+test each on the same test signers, and tabulate them side by side.
+
+Each member (loss x seed x fold) runs in its own process, so one failure is reported without
+stopping the rest, and a member whose ``report.json`` exists is reused on a rerun.
+
+    python -m sigverify.sweep --preset configs/presets/cpu_tiny.yaml --losses lsc_plus sct --seeds 0 1
+    python -m sigverify.sweep --data ../shared/data/cedar/manifest.csv --folds 5
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sigverify.losses import LOSSES
+
+# The write-up's table, then what it lacked. (key in report.json, label, is a rate)
+ROWS = [
+    ("tpr", "TPR at the validation threshold", True),
+    ("fpr", "FPR (= FAR skilled) at the validation threshold", True),
+    ("auc", "AUC", False),
+    ("eer", "EER, a posteriori (test-chosen threshold)", True),
+    ("threshold", "threshold (chosen on validation signers)", False),
+    ("pos_score", "mean genuine score", False),
+    ("neg_score", "mean skilled-forgery score", False),
+    ("accuracy", "accuracy at the validation threshold", True),
+    ("hter", "HTER at the validation threshold", True),
+    ("far_random", "FAR random forgeries", True),
+    ("eer_user_threshold", "EER with per-user thresholds", True),
+    ("mean_user_auc", "mean per-user AUC", False),
+]
+
+
+def member_name(loss: str, seed: int, fold: int | None) -> str:
+    return f"{loss}-seed{seed}" + ("" if fold is None else f"-fold{fold}")
+
+
+def run_member(loss: str, seed: int, fold: int | None, args) -> dict:
+    """fit + test one member in subprocesses; returns its report, or {"error": ...}."""
+    name = member_name(loss, seed, fold)
+    report_path = Path(args.out) / name / "test-pairs" / "report.json"
+    if report_path.is_file() and not args.force:
+        print(f"[sweep] {name}: reusing {report_path}", flush=True)
+        return json.loads(report_path.read_text())
+    common = ["--config", f"configs/{loss}.yaml", "--config", args.preset, "--vars.runs_root", str(args.out),
+              "--vars.name", name, "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
+    if args.data:
+        common += ["--data.root", args.data]
+    if fold is not None:
+        common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
+    common += args.extra
+    log = Path(args.out) / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        for step in (["fit"], ["test", "--ckpt_path", "best"]):
+            code = subprocess.call([sys.executable, "-m", "sigverify.cli", *step, *common], stdout=handle,
+                                   stderr=subprocess.STDOUT)
+            if code != 0:
+                print(f"[sweep] {name}: {step[0]} failed (exit {code}); see {log}", flush=True)
+                return {"error": f"{step[0]} failed (exit {code}), log: {log}"}
+    print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return json.loads(report_path.read_text())
+
+
+def aggregate(reports: list[dict]) -> dict:
+    """Per row: mean and std over the members that finished; the CI when there is one member."""
+    ok = [r for r in reports if "error" not in r]
+    out = {"n": len(ok), "failed": len(reports) - len(ok)}
+    for key, _, _ in ROWS:
+        values = [r[key] for r in ok if r.get(key) is not None]
+        out[key] = (float(np.mean(values)), float(np.std(values))) if values else None
+    if len(ok) == 1:
+        out["eer_ci95"], out["auc_ci95"] = ok[0].get("eer_ci95"), ok[0].get("auc_ci95")
+    return out
+
+
+def fmt(value, is_rate: bool, n: int) -> str:
+    if value is None:
+        return "n/a"
+    mean, std = value
+    scale, unit = (100, " %") if is_rate else (1, "")
+    digits = 2 if is_rate else 4
+    text = f"{mean * scale:.{digits}f}{unit}"
+    return text + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
+
+
+def write_results(results: dict[str, dict], out: Path, meta: dict) -> None:
+    losses = list(results)
+    with (out / "results.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["metric", *[f"{loss}_{part}" for loss in losses for part in ("mean", "std")]])
+        for key, _, _ in ROWS:
+            writer.writerow([key, *[x for loss in losses for x in (results[loss][key] or (None, None))]])
+    lines = [f"# Loss comparison ({meta['data']}, preset {meta['preset']})", "",
+             f"Members: seeds {meta['seeds']}" + (f", {meta['folds']} folds" if meta["folds"] else "") +
+             ". Mean ± std over members; everything but the loss is identical. Protocol: pairs within each test signer.",
+             "", "| metric | " + " | ".join(losses) + " |", "|---|" + "---|" * len(losses)]
+    for key, label, is_rate in ROWS:
+        lines.append(f"| {label} | " + " | ".join(fmt(results[loss][key], is_rate, results[loss]["n"]) for loss in losses) + " |")
+    cis = [results[loss].get("eer_ci95") for loss in losses]
+    if any(cis):
+        lines.append("| EER 95 % CI (signer bootstrap) | " + " | ".join(
+            "n/a" if not ci else f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f} %" for ci in cis) + " |")
+    lines.append("| members finished / failed | " + " | ".join(f"{results[loss]['n']} / {results[loss]['failed']}" for loss in losses) + " |")
+    lines += ["", f"Wall time: {meta['wall_s'] / 60:.1f} min.", ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
+def plot_overlay(out: Path, members: dict[str, list[str]]) -> None:
+    """ROC of each loss (its first finished member), overlaid."""
+    from sigverify.evaluation.plots import plot_roc
+    from sigverify.evaluation.protocols import Scores
+
+    curves = {}
+    for loss, names in members.items():
+        for name in names:
+            path = out / name / "test-pairs" / "scores.npz"
+            if path.is_file():
+                curves[loss] = Scores(**dict(np.load(path)))
+                break
+    if curves:
+        plot_roc(curves, out / "roc_overlay.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")
+    parser.add_argument("--preset", default="configs/presets/cpu_tiny.yaml")
+    parser.add_argument("--losses", nargs="+", default=sorted(LOSSES), choices=sorted(LOSSES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--folds", type=int, default=0, help="k-fold over signers (0: the ratio split)")
+    parser.add_argument("--out", default="sweeps/default")
+    parser.add_argument("--force", action="store_true", help="rerun members that already finished")
+    args, args.extra = parser.parse_known_args(argv)
+    start = time.perf_counter()
+    folds = list(range(args.folds)) if args.folds else [None]
+    members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in args.losses}
+    results = {loss: aggregate([run_member(loss, s, f, args) for s in args.seeds for f in folds]) for loss in args.losses}
+    out = Path(args.out)
+    meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
+            "folds": args.folds, "wall_s": time.perf_counter() - start}
+    write_results(results, out, meta)
+    plot_overlay(out, members)
+    print((out / "results.md").read_text())
+    print(json.dumps({"results": str(out / "results.md"), "wall_s": round(meta["wall_s"], 1),
+                      **{loss: {"eer": r["eer"], "auc": r["auc"], "failed": r["failed"]} for loss, r in results.items()}}))
+    return 1 if all(r["n"] == 0 for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
