@@ -65,6 +65,10 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
     assert checkpoint["optimizer_states"] and checkpoint["val_threshold"] is not None
     # test/validate find the run's checkpoint in a fresh process, by name
     run_cli(tmp_path, "test", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY)
+    assert (run / "metrics.csv").read_text().splitlines()[0] == header  # training logs survive a test run
+    assert "test/eer" in (run / "test" / "metrics.csv").read_text().splitlines()[0]
+    report = json.loads((run / "test-pairs" / "report.json").read_text())
+    assert report["threshold_source"].startswith("validation") and report["n_signers"] == 2
 
 
 def test_unknown_names_list_the_choices(tmp_path, capsys):

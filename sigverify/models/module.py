@@ -71,11 +71,26 @@ class SignatureVerifier(L.LightningModule):
 
     # -- forward -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.hparams.channels_last and self.device.type == "cuda":
-            self.embedder.to(memory_format=torch.channels_last)
         if self.hparams.compile:
             # Not registered as a submodule, so checkpoints keep the plain parameter names.
             object.__setattr__(self, "_forward", torch.compile(self.embedder))
+
+    def _to_channels_last(self) -> None:
+        """On a GPU, NHWC weights to match NHWC inputs (the model is on its device only from these hooks)."""
+        if self.hparams.channels_last and self.device.type == "cuda":
+            self.embedder.to(memory_format=torch.channels_last)
+
+    def on_fit_start(self) -> None:
+        self._to_channels_last()
+
+    def on_validation_start(self) -> None:
+        self._to_channels_last()
+
+    def on_test_start(self) -> None:
+        self._to_channels_last()
+
+    def on_predict_start(self) -> None:
+        self._to_channels_last()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and images.is_cuda:
@@ -182,9 +197,9 @@ class SignatureVerifier(L.LightningModule):
         numbers = {f"test/{k}": float(v) for k, v in self.test_report.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
         self.log_dict(numbers, sync_dist=False)
-        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
-        if self.trainer.is_global_zero and log_dir:
-            path = write_report(self.test_report, scores, Path(log_dir) / f"test-{config.protocol}")
+        if self.trainer.is_global_zero:
+            folder = Path(self.trainer.default_root_dir) / f"test-{config.protocol}"
+            path = write_report(self.test_report, scores, folder)
             log.info("test report: %s", path)
 
     def _val_loss(self, emb, signers, genuine) -> float:

@@ -28,6 +28,7 @@ class SigverifyCLI(LightningCLI):
             log.info("precision: %s (%s)", trainer.precision, "GPU found" if on_gpu else "no GPU")
         if self.subcommand in ("validate", "test", "predict"):
             config.ckpt_path = resolve_checkpoint(config.get("ckpt_path"), trainer.get("default_root_dir"))
+            keep_training_logs(trainer, self.subcommand)
 
     def finish_wandb(self) -> None:
         """Close the W&B run so its offline files are complete when the command returns."""
@@ -36,6 +37,14 @@ class SigverifyCLI(LightningCLI):
                 logger.experiment.finish()
 
     after_fit = after_validate = after_test = after_predict = finish_wandb
+
+
+def keep_training_logs(trainer_config, subcommand: str) -> None:
+    """Evaluation runs log into ``<run>/<subcommand>/``: a CSV logger in the run folder itself would
+    replace the training's metrics.csv."""
+    for logger in trainer_config.get("logger") or []:
+        if str(logger.get("class_path", "")).endswith("CSVLogger"):
+            logger.init_args.version = subcommand
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: str | None) -> str | None:
