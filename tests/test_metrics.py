@@ -108,3 +108,26 @@ def test_reference_protocol_counts(refs, draws, n_random):
     assert len(scores.random) == draws * signers * min(n_random, (signers - 1) * n_g)
     with pytest.raises(ValueError, match="needs more than 6"):
         reference_scores(emb, s, g, n_references=6)
+
+
+def test_threshold_is_fixed_on_validation_and_never_retuned_on_test():
+    from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate
+    from sigverify.evaluation.protocols import Scores
+
+    rng = np.random.default_rng(0)
+
+    def scores(shift):
+        g, f = rng.normal(0.8 + shift, 0.1, 60), rng.normal(0.5 + shift, 0.1, 60)
+        users = np.repeat(np.arange(6), 10)
+        return Scores(g, f, f[:12] - 0.2, users, users, users[:12])
+
+    config = EvalConfig(bootstrap=0)
+    threshold, source = choose_threshold(scores(0.0), config)
+    assert source.startswith("validation")
+    reports = [evaluate(scores(shift), threshold, source, config) for shift in (0.0, 0.2, -0.2)]
+    assert all(r["threshold"] == threshold for r in reports)  # whatever the test scores are
+    shifted = reports[1]
+    assert abs(shifted["eer_threshold_test"] - threshold) > 0.1  # the test optimum moved; the threshold did not
+    assert shifted["frr"] < shifted["far_skilled"]  # and the rates at the fixed threshold show it
+    far = choose_threshold(scores(0.0), EvalConfig(target_far=0.01, bootstrap=0))[0]
+    assert far > threshold

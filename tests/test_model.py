@@ -1,0 +1,50 @@
+import math
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from sigverify.models.embedding import SignatureEmbedder, create_backbone, freeze_stages
+from sigverify.training.schedule import warmup_cosine_factor
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_pretrained_weights_from_a_local_file_adapt_the_rgb_stem(tmp_path, suffix):
+    """Offline loading: an RGB checkpoint on disk, its stem summed into one input channel by timm."""
+    rgb = timm.create_model("test_efficientnet", num_classes=0)
+    state = {k: v.contiguous() for k, v in rgb.state_dict().items()}
+    path = tmp_path / f"weights{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    model = SignatureEmbedder("test_efficientnet", weights_file=str(path), hidden=[16], dim=8)
+    loaded = model.backbone.state_dict()
+    torch.testing.assert_close(loaded["conv_stem.weight"], state["conv_stem.weight"].sum(1, keepdim=True))
+    torch.testing.assert_close(loaded["blocks.0.0.conv.weight"], state["blocks.0.0.conv.weight"])
+    out = model.eval()(torch.randint(0, 256, (2, 1, 32, 64), dtype=torch.uint8))
+    assert out.shape == (2, 8) and torch.allclose(out.norm(dim=1), torch.ones(2))
+
+
+def test_missing_weights_file_and_unknown_backbone():
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        create_backbone("test_efficientnet", weights_file="nope.pth")
+    with pytest.raises(ValueError, match="close timm names"):
+        create_backbone("efficientnetv2_mm")
+
+
+def test_freeze_first_stages():
+    backbone = create_backbone("test_efficientnet")
+    freeze_stages(backbone, 1)
+    assert not any(p.requires_grad for p in backbone.conv_stem.parameters())
+    assert not any(p.requires_grad for p in backbone.blocks[0].parameters())
+    assert all(p.requires_grad for p in backbone.blocks[1].parameters())
+    with pytest.raises(ValueError, match="stages"):
+        freeze_stages(backbone, 99)
+
+
+def test_warmup_then_cosine():
+    lr = dict(warmup_steps=10, total_steps=110, base_lr=1e-3, start_lr=1e-4, min_lr=1e-6)
+    factors = [warmup_cosine_factor(s, **lr) * 1e-3 for s in range(111)]
+    assert factors[0] == pytest.approx(1e-4) and factors[5] == pytest.approx(5.5e-4)
+    assert factors[10] == pytest.approx(1e-3) and factors[110] == pytest.approx(1e-6)
+    assert factors[60] == pytest.approx(1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * 0.5)))
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay after warm-up

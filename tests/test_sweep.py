@@ -1,0 +1,26 @@
+"""make sweep in a test-sized setting: every member trained and tested, failures reported, reruns reuse."""
+import csv
+
+from sigverify import sweep
+
+TINY = ["--data.synthetic.signers", "12", "--data.synthetic.genuine", "4", "--data.synthetic.forgeries", "4",
+        "--data.preprocess.height", "32", "--data.preprocess.width", "64", "--data.sampler.p", "4",
+        "--data.sampler.batches_per_epoch", "2", "--trainer.max_epochs", "1", "--data.num_workers", "0",
+        "--model.evaluation.bootstrap", "50"]
+
+
+def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sweep"
+    # loss_args that only LSC+ accepts: the triplet member fails, the sweep goes on.
+    args = ["--losses", "lsc_plus", "triplet_hard", "--out", str(out), "--preset", "configs/presets/cpu_tiny.yaml",
+            *TINY, "--model.loss_args", "{mu: 0.5, margin: 0.5}"]
+    assert sweep.main(args) == 0
+    text = (out / "results.md").read_text()
+    assert "| lsc_plus | triplet_hard |" in text and "| members finished / failed | 1 / 0 | 0 / 1 |" in text
+    rows = {r["metric"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert 0 <= float(rows["eer"]["lsc_plus_mean"]) <= 1 and rows["eer"]["triplet_hard_mean"] == ""
+    assert (out / "roc_overlay.png").is_file()
+    capsys.readouterr()
+    assert sweep.main(args) == 0  # the finished member is reused, the failed one retried
+    assert "lsc_plus-seed0: reusing" in capsys.readouterr().out
