@@ -122,12 +122,13 @@ def test_threshold_is_fixed_on_validation_and_never_retuned_on_test():
         return Scores(g, f, f[:12] - 0.2, users, users, users[:12])
 
     config = EvalConfig(bootstrap=0)
-    threshold, source = choose_threshold(scores(0.0), config)
+    validation = scores(0.0)
+    threshold, source = choose_threshold(validation, config)
     assert source.startswith("validation")
     reports = [evaluate(scores(shift), threshold, source, config) for shift in (0.0, 0.2, -0.2)]
     assert all(r["threshold"] == threshold for r in reports)  # whatever the test scores are
     shifted = reports[1]
     assert abs(shifted["eer_threshold_test"] - threshold) > 0.1  # the test optimum moved; the threshold did not
     assert shifted["frr"] < shifted["far_skilled"]  # and the rates at the fixed threshold show it
-    far = choose_threshold(scores(0.0), EvalConfig(target_far=0.01, bootstrap=0))[0]
-    assert far > threshold
+    strict = choose_threshold(validation, EvalConfig(target_far=0.01, bootstrap=0))[0]
+    assert strict > threshold and (validation.skilled >= strict).mean() <= 0.01
