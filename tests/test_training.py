@@ -39,6 +39,11 @@ def test_fast_dev_run_of_every_config(tmp_path, config):
     run_cli(tmp_path, "fit", "--config", f"configs/{config}", "--trainer.fast_dev_run", "true", *TINY)
 
 
+@pytest.mark.parametrize("preset", sorted(str(p) for p in Path("configs/presets").glob("*.yaml")) + ["configs/trainer/csv_only.yaml"])
+def test_fast_dev_run_of_every_preset(tmp_path, preset):
+    run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--config", preset, "--trainer.fast_dev_run", "true", *TINY)
+
+
 def test_default_backbone_fast_dev_run(tmp_path):
     """The shipped experiment, untouched but for a small input: tf_efficientnetv2_m, 1 channel, 256-d."""
     run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--trainer.fast_dev_run", "true",

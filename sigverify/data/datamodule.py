@@ -165,9 +165,3 @@ class SignatureDataModule(L.LightningDataModule):
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def summary(self) -> dict:
-        return {"manifest": str(self.manifest_path()), "images": len(self.records),
-                "split": {k: len(v) for k, v in self.split.items()},
-                "batch_size": self.sampler_config.p * (self.sampler_config.k + self.sampler_config.f + self.sampler_config.m),
-                "input_shape": [1, self.preprocess.height, self.preprocess.width]}

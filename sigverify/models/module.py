@@ -100,6 +100,9 @@ class SignatureVerifier(L.LightningModule):
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
         images, signers, genuine = batch
+        # A batch without a valid anchor gives a zero loss with no gradient (never NaN); the
+        # DistributionMonitor counts such batches. Returning None instead would need a host sync
+        # and would leave DDP ranks out of step.
         out = self.loss_fn(self(images), SignatureLabels(signers, genuine))
         self._watch_finite(out.loss, batch_idx)
         self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))

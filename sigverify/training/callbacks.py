@@ -53,7 +53,7 @@ class DistributionMonitor(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._acc is None:
             return
-        acc = {k: v for k, v in self._acc.items()}
+        acc = self._acc
         if trainer.world_size > 1:
             acc = {k: trainer.strategy.reduce(v, reduce_op="sum") for k, v in acc.items()}
         acc = {k: v.cpu().numpy() for k, v in acc.items()}  # the one sync of the epoch
