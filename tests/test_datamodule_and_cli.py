@@ -53,7 +53,7 @@ def test_config_composition_and_interpolation(tmp_path):
     assert args[0] == "fit" and args[1] == "--config" and args[3:] == ["--model.lr", "1"]
 
 
-def test_data_commands(tmp_path, capsys):
+def test_data_commands(tmp_path, capsys, cache_dir):
     with pytest.raises(SystemExit) as code:
         main(["data", "synth", "--out", str(tmp_path / "s"), "--signers", "3", "--genuine", "2", "--forgeries", "1"])
     assert code.value.code == 0
