@@ -191,3 +191,17 @@ def test_two_process_ddp_gathers_every_validation_embedding(tmp_path):
     assert n_val == [len(split["val"]) * 8]  # 4 genuine + 4 forgeries per signer, from both ranks
     n_batches = [float(r["train/n_valid"]) for r in rows if r.get("train/n_valid")]
     assert n_batches  # the epoch-level diagnostics were reduced over ranks and logged
+
+
+def test_init_from_an_earlier_run(tmp_path):
+    """Fine-tuning after pretraining: the embedding network is taken from a checkpoint, nothing else."""
+    model, data = tiny_parts(tmp_path)
+    trainer(tmp_path, "pre", LRRecorder(), max_epochs=1).fit(model, data)
+    ckpt = tmp_path / "pre" / "last.ckpt"
+    tuned = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], init_from=str(ckpt))
+    for (name, a), b in zip(model.embedder.state_dict().items(), tuned.embedder.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="does not match"):
+        SignatureVerifier(backbone="test_efficientnet", head_hidden=[64], init_from=str(ckpt))
+    with pytest.raises(FileNotFoundError):
+        SignatureVerifier(backbone="test_efficientnet", init_from=str(tmp_path / "none.ckpt"))

@@ -55,11 +55,14 @@ class SignatureVerifier(L.LightningModule):
         val_loss_samples: int = 256,
         finite_check_every: int = 1,
         evaluation: EvalConfig = EvalConfig(),
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.embedder = SignatureEmbedder(backbone, pretrained, weights_file, freeze_stages, embedding_dim,
                                           head_hidden, dropout, drop_path_rate)
+        if init_from:
+            self._init_embedder(init_from)
         self.loss_fn = create_loss(loss, **(loss_args or {}))
         # LightningCLI may hand nested settings over as a mapping
         self.evaluation = evaluation if isinstance(evaluation, EvalConfig) else EvalConfig(**evaluation)
@@ -68,6 +71,20 @@ class SignatureVerifier(L.LightningModule):
         self._forward = self.embedder
         self.last_diagnostics = None
         self._first_bad_step: torch.Tensor | None = None  # on the device: checked without a per-step sync
+
+    def _init_embedder(self, checkpoint_path: str) -> None:
+        """Start from the embedding network of an earlier sigverify run (e.g. synthetic pretraining);
+        the optimizer, schedule and epoch start afresh (unlike ``--ckpt_path``, which resumes)."""
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint to initialise from not found")
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        weights = {k.removeprefix("embedder."): v for k, v in state.items() if k.startswith("embedder.")}
+        try:
+            self.embedder.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: its network does not match this model's backbone/head settings ({err})") from err
+        log.info("embedding network initialised from %s", path)
 
     # -- forward -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
