@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -74,6 +75,10 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
     assert "test/eer" in (run / "test" / "metrics.csv").read_text().splitlines()[0]
     report = json.loads((run / "test-pairs" / "report.json").read_text())
     assert report["threshold_source"].startswith("validation") and report["n_signers"] == 2
+    run_cli(tmp_path, "predict", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY)
+    saved = np.load(run / "predict" / "embeddings.npz")
+    assert saved["embedding"].shape == (16, 256) and saved["genuine"].sum() == 8  # 2 test signers x (4 + 4)
+    np.testing.assert_allclose(np.linalg.norm(saved["embedding"], axis=1), 1.0, rtol=1e-5)
 
 
 def test_unknown_names_list_the_choices(tmp_path, capsys):

@@ -117,3 +117,23 @@ def plot_distributions(history: list[dict], edges: np.ndarray, path: Path) -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+class EmbeddingWriter(L.pytorch.callbacks.BasePredictionWriter):
+    """``sigverify predict`` writes the test signers' embeddings to ``<run>/predict/embeddings.npz``
+    (arrays ``embedding``, ``signer`` (the data module's signer index), ``genuine``)."""
+
+    def __init__(self):
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        from sigverify.training.distributed import gather_arrays
+
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        arrays = [torch.cat([b[key] for b in batches]).numpy() for key in ("embedding", "signer", "genuine")]
+        embedding, signer, genuine = gather_arrays(*arrays)
+        if trainer.is_global_zero:
+            folder = Path(trainer.default_root_dir) / "predict"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / "embeddings.npz", embedding=embedding, signer=signer, genuine=genuine)
+            log.info("wrote %d embeddings to %s", len(embedding), folder / "embeddings.npz")
