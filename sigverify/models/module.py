@@ -168,15 +168,15 @@ class SignatureVerifier(L.LightningModule):
     # -- validation / test ---------------------------------------------------------------------
     def _collect(self, stage: str, batch) -> None:
         images, signers, genuine = batch
-        emb = self(images)
-        self._collected.setdefault(stage, []).append((emb.float().cpu(), signers.cpu(), genuine.cpu()))
+        # Kept on the device until the epoch ends: a .cpu() per batch would be a host sync per batch.
+        self._collected.setdefault(stage, []).append((self(images).float(), signers, genuine))
 
     def collected(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This stage's embeddings, signer ids and genuine flags from every rank, then cleared."""
         parts = self._collected.pop(stage, [])
         if not parts:
             return np.zeros((0, self.hparams.embedding_dim)), np.zeros(0, int), np.zeros(0, bool)
-        emb, signers, genuine = (torch.cat(c).numpy() for c in zip(*parts))
+        emb, signers, genuine = (torch.cat(c).cpu().numpy() for c in zip(*parts))
         return gather_arrays(emb, signers, genuine)
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -188,7 +188,7 @@ class SignatureVerifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int):
         images, signers, genuine = batch
-        return {"embedding": self(images).float().cpu(), "signer": signers.cpu(), "genuine": genuine.cpu()}
+        return {"embedding": self(images).float(), "signer": signers, "genuine": genuine}  # to the CPU once, at the end
 
     def on_validation_epoch_end(self) -> None:
         emb, signers, genuine = self.collected("val")

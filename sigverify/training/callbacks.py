@@ -130,7 +130,7 @@ class EmbeddingWriter(L.pytorch.callbacks.BasePredictionWriter):
         from sigverify.training.distributed import gather_arrays
 
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        arrays = [torch.cat([b[key] for b in batches]).numpy() for key in ("embedding", "signer", "genuine")]
+        arrays = [torch.cat([b[key] for b in batches]).cpu().numpy() for key in ("embedding", "signer", "genuine")]
         embedding, signer, genuine = gather_arrays(*arrays)
         if trainer.is_global_zero:
             folder = Path(trainer.default_root_dir) / "predict"
