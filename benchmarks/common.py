@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks: the machine's description and a JSON last line."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -33,3 +34,15 @@ def commit() -> str:
 def emit(figures: dict) -> None:
     """Benchmarks end with their figures as one JSON object on the last line."""
     print(json.dumps({"machine": machine(), "commit": commit(), **figures}))
+
+
+def base_parser(steps: int, workers: int = 8) -> argparse.ArgumentParser:
+    """The options every throughput benchmark shares: network, input, timed steps, loader, data."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="tf_efficientnetv2_m")
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--workers", type=int, default=workers)
+    parser.add_argument("--manifest", default=None, help="default: the built-in synthetic set")
+    return parser

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import lightning as L
 import timm
 import torch
 
-from benchmarks.common import emit
+from benchmarks.common import base_parser, emit
 from benchmarks.train import sync
 from sigverify.data.datamodule import SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
@@ -68,14 +67,8 @@ def predict_rate(args, device, tmp: Path) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backbone", default="tf_efficientnetv2_m")
-    parser.add_argument("--height", type=int, default=192)
-    parser.add_argument("--width", type=int, default=384)
+    parser = base_parser(steps=10)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--manifest", default=None)
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="sigverify-bench-infer-"))

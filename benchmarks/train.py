@@ -8,7 +8,6 @@ backbone, input shape, batch size and precision, in one process.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import lightning as L
 import timm
 import torch
 
-from benchmarks.common import emit
+from benchmarks.common import base_parser, emit
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.models.module import SignatureVerifier
@@ -98,18 +97,12 @@ def fit_rate(args, device, batch_size: int, root: str | None, tmp: Path) -> tupl
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--backbone", default="tf_efficientnetv2_m")
-    parser.add_argument("--height", type=int, default=192)
-    parser.add_argument("--width", type=int, default=384)
+    parser = base_parser(steps=40)
     parser.add_argument("--p", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--f", type=int, default=2)
     parser.add_argument("--m", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--manifest", default=None, help="default: the built-in synthetic set")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--finite-check-every", type=int, default=1)
     args = parser.parse_args(argv)

@@ -5,11 +5,11 @@
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 DATA_COMMAND = "data"
 
@@ -61,6 +61,7 @@ def compose_config_args(argv: list[str]) -> list[str]:
     handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="sigverify-config-", delete=False)
     handle.write(compose(*configs, overrides=variables))
     handle.close()
+    atexit.register(os.unlink, handle.name)  # read once, while LightningCLI parses
     return rest[:first] + ["--config", handle.name] + rest[first:]
 
 

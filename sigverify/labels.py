@@ -30,9 +30,6 @@ class SignatureLabels:
     def __len__(self) -> int:
         return self.signer.numel()
 
-    def to(self, device: torch.device | str) -> "SignatureLabels":
-        return SignatureLabels(self.signer.to(device), self.genuine.to(device))
-
     def pair_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Boolean [B, B] masks of (anchor, positive) and (anchor, negative) pairs.
 

@@ -47,6 +47,7 @@ def test_hand_computed_rates_and_confusion():
     r = rates_at(0.5, genuine=[0.9, 0.6, 0.4, 0.3], skilled=[0.7, 0.2, 0.1], random=[0.55, 0.1, 0.0, 0.2])
     assert r["tpr"] == 0.5 and r["frr"] == 0.5 and r["far_skilled"] == pytest.approx(1 / 3)
     assert r["far_random"] == 0.25 and r["confusion"] == [[2, 2], [1, 2]] and r["accuracy"] == pytest.approx(4 / 7)
+    assert r["hter"] == pytest.approx((0.5 + 1 / 3) / 2)
 
 
 def test_no_forgeries_is_a_clear_error():

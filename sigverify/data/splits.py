@@ -53,7 +53,8 @@ def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str
         test = [s for i, s in enumerate(order) if i % config.folds == config.fold]
     else:
         test = order[: int(round(config.test_ratio * len(order)))]
-    rest = [s for s in order if s not in set(test)]
+    tested = set(test)
+    rest = [s for s in order if s not in tested]
     n_val = int(config.val_ratio * len(rest))
     if config.val_ratio > 0:
         n_val = max(1, n_val)

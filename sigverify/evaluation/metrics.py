@@ -74,6 +74,7 @@ def rates_at(threshold: float, genuine, skilled, random=None) -> dict:
         "fpr": fp / len(skilled),
         "far_skilled": fp / len(skilled),
         "far_random": None,
+        "hter": (fn / len(genuine) + fp / len(skilled)) / 2,  # half total error: (FRR + FAR skilled) / 2
         "confusion": [[tp, fn], [fp, tn]],  # rows: actual genuine, forgery; cols: accepted, rejected
     }
     if random is not None and len(random):

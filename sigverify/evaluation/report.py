@@ -61,7 +61,7 @@ def evaluate(test: Scores, threshold: float, threshold_source: str, config: Eval
         "threshold_source": threshold_source,
         "accuracy": at["accuracy"], "tpr": at["tpr"], "fpr": at["fpr"], "frr": at["frr"],
         "far_skilled": at["far_skilled"], "far_random": at["far_random"],
-        "hter": (at["far_skilled"] + at["frr"]) / 2,
+        "hter": at["hter"],
         "confusion": at["confusion"],
         "pos_score": float(np.mean(test.genuine)), "neg_score": float(np.mean(test.skilled)),
         "random_score": float(np.mean(test.random)) if len(test.random) else None,
@@ -81,8 +81,7 @@ def _bootstrap(test: Scores, threshold: float, config: EvalConfig):
     figures = {
         "eer": lambda s: eer(s.genuine, s.skilled)[0],
         "auc": lambda s: auc(s.genuine, s.skilled),
-        "hter": lambda s: (rates_at(threshold, s.genuine, s.skilled)["far_skilled"]
-                           + rates_at(threshold, s.genuine, s.skilled)["frr"]) / 2,
+        "hter": lambda s: rates_at(threshold, s.genuine, s.skilled)["hter"],
     }
     return tuple(list(bootstrap_ci(lambda us, f=f: f(test.subset(us)), users, config.bootstrap, config.seed))
                  for f in figures.values())
