@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sigverify.evaluation.protocols import PROTOCOLS
 from sigverify.losses import LOSSES
 
 # The write-up's table, then what it lacked. (key in report.json, label, is a rate)
@@ -42,13 +43,20 @@ def member_name(loss: str, seed: int, fold: int | None) -> str:
     return f"{loss}-seed{seed}" + ("" if fold is None else f"-fold{fold}")
 
 
-def run_member(loss: str, seed: int, fold: int | None, args) -> dict:
-    """fit + test one member in subprocesses; returns its report, or {"error": ...}."""
+def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
+    """fit + test one member in subprocesses: {protocol: its report, or {"error": ...}}.
+
+    A member that was fitted before (it has a test report) is not fitted again; only the protocols
+    without a report are tested, so adding a protocol to a finished sweep costs seconds.
+    """
     name = member_name(loss, seed, fold)
-    report_path = Path(args.out) / name / "test-pairs" / "report.json"
-    if report_path.is_file() and not args.force:
-        print(f"[sweep] {name}: reusing {report_path}", flush=True)
-        return json.loads(report_path.read_text())
+    run = Path(args.out) / name
+    report_paths = {protocol: run / f"test-{protocol}" / "report.json" for protocol in args.protocols}
+    fitted = any(run.glob("test-*/report.json")) and not args.force
+    missing = [p for p, path in report_paths.items() if args.force or not path.is_file()]
+    if not missing:
+        print(f"[sweep] {name}: reusing its reports", flush=True)
+        return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
     common = ["--config", f"configs/{loss}.yaml", "--config", args.preset, "--vars.runs_root", str(args.out),
               "--vars.name", name, "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
     if args.data:
@@ -56,18 +64,25 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict:
     if fold is not None:
         common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
     common += args.extra
+    steps = [] if fitted else [["fit"]]
+    steps += [["test", "--ckpt_path", "best", "--model.evaluation.protocol", p] for p in missing]
     log = Path(args.out) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        for step in (["fit"], ["test", "--ckpt_path", "best"]):
+    start, failure = time.perf_counter(), None
+    valid = {p for p in report_paths if p not in missing}  # reports that belong to this member's model
+    with log.open("a" if fitted else "w") as handle:
+        for step in steps:
             code = subprocess.call([sys.executable, "-m", "sigverify.cli", *step, *common], stdout=handle,
                                    stderr=subprocess.STDOUT)
             if code != 0:
-                print(f"[sweep] {name}: {step[0]} failed (exit {code}); see {log}", flush=True)
-                return {"error": f"{step[0]} failed (exit {code}), log: {log}"}
-    print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
-    return json.loads(report_path.read_text())
+                print(f"[sweep] {name}: {' '.join(step)} failed (exit {code}); see {log}", flush=True)
+                failure = {"error": f"{step[0]} failed (exit {code}), log: {log}"}
+                break
+            if step[0] == "test":
+                valid.add(step[-1])
+    if failure is None:
+        print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return {p: json.loads(path.read_text()) if p in valid else failure for p, path in report_paths.items()}
 
 
 def aggregate(reports: list[dict]) -> dict:
@@ -92,42 +107,53 @@ def fmt(value, is_rate: bool, n: int) -> str:
     return text + (f" ± {std * scale:.{digits}f}" if n > 1 else "")
 
 
-def write_results(results: dict[str, dict], out: Path, meta: dict) -> None:
-    losses = list(results)
+PROTOCOL_NOTES = {
+    "pairs": "pairs within each test signer (genuine-genuine vs genuine-skilled)",
+    "references": "each questioned signature against enrolled genuine references of its signer",
+}
+
+
+def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) -> None:
+    """results[protocol][loss] -> results.csv (one row per protocol and metric) and results.md (a table each)."""
+    losses = list(next(iter(results.values())))
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["metric", *[f"{loss}_{part}" for loss in losses for part in ("mean", "std")]])
-        for key, _, _ in ROWS:
-            writer.writerow([key, *[x for loss in losses for x in (results[loss][key] or (None, None))]])
+        writer.writerow(["protocol", "metric", *[f"{loss}_{part}" for loss in losses for part in ("mean", "std")]])
+        for protocol, by_loss in results.items():
+            for key, _, _ in ROWS:
+                writer.writerow([protocol, key, *[x for loss in losses for x in (by_loss[loss][key] or (None, None))]])
     lines = [f"# Loss comparison ({meta['data']}, preset {meta['preset']})", "",
              f"Members: seeds {meta['seeds']}" + (f", {meta['folds']} folds" if meta["folds"] else "") +
-             ". Mean ± std over members; everything but the loss is identical. Protocol: pairs within each test signer.",
-             "", "| metric | " + " | ".join(losses) + " |", "|---|" + "---|" * len(losses)]
-    for key, label, is_rate in ROWS:
-        lines.append(f"| {label} | " + " | ".join(fmt(results[loss][key], is_rate, results[loss]["n"]) for loss in losses) + " |")
-    cis = [results[loss].get("eer_ci95") for loss in losses]
-    if any(cis):
-        lines.append("| EER 95 % CI (signer bootstrap) | " + " | ".join(
-            "n/a" if not ci else f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f} %" for ci in cis) + " |")
-    lines.append("| members finished / failed | " + " | ".join(f"{results[loss]['n']} / {results[loss]['failed']}" for loss in losses) + " |")
-    lines += ["", f"Wall time: {meta['wall_s'] / 60:.1f} min.", ""]
+             ". Mean ± std over members; everything but the loss is identical.", ""]
+    for protocol, by_loss in results.items():
+        lines += [f"## Protocol `{protocol}`: {PROTOCOL_NOTES[protocol]}", "",
+                  "| metric | " + " | ".join(losses) + " |", "|---|" + "---|" * len(losses)]
+        for key, label, is_rate in ROWS:
+            lines.append(f"| {label} | " + " | ".join(fmt(by_loss[loss][key], is_rate, by_loss[loss]["n"]) for loss in losses) + " |")
+        cis = [by_loss[loss].get("eer_ci95") for loss in losses]
+        if any(cis):
+            lines.append("| EER 95 % CI (signer bootstrap) | " + " | ".join(
+                "n/a" if not ci else f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f} %" for ci in cis) + " |")
+        lines += ["| members finished / failed | " + " | ".join(
+            f"{by_loss[loss]['n']} / {by_loss[loss]['failed']}" for loss in losses) + " |", ""]
+    lines += [f"Wall time: {meta['wall_s'] / 60:.1f} min.", ""]
     (out / "results.md").write_text("\n".join(lines))
 
 
-def plot_overlay(out: Path, members: dict[str, list[str]]) -> None:
-    """ROC of each loss (its first finished member), overlaid."""
+def plot_overlay(out: Path, members: dict[str, list[str]], protocol: str) -> None:
+    """ROC of each loss (its first finished member) under one protocol, overlaid."""
     from sigverify.evaluation.plots import plot_roc
     from sigverify.evaluation.protocols import Scores
 
     curves = {}
     for loss, names in members.items():
         for name in names:
-            path = out / name / "test-pairs" / "scores.npz"
+            path = out / name / f"test-{protocol}" / "scores.npz"
             if path.is_file():
                 curves[loss] = Scores(**dict(np.load(path)))
                 break
     if curves:
-        plot_roc(curves, out / "roc_overlay.png")
+        plot_roc(curves, out / f"roc_overlay-{protocol}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="configs/presets/cpu_tiny.yaml")
     parser.add_argument("--losses", nargs="+", default=sorted(LOSSES), choices=sorted(LOSSES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--protocols", nargs="+", default=["pairs", "references"], choices=PROTOCOLS)
     parser.add_argument("--folds", type=int, default=0, help="k-fold over signers (0: the ratio split)")
     parser.add_argument("--out", default="sweeps/default")
     parser.add_argument("--force", action="store_true", help="rerun members that already finished")
@@ -143,16 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]
     members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in args.losses}
-    results = {loss: aggregate([run_member(loss, s, f, args) for s in args.seeds for f in folds]) for loss in args.losses}
+    reports = {loss: [run_member(loss, s, f, args) for s in args.seeds for f in folds] for loss in args.losses}
+    results = {p: {loss: aggregate([r[p] for r in reports[loss]]) for loss in args.losses} for p in args.protocols}
     out = Path(args.out)
     meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
             "folds": args.folds, "wall_s": time.perf_counter() - start}
     write_results(results, out, meta)
-    plot_overlay(out, members)
+    for protocol in args.protocols:
+        plot_overlay(out, members, protocol)
     print((out / "results.md").read_text())
     print(json.dumps({"results": str(out / "results.md"), "wall_s": round(meta["wall_s"], 1),
-                      **{loss: {"eer": r["eer"], "auc": r["auc"], "failed": r["failed"]} for loss, r in results.items()}}))
-    return 1 if all(r["n"] == 0 for r in results.values()) else 0
+                      **{p: {loss: {k: r[k] for k in ("eer", "hter", "auc", "failed")} for loss, r in by_loss.items()}
+                         for p, by_loss in results.items()}}))
+    return 1 if all(r["n"] == 0 for by_loss in results.values() for r in by_loss.values()) else 0
 
 
 if __name__ == "__main__":

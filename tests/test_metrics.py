@@ -4,7 +4,7 @@ from sklearn.metrics import roc_auc_score
 
 from sigverify.evaluation.metrics import (MetricsError, auc, bootstrap_ci, eer, per_user, rates_at,
                                           threshold_at_far)
-from sigverify.evaluation.protocols import pair_scores, reference_scores
+from sigverify.evaluation.protocols import pair_scores, reference_scores, score_against_references
 
 
 def brute_force_eer(genuine, forgery):
@@ -109,6 +109,60 @@ def test_reference_protocol_counts(refs, draws, n_random):
     assert len(scores.random) == draws * signers * min(n_random, (signers - 1) * n_g)
     with pytest.raises(ValueError, match="needs more than 6"):
         reference_scores(emb, s, g, n_references=6)
+
+
+def unit_rows(rng, n, d=16):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "max"])
+@pytest.mark.parametrize("normalize", ["none", "center", "z"])
+def test_reference_score_matches_a_plain_loop(reduce, normalize):
+    rng = np.random.default_rng(3)
+    questioned, refs = unit_rows(rng, 7), unit_rows(rng, 5)
+    mutual = [float(refs[i] @ refs[j]) for i in range(5) for j in range(i + 1, 5)]
+    for q, got in zip(questioned, score_against_references(questioned, refs, reduce, normalize)):
+        sims = [float(q @ r) for r in refs]
+        expected = sum(sims) / len(sims) if reduce == "mean" else max(sims)
+        if normalize != "none":
+            expected -= sum(mutual) / len(mutual)
+        if normalize == "z":
+            expected /= max(float(np.std(mutual)), 1e-2)
+        assert got == pytest.approx(expected)
+
+
+def test_reference_normalisation_puts_writers_on_one_scale():
+    """A consistent writer (tight cluster) and a variable one (loose cluster), forgeries just outside
+    each: no global threshold separates raw scores, the centred scores separate them."""
+    rng = np.random.default_rng(0)
+    genuine, skilled = [], []
+    for spread in (0.05, 0.6):
+        centre = unit_rows(rng, 1)[0]
+
+        def around(n, radius):
+            x = centre + radius * unit_rows(rng, n)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        refs = around(10, spread)
+        for normalize in ("none", "center"):
+            genuine.append((normalize, score_against_references(around(20, spread), refs, normalize=normalize)))
+            skilled.append((normalize, score_against_references(around(20, spread * 1.6), refs, normalize=normalize)))
+    eers = {n: eer(np.concatenate([s for k, s in genuine if k == n]), np.concatenate([s for k, s in skilled if k == n]))[0]
+            for n in ("none", "center")}
+    assert eers["center"] < eers["none"] - 0.1, eers
+
+
+def test_reference_options_are_checked():
+    from sigverify.evaluation.report import EvalConfig
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        score_against_references(unit_rows(rng, 2), unit_rows(rng, 3), normalize="zscore")
+    with pytest.raises(ValueError, match="at least 2 references"):
+        score_against_references(unit_rows(rng, 2), unit_rows(rng, 1), normalize="center")
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        EvalConfig(protocol="references", reduce="median")
 
 
 def test_threshold_is_fixed_on_validation_and_never_retuned_on_test():

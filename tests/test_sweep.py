@@ -6,7 +6,7 @@ from sigverify import sweep
 TINY = ["--data.synthetic.signers", "12", "--data.synthetic.genuine", "4", "--data.synthetic.forgeries", "4",
         "--data.preprocess.height", "32", "--data.preprocess.width", "64", "--data.sampler.p", "4",
         "--data.sampler.batches_per_epoch", "2", "--trainer.max_epochs", "1", "--data.num_workers", "0",
-        "--model.evaluation.bootstrap", "50"]
+        "--model.evaluation.bootstrap", "50", "--model.evaluation.n_references", "2"]
 
 
 def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch, capsys):
@@ -15,12 +15,22 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     # loss_args that only LSC+ accepts: the triplet member fails, the sweep goes on.
     args = ["--losses", "lsc_plus", "triplet_hard", "--out", str(out), "--preset", "configs/presets/cpu_tiny.yaml",
             *TINY, "--model.loss_args", "{mu: 0.5, margin: 0.5}"]
-    assert sweep.main(args) == 0
+    assert sweep.main([*args, "--protocols", "pairs"]) == 0
     text = (out / "results.md").read_text()
     assert "| lsc_plus | triplet_hard |" in text and "| members finished / failed | 1 / 0 | 0 / 1 |" in text
-    rows = {r["metric"]: r for r in csv.DictReader((out / "results.csv").open())}
-    assert 0 <= float(rows["eer"]["lsc_plus_mean"]) <= 1 and rows["eer"]["triplet_hard_mean"] == ""
-    assert (out / "roc_overlay.png").is_file()
+    assert "Protocol `references`" not in text
+    rows = {(r["protocol"], r["metric"]): r for r in csv.DictReader((out / "results.csv").open())}
+    assert 0 <= float(rows["pairs", "eer"]["lsc_plus_mean"]) <= 1 and rows["pairs", "eer"]["triplet_hard_mean"] == ""
+    assert (out / "roc_overlay-pairs.png").is_file()
+    checkpoint = next((out / "lsc_plus-seed0" / "checkpoints").glob("best*.ckpt"))
+    fitted_at = checkpoint.stat().st_mtime_ns
+
+    # Adding a protocol tests the fitted member again without refitting it; the failed one is retried.
+    assert sweep.main(args) == 0
+    assert checkpoint.stat().st_mtime_ns == fitted_at
+    rows = {(r["protocol"], r["metric"]): r for r in csv.DictReader((out / "results.csv").open())}
+    assert 0 <= float(rows["references", "eer"]["lsc_plus_mean"]) <= 1
+    assert "Protocol `references`" in (out / "results.md").read_text()
     capsys.readouterr()
-    assert sweep.main(args) == 0  # the finished member is reused, the failed one retried
+    assert sweep.main(args) == 0
     assert "lsc_plus-seed0: reusing" in capsys.readouterr().out

@@ -54,17 +54,55 @@ def pair_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray
     return Scores(*(np.concatenate(x) for x in (g_scores, f_scores, r_scores, g_users, f_users, r_users)))
 
 
-def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray, n_references: int = 12,
-                     draws: int = 5, reduce: str = "mean", n_random: int = 10, seed: int = 0) -> Scores:
-    """Enrol ``n_references`` genuine signatures per signer; score each remaining genuine, each skilled
-    forgery and ``n_random`` other signers' genuine signatures by their mean (or max) cosine similarity
-    to the references. Repeated over ``draws`` random draws of the references (scores pooled).
+REDUCTIONS = ("mean", "max")
+NORMALIZATIONS = ("none", "center", "z")
+
+
+def check_reference_options(reduce: str, normalize: str) -> None:
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+
+
+def score_against_references(questioned: np.ndarray, references: np.ndarray, reduce: str = "mean",
+                             normalize: str = "center") -> np.ndarray:
+    """Scores of questioned embeddings [n, d] against one writer's reference embeddings [r, d].
+
+    The raw score is the mean (or max) cosine similarity to the references. A single global threshold
+    then has to serve writers who sign very consistently and writers who don't; ``normalize`` uses the
+    references' similarities to each other (genuine-only data, available at enrolment) to put every
+    writer on one scale:
+
+    - ``center``: minus the mean reference-reference similarity;
+    - ``z``: that, divided by the standard deviation of the reference-reference similarities;
+    - ``none``: the raw score.
     """
-    if reduce not in ("mean", "max"):
-        raise ValueError(f"reduce must be mean or max, got {reduce!r}")
+    check_reference_options(reduce, normalize)
+    if len(questioned) == 0:
+        return np.zeros(0)
+    similarity = questioned @ references.T
+    raw = similarity.mean(axis=1) if reduce == "mean" else similarity.max(axis=1)
+    if normalize == "none":
+        return raw
+    if len(references) < 2:
+        raise ValueError(f"normalize={normalize!r} needs at least 2 references, got {len(references)}")
+    mutual = (references @ references.T)[np.triu_indices(len(references), k=1)]
+    centred = raw - mutual.mean()
+    # The floor keeps a writer with near-identical references from dividing by ~0.
+    return centred if normalize == "center" else centred / max(float(mutual.std()), 1e-2)
+
+
+def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray, n_references: int = 12,
+                     draws: int = 5, reduce: str = "mean", n_random: int = 10, seed: int = 0,
+                     normalize: str = "center") -> Scores:
+    """Enrol ``n_references`` genuine signatures per signer; score each remaining genuine, each skilled
+    forgery and ``n_random`` other signers' genuine signatures against the references with
+    :func:`score_against_references`. Repeated over ``draws`` random draws of the references (scores pooled).
+    """
+    check_reference_options(reduce, normalize)
     embeddings, signers, genuine = np.asarray(embeddings, np.float64), np.asarray(signers), np.asarray(genuine, bool)
     rng = np.random.default_rng(seed)
-    agg = np.mean if reduce == "mean" else np.max
     out = {k: [] for k in ("g", "f", "r", "gu", "fu", "ru")}
     for _ in range(draws):
         for u in np.unique(signers):
@@ -78,6 +116,6 @@ def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.nd
             pool = np.flatnonzero((signers != u) & genuine)
             rand = rng.choice(pool, min(n_random, len(pool)), replace=False) if len(pool) else pool
             for key, idx in (("g", questioned), ("f", skilled), ("r", rand)):
-                scores = agg(embeddings[idx] @ embeddings[refs].T, axis=1) if len(idx) else np.zeros(0)
+                scores = score_against_references(embeddings[idx], embeddings[refs], reduce, normalize)
                 out[key].append(scores), out[key + "u"].append(np.full(len(idx), u))
     return Scores(*(np.concatenate(out[k]) for k in ("g", "f", "r", "gu", "fu", "ru")))

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from sigverify.evaluation.metrics import auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
-from sigverify.evaluation.protocols import PROTOCOLS, Scores, pair_scores, reference_scores
+from sigverify.evaluation.protocols import (PROTOCOLS, Scores, check_reference_options, pair_scores,
+                                            reference_scores)
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
@@ -22,6 +23,7 @@ class EvalConfig:
     n_references: int = 12  # references protocol: genuine signatures enrolled per signer
     draws: int = 5  # references protocol: random draws of the references
     reduce: str = "mean"  # references protocol: mean or max similarity to the references
+    normalize: str = "center"  # references protocol: none | center | z (see score_against_references)
     n_random: int = 10  # references protocol: other signers' genuine signatures per signer
     target_far: float | None = None  # None: threshold at the validation EER; else at this skilled FAR
     bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
@@ -30,13 +32,14 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        check_reference_options(self.reduce, self.normalize)
 
 
 def protocol_scores(embeddings, signers, genuine, config: EvalConfig) -> Scores:
     if config.protocol == "pairs":
         return pair_scores(embeddings, signers, genuine)
     return reference_scores(embeddings, signers, genuine, config.n_references, config.draws, config.reduce,
-                            config.n_random, config.seed)
+                            config.n_random, config.seed, config.normalize)
 
 
 def choose_threshold(validation: Scores, config: EvalConfig) -> tuple[float, str]:
