@@ -47,13 +47,14 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     """fit + test one member in subprocesses: {protocol: its report, or {"error": ...}}.
 
     A member that was fitted before (it has a test report) is not fitted again; only the protocols
-    without a report are tested, so adding a protocol to a finished sweep costs seconds.
+    without a report are tested (all of them with ``--retest``), so adding a protocol or changing the
+    evaluation settings of a finished sweep costs seconds.
     """
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
     report_paths = {protocol: run / f"test-{protocol}" / "report.json" for protocol in args.protocols}
     fitted = any(run.glob("test-*/report.json")) and not args.force
-    missing = [p for p, path in report_paths.items() if args.force or not path.is_file()]
+    missing = [p for p, path in report_paths.items() if args.force or args.retest or not path.is_file()]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=0, help="k-fold over signers (0: the ratio split)")
     parser.add_argument("--out", default="sweeps/default")
     parser.add_argument("--force", action="store_true", help="rerun members that already finished")
+    parser.add_argument("--retest", action="store_true",
+                        help="test finished members again (new evaluation settings) without refitting them")
     args, args.extra = parser.parse_known_args(argv)
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]

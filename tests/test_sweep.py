@@ -1,5 +1,6 @@
 """make sweep in a test-sized setting: every member trained and tested, failures reported, reruns reuse."""
 import csv
+import json
 
 from sigverify import sweep
 
@@ -34,3 +35,10 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     capsys.readouterr()
     assert sweep.main(args) == 0
     assert "lsc_plus-seed0: reusing" in capsys.readouterr().out
+
+    # New evaluation settings: --retest replaces the reports, still without refitting.
+    report = out / "lsc_plus-seed0" / "test-references" / "report.json"
+    assert json.loads(report.read_text())["config"]["normalize"] == "center"
+    assert sweep.main([*args, "--retest", "--protocols", "references", "--model.evaluation.normalize", "none"]) == 0
+    assert json.loads(report.read_text())["config"]["normalize"] == "none"
+    assert checkpoint.stat().st_mtime_ns == fitted_at
