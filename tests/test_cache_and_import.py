@@ -83,3 +83,17 @@ def test_import_folder_per_signer(tmp_path):
     labels = {(r.signer, r.path.name): r.label for r in records}
     assert labels[("alice", "forged_1.png")] == "forgery" and labels[("bob", "FORG_2.png")] == "forgery"
     assert labels[("alice", "g2.jpg")] == "genuine"
+
+
+def test_manifest_round_trip_inside_and_outside_its_folder(synth_manifest, tmp_path):
+    from dataclasses import replace
+
+    from sigverify.data.manifest import write_manifest
+
+    records = read_manifest(synth_manifest)
+    inside = write_manifest(records, synth_manifest.parent / "copy.csv")
+    assert read_manifest(inside) == records
+    assert not any(line.startswith("/") for line in inside.read_text().splitlines())  # relative: the folder can move
+    renamed = [replace(r, signer=f"{r.signer}-b") for r in records]
+    outside = write_manifest(renamed, tmp_path / "elsewhere" / "manifest.csv")
+    assert read_manifest(outside) == renamed

@@ -35,6 +35,23 @@ def test_augmentation_on_training_only(datamodule):
     assert any(not (d == draws[0]).all() for d in draws[1:])
 
 
+def test_batched_fetch_equals_the_per_image_path(datamodule):
+    import torch
+    from torch.utils.data import default_collate
+
+    val = datamodule.dataset("val")
+    order = [3, 0, 5, 1]
+    images, signers, genuine = val.__getitems__(order)
+    ref_images, ref_signers, ref_genuine = default_collate([val[i] for i in order])
+    assert torch.equal(images, ref_images) and torch.equal(signers, ref_signers) and torch.equal(genuine, ref_genuine)
+    assert (images.dtype, signers.dtype, genuine.dtype) == (ref_images.dtype, ref_signers.dtype, ref_genuine.dtype)
+    loaded = torch.cat([batch[0] for batch in datamodule.val_dataloader()])
+    assert torch.equal(loaded, torch.from_numpy(np.asarray(datamodule.images[val.positions]))[:, None])
+    train = datamodule.dataset("train", train=True)
+    same_image_twice = train.__getitems__([0, 0, 0])[0]
+    assert not (torch.equal(same_image_twice[0], same_image_twice[1]) and torch.equal(same_image_twice[1], same_image_twice[2]))
+
+
 def test_eval_shards_cover_each_image_once(datamodule):
     full = datamodule.dataset("val").positions
     shards = [datamodule.dataset("val", shard=(3, r)).positions for r in range(3)]

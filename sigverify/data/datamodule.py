@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
-from sigverify.data.dataset import SignatureDataset, seed_worker_augmentation
+from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
 from sigverify.data.manifest import read_manifest, resolve_manifest, signer_warnings
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler
@@ -159,8 +159,8 @@ class SignatureDataModule(L.LightningDataModule):
 
     def _loader_args(self) -> dict:
         workers = self.num_workers
-        return dict(num_workers=workers, pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=workers > 0,
-                    worker_init_fn=seed_worker_augmentation if workers > 0 else None)
+        return dict(collate_fn=keep_batch, num_workers=workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
+                    persistent_workers=workers > 0, worker_init_fn=seed_worker_augmentation if workers > 0 else None)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

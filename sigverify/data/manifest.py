@@ -73,7 +73,7 @@ def _parse_row(row: dict, base: Path) -> Record:
 
 
 def write_manifest(records: list[Record], path: str | Path) -> Path:
-    """Write records with paths relative to the manifest's folder."""
+    """Write records with paths relative to the manifest's folder (absolute for images outside it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
@@ -81,7 +81,8 @@ def write_manifest(records: list[Record], path: str | Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["path", "signer", "label", "index"])
         for r in records:
-            rel = Path(r.path).resolve().relative_to(base)
+            image = Path(r.path).resolve()
+            rel = image.relative_to(base) if image.is_relative_to(base) else image
             writer.writerow([rel.as_posix(), r.signer, r.label, "" if r.index is None else r.index])
     return path
 
