@@ -24,14 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench-data: $(STAMP)
-	$(BIN)/python -m benchmarks.data $(ARGS)
-
-bench-train: $(STAMP)
-	$(BIN)/python -m benchmarks.train $(ARGS)
-
-bench-infer: $(STAMP)
-	$(BIN)/python -m benchmarks.infer $(ARGS)
+# make bench-train [RUNS=3] [ARGS="--backbone tf_efficientnetv2_b0 ..."]: RUNS fresh processes, medians last.
+RUNS ?= 3
+bench-data bench-train bench-infer: bench-%: $(STAMP)
+	$(BIN)/python -m benchmarks.repeat --runs $(RUNS) -- $(BIN)/python -m benchmarks.$* $(ARGS)
 
 clean:
 	rm -rf runs sweeps .pytest_cache
