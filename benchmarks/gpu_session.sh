@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session, prepared to run once: throughput benchmarks, then a CEDAR loss sweep.
+# One GPU session, prepared to run once: throughput benchmarks (RUNS runs each, medians), then a
+# CEDAR loss sweep.
 # Expects the wheels in .whl/ (../shared/tools/device-wheels.sh) and CEDAR in .devdata/cedar/
 # (a copy of ../shared/data/cedar). Figures go to $OUT (default ./gpu-out). SMOKE=1 shrinks
 # everything to check the script itself on a CPU.
@@ -13,22 +14,21 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD NO_ALBUMENTATIONS_UPDATE=1 WAN
 export SIGVERIFY_CACHE=/tmp/sigverify-cache
 CEDAR=.devdata/cedar/manifest.csv
 PY=${PYTHON:-python3}
+REPEAT=($PY -m benchmarks.repeat --runs "${RUNS:-3}" --)
 if [ -n "${SMOKE:-}" ]; then
   TRAIN=(--backbone test_efficientnet --height 64 --width 128 --p 4 --k 2 --steps 4 --warmup 2 --workers 1)
-  INFER=(--backbone test_efficientnet --height 64 --width 128 --batch 64 --steps 2 --workers 1)
+  INFER=(--backbone test_efficientnet --height 64 --width 128 --batch 64 --steps 2 --workers 1 --repeat 2)
   SWEEP=(--losses lsc_plus sct --preset configs/presets/cpu_tiny.yaml --trainer.max_epochs 1 --data.sampler.batches_per_epoch 2)
 else
-  TRAIN=(--workers 12); INFER=(--workers 12 --batch 128)
+  TRAIN=(--workers 12); INFER=(--workers 12 --batch 128 --repeat 20)
   SWEEP=(--preset configs/presets/gpu_cedar.yaml --trainer.max_epochs "${EPOCHS:-30}")
 fi
 {
   date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; $PY -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__)"
   echo "== bench-train (defaults: tf_efficientnetv2_m, 1x192x384, batch 128, bf16, CEDAR)"
-  $PY -m benchmarks.train --manifest $CEDAR "${TRAIN[@]}" 2>&1 | grep -v Warning | tail -4
-  echo "== bench-train, finiteness checked every 20 steps instead of every step"
-  $PY -m benchmarks.train --manifest $CEDAR "${TRAIN[@]}" --finite-check-every 20 2>&1 | grep -v Warning | tail -4
-  echo "== bench-infer"
-  $PY -m benchmarks.infer --manifest $CEDAR "${INFER[@]}" 2>&1 | grep -v Warning | tail -3
+  "${REPEAT[@]}" $PY -m benchmarks.train --manifest $CEDAR "${TRAIN[@]}" 2>&1 | grep -v Warning | tail -4
+  echo "== bench-infer (CEDAR listed 20 times: a steady-state window)"
+  "${REPEAT[@]}" $PY -m benchmarks.infer --manifest $CEDAR "${INFER[@]}" 2>&1 | grep -v Warning | tail -4
   [ -n "${SKIP_SWEEP:-}" ] && exit 0
   echo "== CEDAR sweep"
   start=$(date +%s)
@@ -36,6 +36,6 @@ fi
       --config configs/trainer/csv_only.yaml 2>&1 | grep -v Warning | tail -40
   echo "sweep wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$OUT/session.log"
-cp /tmp/sweep/results.md /tmp/sweep/results.csv /tmp/sweep/roc_overlay.png "$OUT"/ 2>/dev/null
+cp /tmp/sweep/results.md /tmp/sweep/results.csv /tmp/sweep/roc_overlay-*.png "$OUT"/ 2>/dev/null
 tar czf "$OUT/sweep_members.tgz" -C /tmp/sweep --exclude='*.ckpt' --exclude='*.npz' --exclude='wandb' . 2>/dev/null
 ls -la "$OUT"

@@ -210,3 +210,34 @@ def test_init_from_an_earlier_run(tmp_path):
         SignatureVerifier(backbone="test_efficientnet", head_hidden=[64], init_from=str(ckpt))
     with pytest.raises(FileNotFoundError):
         SignatureVerifier(backbone="test_efficientnet", init_from=str(tmp_path / "none.ckpt"))
+
+
+class WeightRecorder(L.Callback):
+    """One parameter's value after every optimizer step."""
+
+    def __init__(self, name):
+        self.name, self.values = name, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append(dict(pl_module.named_parameters())[self.name].detach().clone())
+
+
+def test_ema_weights_are_what_is_validated_checkpointed_and_kept(tmp_path):
+    decay, name = 0.6, "embedder.head.net.1.weight"
+    model, data = tiny_parts(tmp_path, ema_decay=decay)
+    recorder = WeightRecorder(name)
+    trainer(tmp_path, "ema", recorder, max_epochs=2).fit(model, data)
+    expected = recorder.values[0]
+    for value in recorder.values[1:]:
+        expected = decay * expected + (1 - decay) * value
+    ckpt = torch.load(tmp_path / "ema" / "last.ckpt", weights_only=False)
+    assert torch.allclose(ckpt["state_dict"][name], expected, atol=1e-6)
+    assert not torch.allclose(ckpt["current_model_state"][name], expected)  # the raw weights are kept apart, for resuming
+    assert torch.allclose(dict(model.named_parameters())[name].detach(), expected, atol=1e-6)  # after fit: the average
+
+    plain, data = tiny_parts(tmp_path)
+    trainer(tmp_path, "plain", WeightRecorder(name), max_epochs=1).fit(plain, data)
+    assert "current_model_state" not in torch.load(tmp_path / "plain" / "last.ckpt", weights_only=False)
+    with pytest.raises(ValueError, match="ema_decay"):
+        bad, data = tiny_parts(tmp_path, ema_decay=1.5)
+        trainer(tmp_path, "bad", WeightRecorder(name), max_epochs=1).fit(bad, data)

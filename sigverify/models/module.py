@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch.optim.lr_scheduler import LambdaLR
 
 from sigverify.evaluation.metrics import auc, eer
@@ -56,6 +57,7 @@ class SignatureVerifier(L.LightningModule):
         finite_check_every: int = 1,
         evaluation: EvalConfig = EvalConfig(),
         init_from: str | None = None,
+        ema_decay: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -85,6 +87,15 @@ class SignatureVerifier(L.LightningModule):
         except RuntimeError as err:
             raise ValueError(f"{path}: its network does not match this model's backbone/head settings ({err})") from err
         log.info("embedding network initialised from %s", path)
+
+    def configure_callbacks(self):
+        """``ema_decay``: validate, checkpoint and test an exponential moving average of the weights
+        (Lightning's EMAWeightAveraging), which evens out the step-to-step noise of small-batch metric learning."""
+        if self.hparams.ema_decay is None or self.trainer.state.fn != "fit":
+            return []
+        if not 0.0 < self.hparams.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {self.hparams.ema_decay}")
+        return [EMAWeightAveraging(decay=self.hparams.ema_decay)]
 
     # -- forward -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
