@@ -235,6 +235,15 @@ def test_ema_weights_are_what_is_validated_checkpointed_and_kept(tmp_path):
     assert not torch.allclose(ckpt["current_model_state"][name], expected)  # the raw weights are kept apart, for resuming
     assert torch.allclose(dict(model.named_parameters())[name].detach(), expected, atol=1e-6)  # after fit: the average
 
+    class StartingWeights(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.value = dict(pl_module.named_parameters())[name].detach().clone()
+
+    start = StartingWeights()
+    model, data = tiny_parts(tmp_path, ema_decay=decay)
+    trainer(tmp_path, "ema", start, max_epochs=3).fit(model, data, ckpt_path=str(tmp_path / "ema" / "last.ckpt"))
+    assert torch.equal(start.value, ckpt["current_model_state"][name])  # resumed from the raw weights, not the average
+
     plain, data = tiny_parts(tmp_path)
     trainer(tmp_path, "plain", WeightRecorder(name), max_epochs=1).fit(plain, data)
     assert "current_model_state" not in torch.load(tmp_path / "plain" / "last.ckpt", weights_only=False)
