@@ -48,3 +48,10 @@ def test_warmup_then_cosine():
     assert factors[10] == pytest.approx(1e-3) and factors[110] == pytest.approx(1e-6)
     assert factors[60] == pytest.approx(1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * 0.5)))
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay after warm-up
+
+
+@pytest.mark.parametrize("backbone", ["test_efficientnet", "mobilenetv3_small_050", "lcnet_050", "resnet10t"])
+def test_embedder_fits_backbones_with_and_without_a_pre_logits_layer(backbone):
+    embedder = SignatureEmbedder(backbone, dim=16, hidden=[8]).eval()
+    out = embedder(torch.randint(0, 256, (2, 1, 32, 64), dtype=torch.uint8))
+    assert out.shape == (2, 16) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)

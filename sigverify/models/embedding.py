@@ -74,7 +74,9 @@ class SignatureEmbedder(nn.Module):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, weights_file, drop_path_rate)
         freeze_stages(self.backbone, freeze)
-        self.head = ProjectionHead(self.backbone.num_features, dim, hidden, dropout)
+        # Models with a pre-logits layer (MobileNetV3, LCNet, ...) output head_hidden_size features, not num_features.
+        features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.head = ProjectionHead(features, dim, hidden, dropout)
 
     @staticmethod
     def normalize_input(images: torch.Tensor) -> torch.Tensor:
