@@ -137,7 +137,8 @@ def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) ->
                 "n/a" if not ci else f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f} %" for ci in cis) + " |")
         lines += ["| members finished / failed | " + " | ".join(
             f"{by_loss[loss]['n']} / {by_loss[loss]['failed']}" for loss in losses) + " |", ""]
-    lines += [f"Wall time: {meta['wall_s'] / 60:.1f} min.", ""]
+    lines += [f"Wall time of this invocation: {meta['wall_s'] / 60:.1f} min "
+              "(members fitted by an earlier invocation are reused, not timed).", ""]
     (out / "results.md").write_text("\n".join(lines))
 
 
