@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -65,6 +66,8 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     if fold is not None:
         common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
     common += args.extra
+    if not fitted:
+        shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     steps = [] if fitted else [["fit"]]
     steps += [["test", "--ckpt_path", "best", "--model.evaluation.protocol", p] for p in missing]
     log = Path(args.out) / f"{name}.log"

@@ -26,8 +26,13 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     checkpoint = next((out / "lsc_plus-seed0" / "checkpoints").glob("best*.ckpt"))
     fitted_at = checkpoint.stat().st_mtime_ns
 
-    # Adding a protocol tests the fitted member again without refitting it; the failed one is retried.
+    # Adding a protocol tests the fitted member again without refitting it; the failed one is retried
+    # from a clean folder (no checkpoint of an interrupted attempt can pass for its own).
+    stale = out / "triplet_hard-seed0" / "checkpoints" / "best-epoch=099.ckpt"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"stale")
     assert sweep.main(args) == 0
+    assert not stale.exists()
     assert checkpoint.stat().st_mtime_ns == fitted_at
     rows = {(r["protocol"], r["metric"]): r for r in csv.DictReader((out / "results.csv").open())}
     assert 0 <= float(rows["references", "eer"]["lsc_plus_mean"]) <= 1
