@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sigverify.evaluation.protocols import PROTOCOLS
+from sigverify.evaluation.protocols import PROTOCOLS, Scores
 from sigverify.losses import LOSSES
 
 # The write-up's table, then what it lacked. (key in report.json, label, is a rate)
@@ -147,8 +147,7 @@ def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) ->
 
 def plot_overlay(out: Path, members: dict[str, list[str]], protocol: str) -> None:
     """ROC of each loss (its first finished member) under one protocol, overlaid."""
-    from sigverify.evaluation.plots import plot_roc
-    from sigverify.evaluation.protocols import Scores
+    from sigverify.evaluation.plots import plot_roc  # matplotlib, only when plotting
 
     curves = {}
     for loss, names in members.items():
