@@ -61,6 +61,8 @@ class SignatureVerifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
         self.embedder = SignatureEmbedder(backbone, pretrained, weights_file, freeze_stages, embedding_dim,
                                           head_hidden, dropout, drop_path_rate)
         if init_from:
@@ -93,8 +95,6 @@ class SignatureVerifier(L.LightningModule):
         (Lightning's EMAWeightAveraging), which evens out the step-to-step noise of small-batch metric learning."""
         if self.hparams.ema_decay is None or self.trainer.state.fn != "fit":
             return []
-        if not 0.0 < self.hparams.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1), got {self.hparams.ema_decay}")
         return [EMAWeightAveraging(decay=self.hparams.ema_decay)]
 
     # -- forward -------------------------------------------------------------------------------
