@@ -115,7 +115,10 @@ def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.nd
             skilled = np.flatnonzero((signers == u) & ~genuine)
             pool = np.flatnonzero((signers != u) & genuine)
             rand = rng.choice(pool, min(n_random, len(pool)), replace=False) if len(pool) else pool
-            for key, idx in (("g", questioned), ("f", skilled), ("r", rand)):
-                scores = score_against_references(embeddings[idx], embeddings[refs], reduce, normalize)
-                out[key].append(scores), out[key + "u"].append(np.full(len(idx), u))
+            # One call per writer and draw: the references' statistics are computed once.
+            parts = (("g", questioned), ("f", skilled), ("r", rand))
+            scores = score_against_references(embeddings[np.concatenate([idx for _, idx in parts])],
+                                              embeddings[refs], reduce, normalize)
+            for (key, idx), part in zip(parts, np.split(scores, np.cumsum([len(idx) for _, idx in parts])[:-1])):
+                out[key].append(part), out[key + "u"].append(np.full(len(idx), u))
     return Scores(*(np.concatenate(out[k]) for k in ("g", "f", "r", "gu", "fu", "ru")))
