@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One GPU session, prepared to run once: throughput benchmarks (RUNS runs each, medians), then a
-# CEDAR loss sweep.
+# CEDAR loss sweep that gets whatever is left of BUDGET seconds (its table is rewritten after each
+# loss, so a sweep cut off by the budget still reports the losses it finished).
 # Expects the wheels in .whl/ (../shared/tools/device-wheels.sh) and CEDAR in .devdata/cedar/
 # (a copy of ../shared/data/cedar). Figures go to $OUT (default ./gpu-out). SMOKE=1 shrinks
 # everything to check the script itself on a CPU.
 set -u
+BEGIN=$(date +%s)
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1 && [ -z "${SMOKE:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -19,9 +21,13 @@ if [ -n "${SMOKE:-}" ]; then
   TRAIN=(--backbone test_efficientnet --height 64 --width 128 --p 4 --k 2 --steps 4 --warmup 2 --workers 1)
   INFER=(--backbone test_efficientnet --height 64 --width 128 --batch 64 --steps 2 --workers 1 --repeat 2)
   SWEEP=(--losses lsc_plus sct --preset configs/presets/cpu_tiny.yaml --trainer.max_epochs 1 --data.sampler.batches_per_epoch 2)
+  SWEEP_STEP=("${TRAIN[@]}")
 else
-  TRAIN=(--workers 12); INFER=(--workers 12 --batch 128 --repeat 20)
-  SWEEP=(--preset configs/presets/gpu_cedar.yaml --trainer.max_epochs "${EPOCHS:-30}")
+  TRAIN=(--workers 12); INFER=(--workers 12 --batch 128 --repeat "${REPEAT_DATA:-10}")
+  SWEEP=(--losses supcon triplet_hard triplet_semihard lsc_plus sct --preset configs/presets/gpu_cedar.yaml
+         --trainer.max_epochs "${EPOCHS:-10}" --model.ema_decay 0.98)
+  # The sweep preset's own step (b0, 1x128x256, PKFM 16x(4+2+2)): is its fit path network-bound?
+  SWEEP_STEP=(--backbone tf_efficientnetv2_b0 --height 128 --width 256 --p 16 --k 4 --f 2 --m 2 --workers 8)
 fi
 {
   date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; $PY -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__)"
@@ -30,10 +36,13 @@ fi
   echo "== bench-infer (CEDAR listed 20 times: a steady-state window)"
   "${REPEAT[@]}" $PY -m benchmarks.infer --manifest $CEDAR "${INFER[@]}" 2>&1 | grep -v Warning | tail -4
   [ -n "${SKIP_SWEEP:-}" ] && exit 0
-  echo "== CEDAR sweep"
-  start=$(date +%s)
-  timeout "${SWEEP_LIMIT:-420}" $PY -m sigverify.sweep --data $CEDAR --out /tmp/sweep "${SWEEP[@]}" \
-      --config configs/trainer/csv_only.yaml 2>&1 | grep -v Warning | tail -40
+  echo "== bench-train at the sweep preset's step (one run)"
+  $PY -m benchmarks.train --manifest $CEDAR "${SWEEP_STEP[@]}" 2>&1 | grep -v Warning | tail -2
+  start=$(date +%s); limit=$(( ${BUDGET:-500} - (start - BEGIN) - 20 ))
+  echo "== CEDAR sweep (${limit} s left of the budget)"
+  # SIGINT: the sweep stops its running member and keeps the table of the finished losses.
+  timeout -s INT "$limit" $PY -m sigverify.sweep --data $CEDAR --out /tmp/sweep --protocols references pairs \
+      "${SWEEP[@]}" --config configs/trainer/csv_only.yaml 2>&1 | grep -v Warning | tail -60
   echo "sweep wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$OUT/session.log"
 cp /tmp/sweep/results.md /tmp/sweep/results.csv /tmp/sweep/roc_overlay-*.png "$OUT"/ 2>/dev/null

@@ -140,6 +140,8 @@ def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) ->
                 "n/a" if not ci else f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f} %" for ci in cis) + " |")
         lines += ["| members finished / failed | " + " | ".join(
             f"{by_loss[loss]['n']} / {by_loss[loss]['failed']}" for loss in losses) + " |", ""]
+    if meta.get("pending"):
+        lines += [f"Not run yet (the sweep is still running, or was stopped): {', '.join(meta['pending'])}.", ""]
     lines += [f"Wall time of this invocation: {meta['wall_s'] / 60:.1f} min "
               "(members fitted by an earlier invocation are reused, not timed).", ""]
     (out / "results.md").write_text("\n".join(lines))
@@ -176,12 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]
     members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in args.losses}
-    reports = {loss: [run_member(loss, s, f, args) for s in args.seeds for f in folds] for loss in args.losses}
-    results = {p: {loss: aggregate([r[p] for r in reports[loss]]) for loss in args.losses} for p in args.protocols}
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
-            "folds": args.folds, "wall_s": time.perf_counter() - start}
-    write_results(results, out, meta)
+            "folds": args.folds}
+    reports: dict[str, list[dict]] = {}
+    for i, loss in enumerate(args.losses):
+        try:
+            reports[loss] = [run_member(loss, s, f, args) for s in args.seeds for f in folds]
+        except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: the table keeps the finished losses
+            print(f"[sweep] stopped during {loss}; {out / 'results.md'} holds the losses finished before it", flush=True)
+            return 130
+        meta["pending"] = args.losses[i + 1:]
+        # Rewritten after each loss: a sweep cut off by a time limit still leaves the finished losses' table.
+        results = {p: {done: aggregate([r[p] for r in reports[done]]) for done in reports} for p in args.protocols}
+        meta["wall_s"] = time.perf_counter() - start
+        write_results(results, out, meta)
     for protocol in args.protocols:
         plot_overlay(out, members, protocol)
     print((out / "results.md").read_text())

@@ -47,3 +47,18 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert sweep.main([*args, "--retest", "--protocols", "references", "--model.evaluation.normalize", "none"]) == 0
     assert json.loads(report.read_text())["config"]["normalize"] == "none"
     assert checkpoint.stat().st_mtime_ns == fitted_at
+
+
+def test_a_stopped_sweep_leaves_the_table_of_its_finished_losses(tmp_path, monkeypatch):
+    """The table is rewritten after each loss: a sweep killed by a time limit keeps what it finished."""
+    def fake_member(loss, seed, fold, args):
+        if loss == "sct":
+            raise KeyboardInterrupt  # what a time limit's SIGINT does in the middle of a member
+        return {p: {key: 0.25 for key, _, _ in sweep.ROWS} for p in args.protocols}
+
+    monkeypatch.setattr(sweep, "run_member", fake_member)
+    out = tmp_path / "sweep"
+    assert sweep.main(["--losses", "supcon", "sct", "lsc_plus", "--out", str(out), "--protocols", "references"]) == 130
+    text = (out / "results.md").read_text()
+    assert "| metric | supcon |" in text and "| EER, a posteriori (test-chosen threshold) | 25.00 % |" in text
+    assert "Not run yet (the sweep is still running, or was stopped): sct, lsc_plus." in text
