@@ -23,7 +23,7 @@ if [ -n "${SMOKE:-}" ]; then
   SWEEP=(--losses lsc_plus sct --preset configs/presets/cpu_tiny.yaml --trainer.max_epochs 1 --data.sampler.batches_per_epoch 2)
   SWEEP_STEP=("${TRAIN[@]}")
 else
-  TRAIN=(--workers 12); INFER=(--workers 12 --batch 128 --repeat "${REPEAT_DATA:-10}")
+  TRAIN=(--workers 12); INFER=(--workers 12 --batch 128 --steps 60 --repeat "${REPEAT_DATA:-10}")
   SWEEP=(--losses supcon triplet_hard triplet_semihard lsc_plus sct --preset configs/presets/gpu_cedar.yaml
          --trainer.max_epochs "${EPOCHS:-10}" --model.ema_decay 0.98)
   # The sweep preset's own step (b0, 1x128x256, PKFM 16x(4+2+2)): is its fit path network-bound?
