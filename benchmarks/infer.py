@@ -73,7 +73,7 @@ def predict_rate(args, device, tmp: Path) -> float:
     model = SignatureVerifier(backbone=args.backbone)
     timer = Timer()
     trainer = L.Trainer(accelerator="auto", devices=1, precision="bf16-mixed" if device.type == "cuda" else "32-true",
-                        logger=False, callbacks=[timer], enable_progress_bar=False)
+                        logger=False, callbacks=[timer], enable_progress_bar=False, default_root_dir=tmp)
     trainer.predict(model, data, return_predictions=False)
     return timer.images / (timer.end - timer.start)
 

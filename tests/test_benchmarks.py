@@ -28,9 +28,13 @@ def test_repeat_names_a_broken_benchmark(code, message):
         repeat.main(["--runs", "2", "--", sys.executable, "-c", code])
 
 
-def test_infer_benchmark_runs_at_toy_size(synth_manifest, capsys):
+def test_infer_benchmark_runs_at_toy_size(synth_manifest, capsys, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     infer.main(["--backbone", "test_efficientnet", "--height", "32", "--width", "64", "--batch", "16", "--steps", "2",
                 "--workers", "0", "--repeat", "2", "--manifest", str(synth_manifest)])
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["repeat"] == 2 and figures["bare_img_s"] > 0 and figures["predict_img_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["predict_img_s"] / figures["bare_img_s"], rel=0.01)
+    assert not any(cwd.iterdir())  # nothing left in the working directory (a split.json was)

@@ -1,6 +1,7 @@
 """LightningCLI for sigverify: precision chosen by device, ``best``/``last`` checkpoints found in the run folder."""
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -18,6 +19,18 @@ class SigverifyCLI(LightningCLI):
     def __init__(self, **kwargs):
         super().__init__(SignatureVerifier, SignatureDataModule, save_config_kwargs={"overwrite": True},
                          parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning rebuilds the model from a checkpoint file's stored hyperparameters; that would also
+        bring back the evaluation settings it was trained with and silently drop the command's
+        (``test --ckpt_path F --model.evaluation.protocol references`` would test the pairs protocol).
+        The network must match the weights; how to evaluate it is the command's choice, as it is with
+        ``--ckpt_path best`` (resolved later, from the config alone)."""
+        subcommand = self.config.get("subcommand")
+        evaluation = copy.deepcopy(self.config[subcommand].model.get("evaluation")) if subcommand else None
+        super()._parse_ckpt_path()
+        if evaluation is not None:
+            self.config[subcommand].model.evaluation = evaluation
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
