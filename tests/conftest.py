@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -21,3 +22,14 @@ def cache_dir(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("SIGVERIFY_CACHE", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def working_directory_left_clean():
+    """Tests write under tmp_path: a file left in the working directory (a stray split.json once got
+    committed that way) fails the test that left it."""
+    root = Path.cwd()
+    before = set(os.listdir(root))
+    yield
+    left = set(os.listdir(root)) - before
+    assert not left, f"test left {sorted(left)} in {root}"

@@ -173,7 +173,7 @@ def test_short_fit_brings_validation_eer_far_below_its_initial_value(tmp_path):
     model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[128], dropout=0.1, weight_decay=1e-4,
                               warmup_epochs=1, loss="lsc_plus", lr=3e-3)
     t = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  use_distributed_sampler=False, num_sanity_val_steps=0)
+                  use_distributed_sampler=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
     initial = t.validate(model, data, verbose=False)[0]["val/eer"]
     t.fit(model, data)
     final = t.callback_metrics["val/eer"].item()
