@@ -162,6 +162,17 @@ def plot_overlay(out: Path, members: dict[str, list[str]], protocol: str) -> Non
         plot_roc(curves, out / f"roc_overlay-{protocol}.png")
 
 
+def write_outputs(reports: dict[str, list[dict]], members: dict[str, list[str]], protocols: list[str], out: Path,
+                  meta: dict) -> dict[str, dict[str, dict]]:
+    """Table, CSV and ROC overlays of the losses finished so far; rewritten after each loss, so a sweep
+    cut off by a time limit still leaves what it finished."""
+    results = {p: {loss: aggregate([r[p] for r in reports[loss]]) for loss in reports} for p in protocols}
+    write_results(results, out, meta)
+    for protocol in protocols:
+        plot_overlay(out, {loss: members[loss] for loss in reports}, protocol)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")
@@ -186,16 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     for i, loss in enumerate(args.losses):
         try:
             reports[loss] = [run_member(loss, s, f, args) for s in args.seeds for f in folds]
-        except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: the table keeps the finished losses
+        except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: the outputs keep the finished losses
             print(f"[sweep] stopped during {loss}; {out / 'results.md'} holds the losses finished before it", flush=True)
             return 130
-        meta["pending"] = args.losses[i + 1:]
-        # Rewritten after each loss: a sweep cut off by a time limit still leaves the finished losses' table.
-        results = {p: {done: aggregate([r[p] for r in reports[done]]) for done in reports} for p in args.protocols}
-        meta["wall_s"] = time.perf_counter() - start
-        write_results(results, out, meta)
-    for protocol in args.protocols:
-        plot_overlay(out, members, protocol)
+        meta.update(pending=args.losses[i + 1:], wall_s=time.perf_counter() - start)
+        results = write_outputs(reports, members, args.protocols, out, meta)
     print((out / "results.md").read_text())
     print(json.dumps({"results": str(out / "results.md"), "wall_s": round(meta["wall_s"], 1),
                       **{p: {loss: {k: r[k] for k in ("eer", "hter", "auc", "failed")} for loss, r in by_loss.items()}
