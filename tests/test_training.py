@@ -76,11 +76,13 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
     report = json.loads((run / "test-pairs" / "report.json").read_text())
     assert report["threshold_source"].startswith("validation") and report["n_signers"] == 2
     # A checkpoint given as a file: its network, but the command's evaluation settings (Lightning would
-    # restore the stored ones and test the pairs protocol again).
+    # restore the stored ones and test the pairs protocol again); an ensemble of CLI-written checkpoints.
     best = glob.glob(str(run / "checkpoints" / "best-*.ckpt"))[0]
     run_cli(tmp_path, "test", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", best, *TINY,
-            "--model.evaluation.protocol", "references", "--model.evaluation.n_references", "2")
-    assert json.loads((run / "test-references" / "report.json").read_text())["config"]["n_references"] == 2
+            "--model.evaluation.protocol", "references", "--model.evaluation.n_references", "2",
+            "--model.evaluation.ensemble", f"[{run / 'checkpoints' / 'last.ckpt'}]")
+    config = json.loads((run / "test-references" / "report.json").read_text())["config"]
+    assert config["n_references"] == 2 and config["ensemble"] == [str(run / "checkpoints" / "last.ckpt")]
     run_cli(tmp_path, "predict", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY)
     saved = np.load(run / "predict" / "embeddings.npz")
     assert saved["embedding"].shape == (16, 256) and saved["genuine"].sum() == 8  # 2 test signers x (4 + 4)

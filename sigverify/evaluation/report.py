@@ -7,7 +7,7 @@ matrix) are written by :func:`write_report`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class EvalConfig:
     target_far: float | None = None  # None: threshold at the validation EER; else at this skilled FAR
     bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
     seed: int = 0
+    ensemble: list[str] = field(default_factory=list)  # other models' checkpoints, scored together with this one
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

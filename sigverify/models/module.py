@@ -22,7 +22,7 @@ from sigverify.evaluation.protocols import pair_scores
 from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate, protocol_scores, write_report
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
-from sigverify.models.embedding import SignatureEmbedder
+from sigverify.models.ensemble import EmbeddingEnsemble, embedder_from_hparams, embedder_weights, load_member, read_checkpoint
 from sigverify.training.distributed import gather_arrays
 from sigverify.training.schedule import warmup_cosine_factor
 
@@ -63,8 +63,7 @@ class SignatureVerifier(L.LightningModule):
         self.save_hyperparameters()
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
-        self.embedder = SignatureEmbedder(backbone, pretrained, weights_file, freeze_stages, embedding_dim,
-                                          head_hidden, dropout, drop_path_rate)
+        self.embedder = embedder_from_hparams(self.hparams)
         if init_from:
             self._init_embedder(init_from)
         self.loss_fn = create_loss(loss, **(loss_args or {}))
@@ -79,16 +78,12 @@ class SignatureVerifier(L.LightningModule):
     def _init_embedder(self, checkpoint_path: str) -> None:
         """Start from the embedding network of an earlier sigverify run (e.g. synthetic pretraining);
         the optimizer, schedule and epoch start afresh (unlike ``--ckpt_path``, which resumes)."""
-        path = Path(checkpoint_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint to initialise from not found")
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        weights = {k.removeprefix("embedder."): v for k, v in state.items() if k.startswith("embedder.")}
+        checkpoint = read_checkpoint(checkpoint_path, "checkpoint to initialise from")
         try:
-            self.embedder.load_state_dict(weights)
+            self.embedder.load_state_dict(embedder_weights(checkpoint))
         except RuntimeError as err:
-            raise ValueError(f"{path}: its network does not match this model's backbone/head settings ({err})") from err
-        log.info("embedding network initialised from %s", path)
+            raise ValueError(f"{checkpoint_path}: its network does not match this model's backbone/head settings ({err})") from err
+        log.info("embedding network initialised from %s", checkpoint_path)
 
     def configure_callbacks(self):
         """``ema_decay``: validate, checkpoint and test an exponential moving average of the weights
@@ -108,17 +103,38 @@ class SignatureVerifier(L.LightningModule):
         if self.hparams.channels_last and self.device.type == "cuda":
             self.embedder.to(memory_format=torch.channels_last)
 
+    def _attach_ensemble(self) -> None:
+        """``evaluation.ensemble``: validate/test/predict this model together with other trained ones
+        (see ``ensemble.py``). The members are not submodules, so checkpoints hold this model alone."""
+        paths = self.evaluation.ensemble
+        if not paths or isinstance(self._forward, EmbeddingEnsemble):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        members = [load_member(path, getattr(datamodule, "preprocess", None)) for path in paths]
+        ensemble = EmbeddingEnsemble([self._forward, *members]).to(self.device)
+        if self.hparams.channels_last and self.device.type == "cuda":
+            ensemble.to(memory_format=torch.channels_last)
+        object.__setattr__(self, "_forward", ensemble)
+        log.info("scoring an ensemble of this model and %d more: %s", len(members), ", ".join(paths))
+
+    def _prepare_evaluation(self) -> None:
+        self._to_channels_last()
+        self._attach_ensemble()
+
     def on_fit_start(self) -> None:
+        if self.evaluation.ensemble:
+            raise ValueError("model.evaluation.ensemble scores trained models together in validate/test/predict; "
+                             "fit trains one model: leave it out of the fit's config")
         self._to_channels_last()
 
     def on_validation_start(self) -> None:
-        self._to_channels_last()
+        self._prepare_evaluation()
 
     def on_test_start(self) -> None:
-        self._to_channels_last()
+        self._prepare_evaluation()
 
     def on_predict_start(self) -> None:
-        self._to_channels_last()
+        self._prepare_evaluation()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and images.is_cuda:

@@ -1,0 +1,70 @@
+"""Several trained models evaluated as one.
+
+Each member's embedding is unit-length; concatenated and scaled by 1/sqrt(n) they form a unit vector
+whose cosine similarity with another such vector is the mean of the members' similarities. So every
+protocol, the writer normalisation and the service score an ensemble exactly as they score a single
+model, and averaging the similarities of independently trained small models evens out their
+idiosyncratic errors (the reason ensembles help most where training data are scarce).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, is_dataclass
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sigverify.models.embedding import SignatureEmbedder
+
+
+class EmbeddingEnsemble(nn.Module):
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        parts = [member(images) for member in self.members]
+        return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+
+def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> SignatureEmbedder:
+    """The embedding network of a SignatureVerifier with hyperparameters ``hp``. With
+    ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
+    pretrained = hp["pretrained"] and not weights_from_checkpoint
+    return SignatureEmbedder(hp["backbone"], pretrained, hp["weights_file"] if pretrained else None, hp["freeze_stages"],
+                             hp["embedding_dim"], hp["head_hidden"], hp["dropout"], hp["drop_path_rate"])
+
+
+def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("embedder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("embedder.")}
+
+
+def read_checkpoint(path: str | Path, what: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: {what} not found")
+    return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def preprocess_differences(member, this_run) -> str:
+    """'key: member's value vs this run's' for each preprocessing setting that differs ('' if none).
+    A checkpoint stores the settings as a dataclass or, written through the CLI, as a mapping."""
+    member, this_run = (asdict(c) if is_dataclass(c) else dict(c) for c in (member, this_run))
+    return ", ".join(f"{key}: {member.get(key)} vs {value}" for key, value in this_run.items() if member.get(key) != value)
+
+
+def load_member(path: str | Path, preprocess=None) -> SignatureEmbedder:
+    """The embedding network of a sigverify checkpoint, frozen, for an ensemble. ``preprocess``: this
+    run's image settings; a member trained on other images (size, binarisation) is refused."""
+    checkpoint = read_checkpoint(path, "ensemble member checkpoint")
+    stored = (checkpoint.get("datamodule_hyper_parameters") or {}).get("preprocess")
+    if preprocess is not None and stored is not None:
+        differences = preprocess_differences(stored, preprocess)
+        if differences:
+            raise ValueError(f"{path}: trained on images preprocessed otherwise than this run's ({differences}); "
+                             "ensemble members must see the same images")
+    member = embedder_from_hparams(checkpoint["hyper_parameters"], weights_from_checkpoint=True)
+    member.load_state_dict(embedder_weights(checkpoint))
+    return member.eval().requires_grad_(False)

@@ -1,0 +1,77 @@
+"""Ensembles (model.evaluation.ensemble): members' similarities averaged, checkpoints checked."""
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.evaluation.report import EvalConfig
+from sigverify.models.module import SignatureVerifier
+
+
+def tiny_data(tmp_path, height=32):
+    return SignatureDataModule(synthetic=SyntheticConfig(signers=12, genuine=4, forgeries=4), cache_dir=str(tmp_path / "cache"),
+                               preprocess=PreprocessConfig(height=height, width=2 * height),
+                               sampler=SamplerConfig(p=4, batches_per_epoch=2), num_workers=0)
+
+
+def tiny_trainer(tmp_path):
+    return L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     default_root_dir=tmp_path, num_sanity_val_steps=0)
+
+
+def trained_checkpoint(tmp_path, seed: int, height=32) -> str:
+    L.seed_everything(seed)
+    model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], embedding_dim=16, warmup_epochs=0)
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(model, tiny_data(tmp_path, height))
+    path = tmp_path / f"model-{seed}-{height}.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def embeddings(tmp_path, checkpoint: str, ensemble=()) -> np.ndarray:
+    model = SignatureVerifier.load_from_checkpoint(checkpoint, evaluation=EvalConfig(ensemble=list(ensemble)))
+    batches = tiny_trainer(tmp_path).predict(model, tiny_data(tmp_path))
+    return torch.cat([b["embedding"] for b in batches]).numpy()
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ensemble")
+    return tmp, trained_checkpoint(tmp, 0), trained_checkpoint(tmp, 1)
+
+
+def test_ensemble_similarity_is_the_mean_of_the_members(two_models):
+    tmp, a, b = two_models
+    ea, eb, eab = embeddings(tmp, a), embeddings(tmp, b), embeddings(tmp, a, [b])
+    assert eab.shape == (len(ea), 32)
+    np.testing.assert_allclose(np.linalg.norm(eab, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(ea, eb, atol=1e-2)  # two different models, so the checks below can fail
+    np.testing.assert_allclose(eab, np.concatenate([ea, eb], axis=1) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(eab @ eab.T, (ea @ ea.T + eb @ eb.T) / 2, atol=1e-5)
+    # a model "ensembled" with itself scores as it does alone
+    np.testing.assert_allclose(embeddings(tmp, a, [a]) @ embeddings(tmp, a, [a]).T, ea @ ea.T, atol=1e-5)
+
+
+def test_ensemble_test_report_names_its_members(two_models, tmp_path):
+    tmp, a, b = two_models
+    model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[b], bootstrap=0))
+    trainer = tiny_trainer(tmp_path)
+    trainer.test(model, tiny_data(tmp))
+    assert model.test_report["config"]["ensemble"] == [b]
+    assert (tmp_path / "test-pairs" / "report.json").is_file()
+
+
+def test_bad_ensembles_are_refused_with_the_file_named(two_models, tmp_path):
+    tmp, a, _ = two_models
+    missing = str(tmp_path / "nope.ckpt")
+    with pytest.raises(FileNotFoundError, match="nope.ckpt: ensemble member checkpoint not found"):
+        embeddings(tmp, a, [missing])
+    other_size = trained_checkpoint(tmp_path, 2, height=48)
+    with pytest.raises(ValueError, match=r"model-2-48.ckpt: trained on images preprocessed otherwise than this run's \(height: 48 vs 32, width: 96 vs 64\)"):
+        embeddings(tmp, a, [other_size])
+    model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], evaluation=EvalConfig(ensemble=[a]))
+    with pytest.raises(ValueError, match="fit trains one model"):
+        tiny_trainer(tmp_path).fit(model, tiny_data(tmp))
