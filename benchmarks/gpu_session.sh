@@ -33,7 +33,7 @@ fi
   date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; $PY -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__)"
   echo "== bench-train (defaults: tf_efficientnetv2_m, 1x192x384, batch 128, bf16, CEDAR)"
   "${REPEAT[@]}" $PY -m benchmarks.train --manifest $CEDAR "${TRAIN[@]}" 2>&1 | grep -v Warning | tail -4
-  echo "== bench-infer (CEDAR listed 20 times: a steady-state window)"
+  echo "== bench-infer (CEDAR listed REPEAT_DATA times: a steady-state window)"
   "${REPEAT[@]}" $PY -m benchmarks.infer --manifest $CEDAR "${INFER[@]}" 2>&1 | grep -v Warning | tail -4
   [ -n "${SKIP_SWEEP:-}" ] && exit 0
   echo "== bench-train at the sweep preset's step (one run)"

@@ -2,15 +2,15 @@
 
 Each member's embedding is unit-length; concatenated and scaled by 1/sqrt(n) they form a unit vector
 whose cosine similarity with another such vector is the mean of the members' similarities. So every
-protocol, the writer normalisation and the service score an ensemble exactly as they score a single
-model, and averaging the similarities of independently trained small models evens out their
-idiosyncratic errors (the reason ensembles help most where training data are scarce).
+protocol, the writer normalisation and whatever reads the embeddings (``predict``'s file) treat an
+ensemble exactly as a single model. Averaging the similarities of independently trained small models
+evens out their idiosyncratic errors, which is why ensembles help most where training data are scarce.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, is_dataclass
 from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
