@@ -17,6 +17,9 @@ export SIGVERIFY_CACHE=/tmp/sigverify-cache
 CEDAR=.devdata/cedar/manifest.csv
 PY=${PYTHON:-python3}
 REPEAT=($PY -m benchmarks.repeat --runs "${RUNS:-3}" --)
+# Each run's figures (and the medians) as they come: a call killed at its time limit keeps every
+# finished run in session.log (output held back by a `| tail` would be lost with it).
+figures() { grep --line-buffered -E '^(run [0-9]+/[0-9]+:|\{|ratio|sigverify|bare)'; }
 if [ -n "${SMOKE:-}" ]; then
   TRAIN=(--backbone test_efficientnet --height 64 --width 128 --p 4 --k 2 --steps 4 --warmup 2 --workers 1)
   INFER=(--backbone test_efficientnet --height 64 --width 128 --batch 64 --steps 2 --workers 1 --repeat 2)
@@ -32,17 +35,17 @@ fi
 {
   date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; $PY -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__)"
   echo "== bench-train (defaults: tf_efficientnetv2_m, 1x192x384, batch 128, bf16, CEDAR)"
-  "${REPEAT[@]}" $PY -m benchmarks.train --manifest $CEDAR "${TRAIN[@]}" 2>&1 | grep -v Warning | tail -4
+  "${REPEAT[@]}" $PY -m benchmarks.train --manifest $CEDAR "${TRAIN[@]}" 2>&1 | figures
   echo "== bench-infer (CEDAR listed REPEAT_DATA times: a steady-state window)"
-  "${REPEAT[@]}" $PY -m benchmarks.infer --manifest $CEDAR "${INFER[@]}" 2>&1 | grep -v Warning | tail -4
+  "${REPEAT[@]}" $PY -m benchmarks.infer --manifest $CEDAR "${INFER[@]}" 2>&1 | figures
   [ -n "${SKIP_SWEEP:-}" ] && exit 0
   echo "== bench-train at the sweep preset's step (one run)"
-  $PY -m benchmarks.train --manifest $CEDAR "${SWEEP_STEP[@]}" 2>&1 | grep -v Warning | tail -2
+  $PY -m benchmarks.train --manifest $CEDAR "${SWEEP_STEP[@]}" 2>&1 | figures
   start=$(date +%s); limit=$(( ${BUDGET:-500} - (start - BEGIN) - 20 ))
   echo "== CEDAR sweep (${limit} s left of the budget)"
   # SIGINT: the sweep stops its running member and keeps the table of the finished losses.
   timeout -s INT "$limit" $PY -m sigverify.sweep --data $CEDAR --out /tmp/sweep --protocols references pairs \
-      "${SWEEP[@]}" --config configs/trainer/csv_only.yaml 2>&1 | grep -v Warning | tail -60
+      "${SWEEP[@]}" --config configs/trainer/csv_only.yaml 2>&1 | grep --line-buffered -E '^(\[sweep\]|\{)' 
   echo "sweep wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$OUT/session.log"
 cp /tmp/sweep/results.md /tmp/sweep/results.csv /tmp/sweep/roc_overlay-*.png "$OUT"/ 2>/dev/null

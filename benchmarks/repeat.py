@@ -24,15 +24,16 @@ def last_json_line(output: str, command: list[str]) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Median of the numbers; values shared by every run kept as they are; the rest listed per run."""
+    """Values shared by every run (settings such as the batch size) kept as they are; the median of
+    numbers that vary, with every run's value; other values that vary listed per run."""
     summary: dict = {"runs": len(runs)}
     for key in runs[0]:
         values = [run.get(key) for run in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if all(v == values[0] for v in values):
+            summary[key] = values[0]
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             summary[key] = round(statistics.median(values), 3)
             summary[f"{key}_all"] = values
-        elif all(v == values[0] for v in values):
-            summary[key] = values[0]
         else:
             summary[f"{key}_all"] = values
     return summary

@@ -15,11 +15,12 @@ def test_repeat_reports_medians_and_every_run(tmp_path, capsys):
     script.write_text(
         "import json, pathlib\n"
         f"p = pathlib.Path({str(counter)!r}); n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1))\n"
-        "print('warming up'); print(json.dumps({'device': 'cpu', 'img_s': [10.0, 30.0, 20.0][n]}))\n")
+        "print('warming up'); print(json.dumps({'device': 'cpu', 'batch': 64, 'img_s': [10.0, 30.0, 20.0][n]}))\n")
     assert repeat.main(["--runs", "3", "--", sys.executable, str(script)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["img_s"] == 20.0 and summary["img_s_all"] == [10.0, 30.0, 20.0]
     assert summary["device"] == "cpu" and summary["runs"] == 3
+    assert summary["batch"] == 64 and "batch_all" not in summary  # a setting every run shares stays as it is
 
 
 @pytest.mark.parametrize("code, message", [("raise SystemExit(3)", r"failed \(exit 3\)"), ("print('no json')", "not a JSON")])
