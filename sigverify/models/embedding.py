@@ -88,3 +88,24 @@ class SignatureEmbedder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(self.normalize_input(images))
         return F.normalize(self.head(features).float(), dim=1)
+
+
+# -- the embedding network of a SignatureVerifier and its checkpoints -----------------------------
+
+def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> SignatureEmbedder:
+    """The embedding network of a SignatureVerifier with hyperparameters ``hp``. With
+    ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
+    pretrained = hp["pretrained"] and not weights_from_checkpoint
+    return SignatureEmbedder(hp["backbone"], pretrained, hp["weights_file"] if pretrained else None, hp["freeze_stages"],
+                             hp["embedding_dim"], hp["head_hidden"], hp["dropout"], hp["drop_path_rate"])
+
+
+def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("embedder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("embedder.")}
+
+
+def read_checkpoint(path: str | Path, what: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: {what} not found")
+    return torch.load(file, map_location="cpu", weights_only=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sigverify.models.embedding import SignatureEmbedder
+from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, embedder_weights, read_checkpoint
 
 
 class EmbeddingEnsemble(nn.Module):
@@ -27,25 +27,6 @@ class EmbeddingEnsemble(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         parts = [member(images) for member in self.members]
         return torch.cat(parts, dim=1) / math.sqrt(len(parts))
-
-
-def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> SignatureEmbedder:
-    """The embedding network of a SignatureVerifier with hyperparameters ``hp``. With
-    ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
-    pretrained = hp["pretrained"] and not weights_from_checkpoint
-    return SignatureEmbedder(hp["backbone"], pretrained, hp["weights_file"] if pretrained else None, hp["freeze_stages"],
-                             hp["embedding_dim"], hp["head_hidden"], hp["dropout"], hp["drop_path_rate"])
-
-
-def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("embedder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("embedder.")}
-
-
-def read_checkpoint(path: str | Path, what: str) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: {what} not found")
-    return torch.load(file, map_location="cpu", weights_only=False)
 
 
 def preprocess_differences(member, this_run) -> str:

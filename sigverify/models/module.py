@@ -22,7 +22,8 @@ from sigverify.evaluation.protocols import pair_scores
 from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate, protocol_scores, write_report
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
-from sigverify.models.ensemble import EmbeddingEnsemble, embedder_from_hparams, embedder_weights, load_member, read_checkpoint
+from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.ensemble import EmbeddingEnsemble, load_member
 from sigverify.training.distributed import gather_arrays
 from sigverify.training.schedule import warmup_cosine_factor
 
