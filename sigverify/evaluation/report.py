@@ -29,11 +29,14 @@ class EvalConfig:
     bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
     seed: int = 0
     ensemble: list[str] = field(default_factory=list)  # other models' checkpoints, scored together with this one
+    tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         check_reference_options(self.reduce, self.normalize)
+        if not 0.0 <= self.tta_shift < 0.5:
+            raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
 
 
 def protocol_scores(embeddings, signers, genuine, config: EvalConfig) -> Scores:

@@ -24,6 +24,7 @@ from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
+from sigverify.models.tta import ShiftAveraged
 from sigverify.training.distributed import gather_arrays
 from sigverify.training.schedule import warmup_cosine_factor
 
@@ -73,6 +74,7 @@ class SignatureVerifier(L.LightningModule):
         self.val_threshold: float | None = None  # EER threshold on the validation signers
         self._collected: dict[str, list] = {}
         self._forward = self.embedder
+        self._evaluation_forward: torch.nn.Module | None = None  # validate/test/predict: see _prepare_evaluation
         self.last_diagnostics = None
         self._first_bad_step: torch.Tensor | None = None  # on the device: checked without a per-step sync
 
@@ -104,28 +106,41 @@ class SignatureVerifier(L.LightningModule):
         if self.hparams.channels_last and self.device.type == "cuda":
             self.embedder.to(memory_format=torch.channels_last)
 
-    def _attach_ensemble(self) -> None:
-        """``evaluation.ensemble``: validate/test/predict this model together with other trained ones
-        (see ``ensemble.py``). The members are not submodules, so checkpoints hold this model alone."""
+    def _with_ensemble(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``evaluation.ensemble``: this model together with other trained ones (see ``ensemble.py``).
+        The members are not submodules, so checkpoints hold this model alone."""
         paths = self.evaluation.ensemble
-        if not paths or isinstance(self._forward, EmbeddingEnsemble):
-            return
+        if not paths:
+            return network
         datamodule = getattr(self.trainer, "datamodule", None)
         members = [load_member(path, getattr(datamodule, "preprocess", None)) for path in paths]
-        ensemble = EmbeddingEnsemble([self._forward, *members]).to(self.device)
+        ensemble = EmbeddingEnsemble([network, *members]).to(self.device)
         if self.hparams.channels_last and self.device.type == "cuda":
             ensemble.to(memory_format=torch.channels_last)
-        object.__setattr__(self, "_forward", ensemble)
         log.info("scoring an ensemble of this model and %d more: %s", len(members), ", ".join(paths))
+        return ensemble
+
+    def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``evaluation.tta_shift``: embeddings averaged over shifted copies of each image (``tta.py``)."""
+        shift = self.evaluation.tta_shift
+        if not shift:
+            return network
+        log.info("test-time augmentation: embeddings averaged over 5 views shifted by %g of the image", shift)
+        return ShiftAveraged(network, shift)
 
     def _prepare_evaluation(self) -> None:
+        """validate/test/predict embed through the ensemble and test-time augmentation, built once; fit's
+        own validation does not (its forward pass is the training steps' one, and stays a single network)."""
         self._to_channels_last()
-        self._attach_ensemble()
+        if self.trainer.state.fn == "fit" or self._evaluation_forward is not None:
+            return
+        object.__setattr__(self, "_evaluation_forward", self._with_tta(self._with_ensemble(self._forward)))
 
     def on_fit_start(self) -> None:
         if self.evaluation.ensemble:
             raise ValueError("model.evaluation.ensemble scores trained models together in validate/test/predict; "
                              "fit trains one model: leave it out of the fit's config")
+        self._evaluation_forward = None  # left by an earlier validate/test in this process
         self._to_channels_last()
 
     def on_validation_start(self) -> None:
@@ -140,7 +155,8 @@ class SignatureVerifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self._forward(images)
+        evaluating = self._evaluation_forward is not None and not self.training
+        return (self._evaluation_forward if evaluating else self._forward)(images)
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int):
