@@ -49,7 +49,7 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
 
     A member that was fitted before (it has a test report) is not fitted again; only the protocols
     without a report are tested (all of them with ``--retest``), so adding a protocol or changing the
-    evaluation settings of a finished sweep costs seconds.
+    evaluation settings of a finished sweep costs seconds. One test process serves all of them.
     """
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
@@ -69,7 +69,9 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     if not fitted:
         shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     steps = [] if fitted else [["fit"]]
-    steps += [["test", "--ckpt_path", "best", "--model.evaluation.protocol", p] for p in missing]
+    # Every missing protocol in one test process: the embeddings are computed once.
+    steps += [["test", "--ckpt_path", "best", "--model.evaluation.protocol", missing[0],
+               "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]"]]
     log = Path(args.out) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start, failure = time.perf_counter(), None
@@ -83,7 +85,7 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
                 failure = {"error": f"{step[0]} failed (exit {code}), log: {log}"}
                 break
             if step[0] == "test":
-                valid.add(step[-1])
+                valid.update(missing)
     if failure is None:
         print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return {p: json.loads(path.read_text()) if p in valid else failure for p, path in report_paths.items()}

@@ -163,6 +163,10 @@ def test_reference_options_are_checked():
         score_against_references(unit_rows(rng, 2), unit_rows(rng, 1), normalize="center")
     with pytest.raises(ValueError, match="reduce must be one of"):
         EvalConfig(protocol="references", reduce="median")
+    for also in (["pairs"], ["triplets"], ["references", "references"]):
+        with pytest.raises(ValueError, match="also_protocols"):
+            EvalConfig(protocol="pairs", also_protocols=also)
+    assert EvalConfig(protocol="pairs", also_protocols=["references"]).also_protocols == ["references"]
 
 
 def test_threshold_is_fixed_on_validation_and_never_retuned_on_test():

@@ -75,6 +75,15 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
     assert "test/eer" in (run / "test" / "metrics.csv").read_text().splitlines()[0]
     report = json.loads((run / "test-pairs" / "report.json").read_text())
     assert report["threshold_source"].startswith("validation") and report["n_signers"] == 2
+    # Two protocols from one test run: the pairs report is the one a pairs-only run writes.
+    run_cli(tmp_path, "test", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY,
+            "--model.evaluation.protocol", "references", "--model.evaluation.n_references", "2",
+            "--model.evaluation.also_protocols", "[pairs]")
+    both = {p: json.loads((run / f"test-{p}" / "report.json").read_text()) for p in ("pairs", "references")}
+    assert both["pairs"]["eer"] == report["eer"] and both["pairs"]["n_genuine"] == report["n_genuine"]
+    assert both["references"]["config"]["protocol"] == "references" and both["pairs"]["config"]["also_protocols"] == []
+    assert both["references"]["n_genuine"] != both["pairs"]["n_genuine"]
+    assert "test/pairs/eer" in (run / "test" / "metrics.csv").read_text().splitlines()[0]
     # A checkpoint given as a file: its network, but the command's evaluation settings (Lightning would
     # restore the stored ones and test the pairs protocol again); an ensemble of CLI-written checkpoints.
     best = glob.glob(str(run / "checkpoints" / "best-*.ckpt"))[0]

@@ -20,6 +20,7 @@ from sigverify.evaluation.protocols import (PROTOCOLS, Scores, check_reference_o
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class EvalConfig:
     protocol: str = "pairs"  # pairs | references
+    also_protocols: list[str] = field(default_factory=list)  # tested too, from the same embeddings (a report each)
     n_references: int = 12  # references protocol: genuine signatures enrolled per signer
     draws: int = 5  # references protocol: random draws of the references
     reduce: str = "mean"  # references protocol: mean or max similarity to the references
@@ -34,6 +35,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        for other in self.also_protocols:
+            if other not in PROTOCOLS or other == self.protocol or self.also_protocols.count(other) > 1:
+                raise ValueError(f"also_protocols must list protocols of {PROTOCOLS} other than protocol "
+                                 f"({self.protocol!r}), each once; got {self.also_protocols}")
         check_reference_options(self.reduce, self.normalize)
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -247,9 +248,20 @@ class SignatureVerifier(L.LightningModule):
         self.log_dict(metrics, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
-        """The report: threshold from the validation signers (same protocol), applied unchanged to test."""
-        config = self.evaluation
+        """One report per protocol (``evaluation.protocol``, then ``also_protocols``), all from this one
+        pass of embeddings: threshold from the validation signers (same protocol), applied unchanged to test."""
         val, test = self.collected("test_threshold"), self.collected("test")
+        self.test_reports = {}
+        for protocol in (self.evaluation.protocol, *self.evaluation.also_protocols):
+            config = replace(self.evaluation, protocol=protocol, also_protocols=[])
+            report = self.test_reports[protocol] = self._test_report(val, test, config)
+            prefix = "test" if protocol == self.evaluation.protocol else f"test/{protocol}"
+            numbers = {f"{prefix}/{k}": float(v) for k, v in report.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+            self.log_dict(numbers, sync_dist=False)
+        self.test_report = self.test_reports[self.evaluation.protocol]
+
+    def _test_report(self, val, test, config: EvalConfig) -> dict:
         if len(val[0]):
             threshold, source = choose_threshold(protocol_scores(*val, config), config)
         elif config.protocol == "pairs" and self.val_threshold is not None:
@@ -257,14 +269,11 @@ class SignatureVerifier(L.LightningModule):
         else:
             raise ValueError("no validation signers to fix the threshold on; give the split a val part")
         scores = protocol_scores(*test, config)
-        self.test_report = evaluate(scores, threshold, source, config)
-        numbers = {f"test/{k}": float(v) for k, v in self.test_report.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
-        self.log_dict(numbers, sync_dist=False)
+        report = evaluate(scores, threshold, source, config)
         if self.trainer.is_global_zero:
-            folder = Path(self.trainer.default_root_dir) / f"test-{config.protocol}"
-            path = write_report(self.test_report, scores, folder)
+            path = write_report(report, scores, Path(self.trainer.default_root_dir) / f"test-{config.protocol}")
             log.info("test report: %s", path)
+        return report
 
     def _val_loss(self, emb, signers, genuine) -> float:
         """The training loss on a fixed subset of validation embeddings (the loss is O(B^2) or O(B^3))."""
