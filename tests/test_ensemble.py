@@ -60,7 +60,7 @@ def test_ensemble_test_report_names_its_members(two_models, tmp_path):
     model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[b], bootstrap=0))
     trainer = tiny_trainer(tmp_path)
     trainer.test(model, tiny_data(tmp))
-    assert model.test_report["config"]["ensemble"] == [b]
+    assert model.test_reports["pairs"]["config"]["ensemble"] == [b]
     assert (tmp_path / "test-pairs" / "report.json").is_file()
 
 

@@ -73,6 +73,7 @@ class SignatureVerifier(L.LightningModule):
         # LightningCLI may hand nested settings over as a mapping
         self.evaluation = evaluation if isinstance(evaluation, EvalConfig) else EvalConfig(**evaluation)
         self.val_threshold: float | None = None  # EER threshold on the validation signers
+        self.test_reports: dict[str, dict] = {}  # {protocol: report} of the last test run
         self._collected: dict[str, list] = {}
         self._forward = self.embedder
         self._evaluation_forward: torch.nn.Module | None = None  # validate/test/predict: see _prepare_evaluation
@@ -259,7 +260,6 @@ class SignatureVerifier(L.LightningModule):
             numbers = {f"{prefix}/{k}": float(v) for k, v in report.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
             self.log_dict(numbers, sync_dist=False)
-        self.test_report = self.test_reports[self.evaluation.protocol]
 
     def _test_report(self, val, test, config: EvalConfig) -> dict:
         if len(val[0]):
