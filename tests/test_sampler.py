@@ -89,6 +89,60 @@ def test_shards_are_disjoint_equal_length_and_cover_the_epoch(world):
             assert shards[r][0] != shards[q][0]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_no_dataset_index_twice_in_a_batch_while_the_pool_allows_it(seed):
+    # The gpu_cedar shape on a CEDAR-sized set: 16 signers x (4 + 2 + 2) from 40 signers x (24 + 24),
+    # where signer rounds wrap inside batches and the M slots draw from everyone's genuine signatures.
+    signers, genuine = random_dataset(seed, n_signers=40, genuine=(20, 25), forgeries=(20, 25))
+    sampler = PKFMBatchSampler(signers, genuine, p=16, k=4, f=2, m=2, batches_per_epoch=40, seed=seed)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            assert len(set(batch)) == len(batch)
+            groups = np.array(batch).reshape(16, 8)
+            assert len({signers[g[0]] for g in groups}) == 16  # P distinct signers, even across round boundaries
+
+
+def test_small_pools_repeat_only_what_they_must():
+    # 3 signers x 2 genuine, K=3: each signer's group needs a repeat, but only one.
+    signers = np.repeat([0, 1, 2], 2)
+    genuine = np.ones(6, bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sampler = PKFMBatchSampler(signers, genuine, p=3, k=3, f=0, m=0, batches_per_epoch=5, seed=0)
+    for batch in sampler:
+        for group in np.array(batch).reshape(3, 3):
+            assert len(set(group)) == 2 and len({signers[i] for i in group}) == 1
+
+
+def test_resume_state_continues_the_epoch():
+    signers, genuine = random_dataset(2)
+    a = PKFMBatchSampler(signers, genuine, 4, 2, 2, 2, batches_per_epoch=10, seed=1)
+    a.set_epoch(3)
+    epoch = list(a)
+    state = a.state_dict(batches_done=4)
+    b = PKFMBatchSampler(signers, genuine, 4, 2, 2, 2, batches_per_epoch=10, seed=1)
+    b.load_state_dict(state)
+    b.set_epoch(3)  # Lightning sets the same epoch again after restoring: the position is kept
+    assert list(b) == epoch[4:]
+    assert list(b) == epoch  # the skip applies to the resumed epoch's first pass only
+    done = a.state_dict(batches_done=10)
+    assert (done["epoch"], done["start"]) == (4, 0)  # a finished epoch resumes with the next one
+    assert a.state_dict(batches_done=2, epoch_finished=True)["epoch"] == 4  # limit_train_batches ended it
+    b.set_epoch(5)
+    assert list(b) == b.epoch_batches(5)
+
+
+def test_lightning_finds_the_epoch_setter():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    signers, genuine = random_dataset(0)
+    sampler = PKFMBatchSampler(signers, genuine, 4, 2, 2, 2, batches_per_epoch=5, seed=0)
+    _set_sampler_epoch(DataLoader(range(len(signers)), batch_sampler=sampler), 7)
+    assert sampler.epoch == 7
+
+
 def test_bad_parameters():
     with pytest.raises(ValueError, match="P, K >= 1"):
         PKFMBatchSampler([0, 0], [True, True], p=0)

@@ -17,9 +17,19 @@ def assert_partition(split, signers):
 def test_ratio_splits_are_disjoint_seeded_and_sized(seed):
     split = make_split(SIGNERS, SplitConfig(seed=seed))
     assert_partition(split, SIGNERS)
-    assert len(split["test"]) == 11 and len(split["val"]) == 4  # the write-up's 20 %, then 10 % of the rest
+    assert len(split["test"]) == 11  # the write-up's 20 %
+    assert len(split["val"]) == 8  # 10 % of the rest would be 4 signers: too few to fix a threshold on
     assert split == make_split(SIGNERS, SplitConfig(seed=seed))
     assert split != make_split(SIGNERS, SplitConfig(seed=seed + 100))
+
+
+def test_validation_floor_leaves_training_signers():
+    few = SIGNERS[:12]
+    split = make_split(few, SplitConfig(seed=0))
+    assert len(split["test"]) == 2 and len(split["val"]) == 5 and len(split["train"]) == 5  # half of the 10 left
+    many = [str(i) for i in range(1000)]
+    assert len(make_split(many, SplitConfig(seed=0))["val"]) == 80  # the ratio wins on large sets
+    assert len(make_split(SIGNERS, SplitConfig(seed=0, min_val=0))["val"]) == 4
 
 
 def test_kfold_tests_every_signer_exactly_once():

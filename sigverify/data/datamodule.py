@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
 from sigverify.data.manifest import read_manifest, resolve_manifest, signer_warnings
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.sampler import PKFMBatchSampler
+from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split
 from sigverify.data.synth import synthesize_dataset
 from sigverify.evaluation.report import EvalConfig
@@ -62,7 +63,7 @@ class SignatureDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         cache_dir: str | None = None,
         on_bad: str = "raise",
-        seed: int = 0,
+        seed: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -70,9 +71,11 @@ class SignatureDataModule(L.LightningDataModule):
         self.augment, self.split_config, self.sampler_config = augment, split, sampler
         self.eval_batch_size, self.num_workers, self.pin_memory = eval_batch_size, num_workers, pin_memory
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_root()
-        self.on_bad, self.seed = on_bad, seed
+        self.on_bad, self.seed = on_bad, seed  # None: the run's seed (see sampler_seed)
         self.split: dict[str, list[str]] | None = None
         self._manifest: Path | None = None
+        self._train_sampler: PKFMBatchSampler | None = None
+        self._resume_position: dict | None = None  # from a checkpoint, for the next training loader
 
     # -- data preparation -------------------------------------------------------------------
     def manifest_path(self) -> Path:
@@ -134,13 +137,42 @@ class SignatureDataModule(L.LightningDataModule):
         return SignatureDataset(self.images, self.signer_ids, self.genuine, positions, transform)
 
     # -- loaders ---------------------------------------------------------------------------------
+    @property
+    def sampler_seed(self) -> int:
+        """``seed``, or else the run's seed: ``seed_everything`` (``--seed_everything N`` on the command
+        line) records it in ``PL_GLOBAL_SEED`` at run time, so seeds vary the batches; the split has
+        its own seed (``split.seed``), so they never vary the test signers."""
+        return int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
+
     def train_dataloader(self) -> DataLoader:
         data = self.dataset("train", train=True)
         c = self.sampler_config
         world, rank = self._world()
         sampler = PKFMBatchSampler(data.signers, data.genuine, c.p, c.k, c.f, c.m, c.batches_per_epoch,
-                                   seed=self.seed, num_replicas=world, rank=rank)
-        return DataLoader(data, batch_sampler=sampler, **self._loader_args())
+                                   seed=self.sampler_seed, num_replicas=world, rank=rank)
+        log.info("PKFM batches: %d per epoch and rank, seed %d", len(sampler), sampler.seed)
+        if self._resume_position is not None:
+            sampler.load_state_dict(self._resume_position)
+            self._resume_position = None
+        self._train_sampler = sampler
+        return ResumableLoader(data, batch_sampler=sampler, progress=self._training_progress, **self._loader_args())
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: where the training batches stand (see ``ResumableLoader``)."""
+        if self._train_sampler is None:
+            return {}
+        return {"sampler": self._train_sampler.state_dict(*self._training_progress())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_position = state.get("sampler")
+
+    def _training_progress(self) -> tuple[int, bool]:
+        """(batches of this epoch the training loop has consumed, whether the epoch is over)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, False
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done, done >= trainer.num_training_batches
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -20,6 +20,8 @@ class SplitConfig:
     seed: int = 42
     test_ratio: float = 0.2  # of all signers (the write-up: 20 %)
     val_ratio: float = 0.1  # of the signers left after the test split (the write-up: 10 %)
+    min_val: int = 8  # at least this many validation signers (the threshold is fixed on them), but
+    #                   never more than half of the signers left after the test split
     folds: int = 5  # kfold: test signers are fold ``fold`` of ``folds``
     fold: int = 0
     train: list[str] = field(default_factory=list)  # lists: explicit signer ids
@@ -57,7 +59,8 @@ def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str
     rest = [s for s in order if s not in tested]
     n_val = int(config.val_ratio * len(rest))
     if config.val_ratio > 0:
-        n_val = max(1, n_val)
+        # 10 % of CEDAR's 44 signers is 4: too few to fix a threshold on (one signer moves it a lot).
+        n_val = max(1, n_val, min(config.min_val, len(rest) // 2))
     split = {"train": rest[n_val:], "val": rest[:n_val], "test": test}
     if not split["train"]:
         raise ValueError(f"split leaves no training signers ({len(signers)} signers in all)")
@@ -86,7 +89,8 @@ def save_split(split: dict[str, list[str]], path: str | Path, config: SplitConfi
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**split, "config": {"mode": config.mode, "seed": config.seed, "test_ratio": config.test_ratio,
-                                   "val_ratio": config.val_ratio, "folds": config.folds, "fold": config.fold}}
+                                   "val_ratio": config.val_ratio, "min_val": config.min_val, "folds": config.folds,
+                                   "fold": config.fold}}
     path.write_text(json.dumps(payload, indent=1))
     return path
 
