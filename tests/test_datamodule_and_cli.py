@@ -87,3 +87,25 @@ def test_data_commands(tmp_path, capsys, cache_dir):
         main(["data", "prepare", str(tmp_path / "s" / "manifest.csv"), "--on-bad", "skip", "--cache-dir", str(tmp_path / "c")])
     out = capsys.readouterr().out
     assert code.value.code == 0 and "8 images" in out and "skipped:" in out
+
+
+def test_data_preview_draws_a_real_training_batch(synth_manifest, tmp_path, capsys):
+    from PIL import Image
+
+    from sigverify.data.preview import data_module_from_config
+
+    common = ["data", "preview", "--config", "configs/lsc_plus.yaml", "--config", "configs/presets/cpu_tiny.yaml",
+              "--data.root", str(synth_manifest), "--data.cache_dir", str(tmp_path / "cache"), "--data.sampler.p=3"]
+    with pytest.raises(SystemExit) as code:
+        main([*common, "--out", str(tmp_path / "batch.png"), "--batch", "1"])
+    assert code.value.code == 0 and "wrote" in capsys.readouterr().out
+    picture = Image.open(tmp_path / "batch.png")
+    assert picture.format == "PNG" and picture.height > 300  # three rows of eight labelled tiles
+    data, seed = data_module_from_config(["configs/lsc_plus.yaml"], ["data.sampler.p=3"])
+    assert data.sampler_config.p == 3 and seed == 42  # the composed config, typed as fit types it
+    with pytest.raises(SystemExit) as code:
+        main([*common, "--out", str(tmp_path / "b.png"), "--batch", "999"])
+    assert code.value.code == 2 and "--batch must lie in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as code:
+        main([*common, "--out", str(tmp_path / "b.png"), "--model.lr", "1"])
+    assert code.value.code == 2 and "only --data.* overrides" in capsys.readouterr().err

@@ -46,12 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--cache-dir", default=None)
     prep.add_argument("--on-bad", choices=["raise", "skip"], default="raise")
     prep.add_argument("--workers", type=int, default=0)
+
+    # Parsed by sigverify.data.preview (it takes --config files and any --data.* override, as fit does).
+    sub.add_parser("preview", add_help=False,
+                   help="draw one augmented training batch as the model sees it: --config ... --out batch.png")
     return parser
 
 
 def run_data_command(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["preview"] and not {"-h", "--help"} & set(argv[1:2]):
+            from sigverify.data.preview import run_preview
+
+            return run_preview(argv[1:])
+        if argv[:1] == ["preview"]:
+            from sigverify.data.preview import preview_parser
+
+            preview_parser().print_help()
+            return 0
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (DataError, DataProblems, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
