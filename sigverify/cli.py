@@ -1,8 +1,4 @@
-"""The ``sigverify`` command.
-
-    sigverify fit|validate|test|predict --config configs/lsc_plus.yaml [--model.loss sct ...]
-    sigverify data import|info|synth|prepare ...
-"""
+"""The ``sigverify`` command: ``sigverify --help`` lists the commands (``COMMANDS``)."""
 from __future__ import annotations
 
 import atexit
@@ -10,17 +6,46 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 
-DATA_COMMAND = "data"
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = {
+    "fit": "train a model: --config configs/lsc_plus.yaml [--config configs/presets/cpu_tiny.yaml] [--key value]",
+    "validate": "figures on the validation signers only, for screening recipes (validate-<protocol>/)",
+    "test": "report on the test signers at the threshold fixed on validation signers (test-<protocol>/)",
+    "predict": "write the test signers' embeddings (<run>/predict/embeddings.npz)",
+    "data": "data sets: import, info, synth, prepare, preview (one augmented training batch as a picture)",
+    "sweep": "train and test every loss under identical settings, tables side by side (= make sweep)",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: sigverify COMMAND [options]", "",
+             "Writer-independent offline signature verification with PyTorch Lightning.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "`sigverify COMMAND --help` lists a command's options; configs and results: README.md."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     _log_to_console()
-    if argv[:1] == [DATA_COMMAND]:
+    command = argv[0] if argv else None
+    if command in (None, "-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if command else 2)
+    if command == "data":
         from sigverify.data.commands import run_data_command
 
         sys.exit(run_data_command(argv[1:]))
+    if command == "sweep":
+        from sigverify.sweep import main as sweep
+
+        sys.exit(sweep(argv[1:]))
+    if command not in LIGHTNING_COMMANDS:
+        print(f"sigverify: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
     run_lightning(argv)
 
 
@@ -69,6 +94,9 @@ def run_lightning(argv: list[str]) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")  # W&B never needs an account or a network; `wandb sync` later
     from sigverify.training.cli import SigverifyCLI
 
+    # The arguments go in composed (config files merged, interpolated); Lightning warns whenever
+    # args= and sys.argv are both given, which is every command here.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     SigverifyCLI(args=compose_config_args(argv))
 
 

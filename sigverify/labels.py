@@ -37,9 +37,18 @@ class SignatureLabels:
         a negative is any signature of another signer or a forgery of the anchor's own signer.
         So a forgery is never an anchor nor a positive.
         """
-        same_signer = self.signer[:, None] == self.signer[None, :]
-        not_self = ~torch.eye(len(self), dtype=torch.bool, device=self.signer.device)
-        anchor = self.genuine[:, None]
+        positive, skilled, other = self.role_masks()
+        return positive, skilled | other
+
+    def role_masks(self, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Boolean [B, B] masks of (anchor, positive), (anchor, its own skilled forgery) and
+        (anchor, another signer's signature) pairs; the last two are the negatives. ``rows``: only
+        those anchor rows (to go through a large set in blocks)."""
+        index = torch.arange(len(self), device=self.signer.device)
+        same_signer = self.signer[rows, None] == self.signer[None, :]
+        not_self = index[rows, None] != index[None, :]
+        anchor = self.genuine[rows, None]
         positive = anchor & self.genuine[None, :] & same_signer & not_self
-        negative = anchor & (~same_signer | ~self.genuine[None, :])
-        return positive, negative
+        skilled = anchor & same_signer & ~self.genuine[None, :]
+        other = anchor & ~same_signer
+        return positive, skilled, other

@@ -1,11 +1,16 @@
-"""``make sweep``: train every loss under identical data, split, seed, backbone, schedule and budget,
-test each on the same test signers, and tabulate them side by side.
+"""``sigverify sweep`` (= ``make sweep``): train every loss under identical data, split, seed,
+backbone, schedule and budget, test each on the same test signers, and tabulate them side by side.
 
-Each member (loss x seed x fold) runs in its own process, so one failure is reported without
-stopping the rest, and a member whose ``report.json`` exists is reused on a rerun.
+A "loss" here is an experiment config, ``configs/<name>.yaml`` (every registered loss has one, and a
+loss variant such as ``lsc_plus_hardest`` is one more file). Each member (loss x seed x fold) runs in
+its own processes, so one failure is reported without stopping the rest, and a member that finished
+is reused on a rerun. Members of one sweep form one W&B group (fit and test runs apart by job type).
 
-    python -m sigverify.sweep --preset configs/presets/cpu_tiny.yaml --losses lsc_plus sct --seeds 0 1
-    python -m sigverify.sweep --data ../shared/data/cedar/manifest.csv --folds 5
+``--screen`` is for choosing a recipe: it fits and reports on the *validation* signers only and never
+touches the test signers. Run the test (without ``--screen``) once the recipe is fixed.
+
+    sigverify sweep --preset configs/presets/cpu_tiny.yaml --losses lsc_plus sct --seeds 0 1
+    sigverify sweep --data ../shared/data/cedar/manifest.csv --folds 5 [--screen]
 """
 from __future__ import annotations
 
@@ -21,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
-from sigverify.losses import LOSSES
+
+FIT_DONE = "fit.done"  # written into a member's folder once its fit has finished
+
+
+def experiments(folder: str | Path = "configs") -> list[str]:
+    """The experiment configs a sweep can compare: ``configs/*.yaml`` but the shared base."""
+    return sorted(p.stem for p in Path(folder).glob("*.yaml") if p.stem != "base")
 
 # The write-up's table, then what it lacked. (key in report.json, label, is a rate)
 ROWS = [
@@ -37,6 +48,7 @@ ROWS = [
     ("far_random", "FAR random forgeries", True),
     ("eer_user_threshold", "EER with per-user thresholds", True),
     ("mean_user_auc", "mean per-user AUC", False),
+    ("image_statistics_eer", "shortcut floor: EER of image statistics alone (same protocol)", True),
 ]
 
 
@@ -45,22 +57,26 @@ def member_name(loss: str, seed: int, fold: int | None) -> str:
 
 
 def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
-    """fit + test one member in subprocesses: {protocol: its report, or {"error": ...}}.
+    """fit + test (or, with ``--screen``, validate) one member in subprocesses: {protocol: its
+    report, or {"error": ...}}.
 
-    A member that was fitted before (it has a test report) is not fitted again; only the protocols
-    without a report are tested (all of them with ``--retest``), so adding a protocol or changing the
-    evaluation settings of a finished sweep costs seconds. One test process serves all of them.
+    A member that was fitted before is not fitted again; only the protocols without a report are
+    evaluated (all of them with ``--retest``), so adding a protocol or changing the evaluation
+    settings of a finished sweep costs seconds. One evaluation process serves all of them.
     """
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
-    report_paths = {protocol: run / f"test-{protocol}" / "report.json" for protocol in args.protocols}
-    fitted = any(run.glob("test-*/report.json")) and not args.force
+    stage = "validate" if args.screen else "test"
+    report_paths = {protocol: run / f"{stage}-{protocol}" / "report.json" for protocol in args.protocols}
+    # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
+    fitted = ((run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))) and not args.force
     missing = [p for p, path in report_paths.items() if args.force or args.retest or not path.is_file()]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
     common = ["--config", f"configs/{loss}.yaml", "--config", args.preset, "--vars.runs_root", str(args.out),
-              "--vars.name", name, "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false"]
+              "--vars.name", name, "--vars.group", Path(args.out).name, "--seed_everything", str(seed),
+              "--trainer.enable_progress_bar", "false"]
     if args.data:
         common += ["--data.root", args.data]
     if fold is not None:
@@ -69,8 +85,8 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     if not fitted:
         shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     steps = [] if fitted else [["fit"]]
-    # Every missing protocol in one test process: the embeddings are computed once.
-    steps += [["test", "--ckpt_path", "best", "--model.evaluation.protocol", missing[0],
+    # Every missing protocol in one evaluation process: the embeddings are computed once.
+    steps += [[stage, "--ckpt_path", "best", "--model.evaluation.protocol", missing[0],
                "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]"]]
     log = Path(args.out) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +100,9 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
                 print(f"[sweep] {name}: {' '.join(step)} failed (exit {code}); see {log}", flush=True)
                 failure = {"error": f"{step[0]} failed (exit {code}), log: {log}"}
                 break
-            if step[0] == "test":
+            if step[0] == "fit":
+                (run / FIT_DONE).write_text("")
+            else:
                 valid.update(missing)
     if failure is None:
         print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
@@ -122,7 +140,8 @@ PROTOCOL_NOTES = {
 def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) -> None:
     """results[protocol][loss] -> results.csv (one row per protocol and metric) and results.md (a table each)."""
     losses = list(next(iter(results.values())))
-    with (out / "results.csv").open("w", newline="") as handle:
+    prefix = "screen-" if meta.get("screen") else ""
+    with (out / f"{prefix}results.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["protocol", "metric", *[f"{loss}_{part}" for loss in losses for part in ("mean", "std")]])
         for protocol, by_loss in results.items():
@@ -131,6 +150,9 @@ def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) ->
     lines = [f"# Loss comparison ({meta['data']}, preset {meta['preset']})", "",
              f"Members: seeds {meta['seeds']}" + (f", {meta['folds']} folds" if meta["folds"] else "") +
              ". Mean ± std over members; everything but the loss is identical.", ""]
+    if meta.get("screen"):
+        lines += ["**Screening (`--screen`): figures on the validation signers, threshold found on them a "
+                  "posteriori. For choosing a recipe; no test signer was used.**", ""]
     for protocol, by_loss in results.items():
         lines += [f"## Protocol `{protocol}`: {PROTOCOL_NOTES[protocol]}", "",
                   "| metric | " + " | ".join(losses) + " |", "|---|" + "---|" * len(losses)]
@@ -146,22 +168,22 @@ def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) ->
         lines += [f"Not run yet (the sweep is still running, or was stopped): {', '.join(meta['pending'])}.", ""]
     lines += [f"Wall time of this invocation: {meta['wall_s'] / 60:.1f} min "
               "(members fitted by an earlier invocation are reused, not timed).", ""]
-    (out / "results.md").write_text("\n".join(lines))
+    (out / f"{prefix}results.md").write_text("\n".join(lines))
 
 
-def plot_overlay(out: Path, members: dict[str, list[str]], protocol: str) -> None:
+def plot_overlay(out: Path, members: dict[str, list[str]], protocol: str, stage: str = "test") -> None:
     """ROC of each loss (its first finished member) under one protocol, overlaid."""
     from sigverify.evaluation.plots import plot_roc  # matplotlib, only when plotting
 
     curves = {}
     for loss, names in members.items():
         for name in names:
-            path = out / name / f"test-{protocol}" / "scores.npz"
+            path = out / name / f"{stage}-{protocol}" / "scores.npz"
             if path.is_file():
                 curves[loss] = Scores(**dict(np.load(path)))
                 break
     if curves:
-        plot_roc(curves, out / f"roc_overlay-{protocol}.png")
+        plot_roc(curves, out / f"{'screen-' if stage == 'validate' else ''}roc_overlay-{protocol}.png")
 
 
 def write_outputs(reports: dict[str, list[dict]], members: dict[str, list[str]], protocols: list[str], out: Path,
@@ -171,15 +193,17 @@ def write_outputs(reports: dict[str, list[dict]], members: dict[str, list[str]],
     results = {p: {loss: aggregate([r[p] for r in reports[loss]]) for loss in reports} for p in protocols}
     write_results(results, out, meta)
     for protocol in protocols:
-        plot_overlay(out, {loss: members[loss] for loss in reports}, protocol)
+        plot_overlay(out, {loss: members[loss] for loss in reports}, protocol, "validate" if meta.get("screen") else "test")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="sigverify sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")
     parser.add_argument("--preset", default="configs/presets/cpu_tiny.yaml")
-    parser.add_argument("--losses", nargs="+", default=sorted(LOSSES), choices=sorted(LOSSES))
+    parser.add_argument("--losses", "--experiments", nargs="+", default=experiments(), choices=experiments(),
+                        help="experiment configs (configs/<name>.yaml) to compare; default: all")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--protocols", nargs="+", default=["pairs", "references"], choices=PROTOCOLS)
     parser.add_argument("--folds", type=int, default=0, help="k-fold over signers (0: the ratio split)")
@@ -187,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun members that already finished")
     parser.add_argument("--retest", action="store_true",
                         help="test finished members again (new evaluation settings) without refitting them")
+    parser.add_argument("--screen", action="store_true",
+                        help="report on the validation signers only (validate-<protocol>/), for choosing a recipe")
     args, args.extra = parser.parse_known_args(argv)
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]
@@ -194,18 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
-            "folds": args.folds}
+            "folds": args.folds, "screen": args.screen}
     reports: dict[str, list[dict]] = {}
+    table = out / ("screen-results.md" if args.screen else "results.md")
     for i, loss in enumerate(args.losses):
         try:
             reports[loss] = [run_member(loss, s, f, args) for s in args.seeds for f in folds]
         except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: the outputs keep the finished losses
-            print(f"[sweep] stopped during {loss}; {out / 'results.md'} holds the losses finished before it", flush=True)
+            print(f"[sweep] stopped during {loss}; {table} holds the losses finished before it", flush=True)
             return 130
         meta.update(pending=args.losses[i + 1:], wall_s=time.perf_counter() - start)
         results = write_outputs(reports, members, args.protocols, out, meta)
-    print((out / "results.md").read_text())
-    print(json.dumps({"results": str(out / "results.md"), "wall_s": round(meta["wall_s"], 1),
+    print(table.read_text())
+    print(json.dumps({"results": str(table), "wall_s": round(meta["wall_s"], 1),
                       **{p: {loss: {k: r[k] for k in ("eer", "hter", "auc", "failed")} for loss, r in by_loss.items()}
                          for p, by_loss in results.items()}}))
     return 1 if all(r["n"] == 0 for by_loss in results.values() for r in by_loss.values()) else 0

@@ -59,7 +59,7 @@ def ref_triplet_semihard(e, labels, margin=0.5, fallback="hardest"):
     return torch.stack(losses).mean()
 
 
-def ref_sct(e, labels, lam=1.0, t=0.1, hard_threshold=None, mu=0.0, margin=0.5):
+def ref_sct(e, labels, lam=1.0, t=0.1, hard_threshold=0.8, mu=0.0, margin=0.5, pull_on="easiest"):
     losses, pulls = [], []
     for i in range(len(e)):
         pos, neg = roles(labels, i)
@@ -72,7 +72,12 @@ def ref_sct(e, labels, lam=1.0, t=0.1, hard_threshold=None, mu=0.0, margin=0.5):
             losses.append(lam * s_an)
         else:
             losses.append(-torch.log(torch.exp(s_ap / t) / (torch.exp(s_ap / t) + torch.exp(s_an / t))))
-        pulls.append(torch.relu(margin - s_ap))
+        if pull_on == "easiest":
+            pulls.append(torch.relu(margin - s_ap))
+        elif pull_on == "hardest":
+            pulls.append(torch.relu(margin - min((e[i] @ e[j] for j in pos), key=lambda v: v.item())))
+        else:
+            pulls.append(torch.stack([torch.relu(margin - e[i] @ e[j]) for j in pos]).mean())
     return torch.stack(losses).sum() / len(losses) + mu * torch.stack(pulls).mean()
 
 
@@ -114,11 +119,45 @@ def test_loss_matches_loop_values_and_gradients(name, seed):
     torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("pull_on", ["hardest", "all"])
+@pytest.mark.parametrize("seed", range(4))
+def test_lsc_plus_pull_on_hardest_or_all_positives_matches_the_loop(pull_on, seed):
+    emb, labels = random_batch(seed, dim=4)
+    ours = create_loss("lsc_plus", mu=0.7, margin=0.6, pull_on=pull_on)(emb, labels).loss
+    (grad_ours,) = torch.autograd.grad(ours, emb)
+    ref = ref_sct(emb, labels, mu=0.7, margin=0.6, pull_on=pull_on)
+    (grad_ref,) = torch.autograd.grad(ref, emb)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-9, abs=1e-12)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-7, atol=1e-9)
+
+
+def test_pull_activity_is_counted():
+    emb, labels = random_batch(1, dim=4)
+    for pull_on, margin in (("easiest", 0.5), ("hardest", 0.9), ("all", 0.9)):
+        out = create_loss("lsc_plus", margin=margin, pull_on=pull_on)(emb, labels)
+        s = (emb @ emb.T).detach()
+        terms = [(i, j) for i in range(len(emb)) for j in roles(labels, i)[0] if all(roles(labels, i))]
+        by_anchor = {}
+        for i, j in terms:
+            by_anchor.setdefault(i, []).append(s[i, j].item())
+        if pull_on == "all":
+            expected = sum(margin > v for vals in by_anchor.values() for v in vals), len(terms)
+        else:
+            pick = max if pull_on == "easiest" else min
+            expected = sum(margin > pick(vals) for vals in by_anchor.values()), len(by_anchor)
+        assert (int(out.counts["pull_active"]), int(out.counts["pull_terms"])) == expected, pull_on
+    with pytest.raises(ValueError, match="pull_on"):
+        create_loss("lsc_plus", pull_on="nearest")
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_sct_official_threshold_rule_and_semihard_without_fallback(seed):
     emb, labels = random_batch(seed, dim=4)  # low dimension: similarities spread, some above 0.8
     ours = create_loss("sct", hard_threshold=0.3)(emb, labels).loss
     assert ours.item() == pytest.approx(ref_sct(emb, labels, hard_threshold=0.3).item(), rel=1e-9)
+    assert create_loss("sct").hard_threshold == 0.8  # the official code's rule is the default
+    ours = create_loss("sct", hard_threshold=None)(emb, labels).loss
+    assert ours.item() == pytest.approx(ref_sct(emb, labels, hard_threshold=None).item(), rel=1e-9)
     try:
         ref = ref_triplet_semihard(emb, labels, fallback="none")
     except RuntimeError:  # no semi-hard triplet at all in this batch
@@ -164,13 +203,22 @@ def test_forgeries_are_never_anchors_or_positives():
     assert positive[0, 1] and not positive[0, 0]
 
 
-def test_diagnostics_count_the_anchors():
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_diagnostics_count_the_anchors_and_sort_the_pairs(name):
     emb, labels = random_batch(0)
-    out = create_loss("lsc_plus")(emb, labels)
+    out = create_loss(name)(emb, labels)
     n_anchors = sum(1 for i in range(len(emb)) if all(roles(labels, i)))
-    assert int(out.n_valid) == n_anchors == int(out.n_hard) + int(out.n_easy)
-    assert len(out.attraction_values()) == len(out.repulsion_values()) == n_anchors
-    assert out.attraction_values().abs().max() <= 1 + 1e-9
+    assert int(out.n_valid) == n_anchors
+    if name != "triplet_semihard":  # counts triplets, not anchors
+        assert n_anchors == int(out.n_hard) + int(out.n_easy)
+    pairs, s, g = out.pairs, labels.signer.tolist(), labels.genuine.tolist()
+    for i in range(len(emb)):
+        for j in range(len(emb)):
+            kind = ("positive" if g[j] and i != j else "skilled" if not g[j] else None) if s[i] == s[j] else "other"
+            kind = kind if g[i] else None  # forgeries are never anchors
+            assert [bool(pairs.genuine[i, j]), bool(pairs.skilled[i, j]), bool(pairs.other[i, j])] == \
+                [kind == "positive", kind == "skilled", kind == "other"], (i, j)
+    torch.testing.assert_close(pairs.similarity, (emb @ emb.T).detach())
 
 
 def test_unknown_loss_and_argument_are_named():

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from sigverify.models.embedding import SignatureEmbedder, create_backbone, freeze_stages
-from sigverify.training.schedule import warmup_cosine_factor
+from sigverify.models.schedule import warmup_cosine_factor
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

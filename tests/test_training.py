@@ -15,7 +15,8 @@ from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, Synthe
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
-from sigverify.models.module import NonFiniteLossError, SignatureVerifier
+from sigverify.models.module import SignatureVerifier
+from sigverify.training.callbacks import NonFiniteLossError
 
 CONFIGS = sorted(p.name for p in Path("configs").glob("*.yaml") if p.name != "base.yaml")
 TINY = ["--model.backbone", "test_efficientnet", "--model.head_hidden", "[32]", "--data.preprocess.height", "32",
@@ -53,18 +54,20 @@ def test_default_backbone_fast_dev_run(tmp_path):
 
 def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp_path):
     run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--trainer.max_epochs", "2",
-            "--data.sampler.batches_per_epoch", "2", *TINY)
+            "--data.sampler.batches_per_epoch", "2", "--vars.group", "sweep-xyz", *TINY)
     run = tmp_path / "runs" / "r"
     for name in ("config.yaml", "split.json", "metrics.csv", "distributions.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert glob.glob(str(run / "checkpoints" / "best-*.ckpt"))
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["loss"] == "lsc_plus"
     header = (run / "metrics.csv").read_text().splitlines()[0]
-    for column in ("val/eer", "val/auc", "val/loss", "train/attraction_mean", "train/repulsion_mean", "train/n_hard"):
-        assert column in header
+    for column in ("val/eer", "val/auc", "val/loss", "train/n_hard", "train/pull_active_fraction",
+                   *(f"{stage}/sim_{kind}" for stage in ("train", "val") for kind in ("genuine", "skilled", "other"))):
+        assert column in header, column
     record = Path(glob.glob(str(run / "wandb" / "offline-run-*" / "*.wandb"))[0]).read_bytes()
-    for name in (b"train/attraction_hist", b"train/repulsion_hist"):
+    for name in (b"train/sim_genuine_hist", b"train/sim_skilled_hist", b"train/sim_other_hist", b"val/sim_skilled_hist"):
         assert re.search(re.escape(name) + rb'.{0,12}_type.{0,6}"histogram"', record, re.S), name
+    assert b"sweep-xyz" in record and b"fit" in record  # the W&B group and job type
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["optimizer_states"] and checkpoint["val_threshold"] is not None
     # test/validate find the run's checkpoint in a fresh process, by name

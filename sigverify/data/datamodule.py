@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
-from sigverify.data.manifest import read_manifest, resolve_manifest, signer_warnings
+from sigverify.data.manifest import data_fingerprint, read_manifest, resolve_manifest, signer_warnings
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
-from sigverify.data.splits import SplitConfig, make_split, save_split
+from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
 from sigverify.data.synth import synthesize_dataset
 from sigverify.evaluation.report import EvalConfig
 
@@ -114,6 +114,7 @@ class SignatureDataModule(L.LightningDataModule):
         self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
         self.genuine = np.array([r.genuine for r in self.records])
         self.split = make_split(self.signer_names, self.split_config)
+        self.data_fingerprint = data_fingerprint(self.records)
         self._save_split()
         log.info("split: %s", {k: len(v) for k, v in self.split.items()})
 
@@ -124,6 +125,10 @@ class SignatureDataModule(L.LightningDataModule):
         log_dir = trainer.log_dir  # a collective call under DDP: every rank must make it
         if trainer.is_global_zero and log_dir:
             save_split(self.split, Path(log_dir) / "split.json", self.split_config)
+
+    def split_record(self) -> dict:
+        """This run's signers, as checkpoints store them (see ``splits.refuse_seen_signers``)."""
+        return split_record(self.split, self.data_fingerprint)
 
     def positions(self, part: str) -> np.ndarray:
         members = set(self.split[part])

@@ -5,6 +5,7 @@ Paths are relative to the manifest's folder; ``label`` is ``genuine`` or ``forge
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,13 @@ def signer_warnings(records: list[Record]) -> list[str]:
         if c["forgery"] == 0:
             notes.append(f"signer {signer}: no forgeries (only random negatives for this signer)")
     return notes
+
+
+def data_fingerprint(records: list[Record]) -> str:
+    """A short hash naming a data set wherever it lies: its signers, labels and image names (the last
+    two path parts), sorted. Two runs on the same data have the same fingerprint."""
+    lines = sorted(f"{r.signer}\t{r.label}\t{'/'.join(Path(r.path).parts[-2:])}" for r in records)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def summarize(records: list[Record]) -> dict:

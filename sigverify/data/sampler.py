@@ -94,9 +94,10 @@ class PKFMBatchSampler(Sampler[list[int]]):
     # -- resuming -----------------------------------------------------------------------------
     def state_dict(self, batches_done: int, epoch_finished: bool = False) -> dict:
         """Where the next batch comes from, after ``batches_done`` batches of the current epoch."""
+        # Plain ints: checkpoints are read back with weights_only=True, which refuses numpy scalars.
         if epoch_finished or batches_done >= len(self):
-            return {"seed": self.seed, "epoch": self.epoch + 1, "start": 0}
-        return {"seed": self.seed, "epoch": self.epoch, "start": batches_done}
+            return {"seed": int(self.seed), "epoch": int(self.epoch) + 1, "start": 0}
+        return {"seed": int(self.seed), "epoch": int(self.epoch), "start": int(batches_done)}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.seed) != self.seed:

@@ -44,7 +44,7 @@ def make_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
         split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
     else:
         split = _random_split(signers, config)
-    return {k: sorted(v, key=_natural) for k, v in split.items()}
+    return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them
 
 
 def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
@@ -97,3 +97,43 @@ def save_split(split: dict[str, list[str]], path: str | Path, config: SplitConfi
 
 def _natural(s: str):
     return (0, int(s), "") if str(s).isdigit() else (1, 0, str(s))
+
+
+SPLIT_KEY = "signer_split"  # the checkpoint entry holding a model's split_record
+
+
+def split_record(split: dict[str, list[str]], data: str) -> dict:
+    """What a checkpoint stores about the signers its model saw: the data set's fingerprint and the split."""
+    return {"data": data, **{part: list(split[part]) for part in ("train", "val", "test")}}
+
+
+def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow: bool = False) -> None:
+    """Refuse a model (an ensemble member, an ``init_from`` checkpoint) that trained on, or chose its
+    checkpoint with, signers this run validates or tests on: its scores for them would be optimistic.
+
+    ``record``: the model's :func:`split_record` (``None`` for checkpoints that predate it);
+    ``this_run``: this run's. Different data sets share no signers. ``allow`` turns the refusal into
+    a warning, for deliberate use.
+    """
+    import warnings
+
+    if record is None:
+        problem = "does not record which signers it was trained on (saved before sigverify stored splits)"
+    elif record.get("data") != this_run["data"]:
+        return
+    else:
+        # Trained on this run's validation or test signers, or chose its checkpoint on this run's test
+        # signers. (Validated on this run's validation signers is fine: the same split does that.)
+        overlap = (set(record["train"]) & (set(this_run["val"]) | set(this_run["test"]))) | \
+            (set(record["val"]) & set(this_run["test"]))
+        if not overlap:
+            return
+        overlap = sorted(overlap, key=_natural)
+        problem = (f"was trained or validated on {len(overlap)} of this run's validation/test signers "
+                   f"({', '.join(overlap[:10])}{', ...' if len(overlap) > 10 else ''})")
+    message = f"{source} {problem}; its scores for those signers would be optimistic"
+    if allow:
+        warnings.warn(message + " (allowed by model.allow_seen_signers)")
+        return
+    raise ValueError(message + ". Use a model trained on this run's split, or set model.allow_seen_signers "
+                     "true if this is deliberate.")

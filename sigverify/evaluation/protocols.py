@@ -1,15 +1,25 @@
 """How test comparisons are formed from embeddings: the ``pairs`` and ``references`` protocols.
 
 Both return a :class:`Scores`: genuine scores (should be accepted), skilled-forgery scores and
-random-forgery scores (other signers' genuine), each with the signer it belongs to.
+random-forgery scores (other signers' genuine), each with the signer it belongs to. Two signatures
+are compared by ``similarity`` (default: the cosine similarity of unit embeddings, ``a @ b.T``);
+the shortcut floor (``shortcut.py``) passes another one and is scored by the same code.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 PROTOCOLS = ("pairs", "references")
+
+Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit-length embeddings, [len(a), len(b)]."""
+    return a @ b.T
 
 
 @dataclass
@@ -32,7 +42,8 @@ class Scores:
         return Scores(**fields)
 
 
-def pair_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray) -> Scores:
+def pair_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray,
+                similarity: Similarity = cosine) -> Scores:
     """All pairs within each signer: genuine-genuine (n_g choose 2) vs genuine-skilled (n_g * n_f).
 
     Random forgeries: each signer's genuine signatures against one genuine signature of every other signer.
@@ -44,12 +55,12 @@ def pair_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray
     for u in users:
         g = embeddings[(signers == u) & genuine]
         f = embeddings[(signers == u) & ~genuine]
-        sim_gg = g @ g.T
+        sim_gg = similarity(g, g)
         iu = np.triu_indices(len(g), k=1)
         g_scores.append(sim_gg[iu]), g_users.append(np.full(len(iu[0]), u))
-        f_scores.append((g @ f.T).ravel()), f_users.append(np.full(len(g) * len(f), u))
+        f_scores.append(similarity(g, f).ravel()), f_users.append(np.full(len(g) * len(f), u))
         others = np.concatenate([first_genuine[o] for o in users if o != u]) if len(users) > 1 else np.zeros(0, int)
-        r = (g @ embeddings[others].T).ravel() if len(others) else np.zeros(0)
+        r = similarity(g, embeddings[others]).ravel() if len(others) else np.zeros(0)
         r_scores.append(r), r_users.append(np.full(len(r), u))
     return Scores(*(np.concatenate(x) for x in (g_scores, f_scores, r_scores, g_users, f_users, r_users)))
 
@@ -66,7 +77,7 @@ def check_reference_options(reduce: str, normalize: str) -> None:
 
 
 def score_against_references(questioned: np.ndarray, references: np.ndarray, reduce: str = "mean",
-                             normalize: str = "center") -> np.ndarray:
+                             normalize: str = "center", similarity: Similarity = cosine) -> np.ndarray:
     """Scores of questioned embeddings [n, d] against one writer's reference embeddings [r, d].
 
     The raw score is the mean (or max) cosine similarity to the references. A single global threshold
@@ -81,13 +92,13 @@ def score_against_references(questioned: np.ndarray, references: np.ndarray, red
     check_reference_options(reduce, normalize)
     if len(questioned) == 0:
         return np.zeros(0)
-    similarity = questioned @ references.T
-    raw = similarity.mean(axis=1) if reduce == "mean" else similarity.max(axis=1)
+    to_references = similarity(questioned, references)
+    raw = to_references.mean(axis=1) if reduce == "mean" else to_references.max(axis=1)
     if normalize == "none":
         return raw
     if len(references) < 2:
         raise ValueError(f"normalize={normalize!r} needs at least 2 references, got {len(references)}")
-    mutual = (references @ references.T)[np.triu_indices(len(references), k=1)]
+    mutual = similarity(references, references)[np.triu_indices(len(references), k=1)]
     centred = raw - mutual.mean()
     # The floor keeps a writer with near-identical references from dividing by ~0.
     return centred if normalize == "center" else centred / max(float(mutual.std()), 1e-2)
@@ -95,7 +106,7 @@ def score_against_references(questioned: np.ndarray, references: np.ndarray, red
 
 def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray, n_references: int = 12,
                      draws: int = 5, reduce: str = "mean", n_random: int = 10, seed: int = 0,
-                     normalize: str = "center") -> Scores:
+                     normalize: str = "center", similarity: Similarity = cosine) -> Scores:
     """Enrol ``n_references`` genuine signatures per signer; score each remaining genuine, each skilled
     forgery and ``n_random`` other signers' genuine signatures against the references with
     :func:`score_against_references`. Repeated over ``draws`` random draws of the references (scores pooled).
@@ -118,7 +129,7 @@ def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.nd
             # One call per writer and draw: the references' statistics are computed once.
             parts = (("g", questioned), ("f", skilled), ("r", rand))
             scores = score_against_references(embeddings[np.concatenate([idx for _, idx in parts])],
-                                              embeddings[refs], reduce, normalize)
+                                              embeddings[refs], reduce, normalize, similarity)
             for (key, idx), part in zip(parts, np.split(scores, np.cumsum([len(idx) for _, idx in parts])[:-1])):
                 out[key].append(part), out[key + "u"].append(np.full(len(idx), u))
     return Scores(*(np.concatenate(out[k]) for k in ("g", "f", "r", "gu", "fu", "ru")))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sigverify.evaluation.metrics import auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
-from sigverify.evaluation.protocols import (PROTOCOLS, Scores, check_reference_options, pair_scores,
-                                            reference_scores)
+from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
+from sigverify.evaluation.protocols import (PROTOCOLS, Scores, Similarity, check_reference_options, cosine,
+                                            pair_scores, reference_scores)
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
@@ -44,11 +44,11 @@ class EvalConfig:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
 
 
-def protocol_scores(embeddings, signers, genuine, config: EvalConfig) -> Scores:
+def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity: Similarity = cosine) -> Scores:
     if config.protocol == "pairs":
-        return pair_scores(embeddings, signers, genuine)
+        return pair_scores(embeddings, signers, genuine, similarity)
     return reference_scores(embeddings, signers, genuine, config.n_references, config.draws, config.reduce,
-                            config.n_random, config.seed, config.normalize)
+                            config.n_random, config.seed, config.normalize, similarity)
 
 
 def choose_threshold(validation: Scores, config: EvalConfig) -> tuple[float, str]:
@@ -58,8 +58,10 @@ def choose_threshold(validation: Scores, config: EvalConfig) -> tuple[float, str
     return threshold_at_far(validation.skilled, config.target_far), f"validation signers, at FAR {config.target_far:g}"
 
 
-def evaluate(test: Scores, threshold: float, threshold_source: str, config: EvalConfig) -> dict:
-    """All test figures at a given (validation-chosen) threshold; never re-tuned here."""
+def evaluate(test: Scores, threshold: float, threshold_source: str, config: EvalConfig,
+             validation: Scores | None = None) -> dict:
+    """All test figures at a given (validation-chosen) threshold; never re-tuned here. With the
+    ``validation`` scores the threshold came from, the HTER interval also covers their sampling."""
     test_eer, test_eer_threshold = eer(test.genuine, test.skilled)
     at = rates_at(threshold, test.genuine, test.skilled, test.random)
     users = np.unique(np.r_[test.genuine_users, test.skilled_users])
@@ -82,21 +84,50 @@ def evaluate(test: Scores, threshold: float, threshold_source: str, config: Eval
         **per_user(test.genuine, test.skilled, test.genuine_users, test.skilled_users),
         "config": asdict(config),
     }
-    report["eer_ci95"], report["auc_ci95"], report["hter_ci95"] = _bootstrap(test, threshold, config)
+    report["eer_ci95"], report["auc_ci95"] = _bootstrap(test, config)
+    report["hter_ci95"] = _hter_interval(test, threshold, config, validation)
+    report["hter_ci95_note"] = ("signer bootstrap over test signers and over the validation signers the threshold "
+                                "is chosen on (re-chosen on every resample)" if validation is not None else
+                                "signer bootstrap over test signers (threshold held fixed)")
     return report
 
 
-def _bootstrap(test: Scores, threshold: float, config: EvalConfig):
+def _bootstrap(test: Scores, config: EvalConfig):
+    """95 % intervals of the threshold-free figures, resampling test signers."""
     if config.bootstrap <= 0:
-        return None, None, None
+        return None, None
     users = np.unique(test.genuine_users)
-    figures = {
-        "eer": lambda s: eer(s.genuine, s.skilled)[0],
-        "auc": lambda s: auc(s.genuine, s.skilled),
-        "hter": lambda s: rates_at(threshold, s.genuine, s.skilled)["hter"],
-    }
+    figures = (lambda s: eer(s.genuine, s.skilled)[0], lambda s: auc(s.genuine, s.skilled))
     return tuple(list(bootstrap_ci(lambda us, f=f: f(test.subset(us)), users, config.bootstrap, config.seed))
-                 for f in figures.values())
+                 for f in figures)
+
+
+def _hter_interval(test: Scores, threshold: float, config: EvalConfig, validation: Scores | None):
+    """95 % interval of the HTER a deployment would see. The threshold itself is an estimate from a
+    handful of validation signers, so each resample also redraws them and re-chooses the threshold."""
+    if config.bootstrap <= 0:
+        return None
+    if validation is None:
+        users = np.unique(test.genuine_users)
+        hter = lambda us: rates_at(threshold, *_pair(test.subset(us)))["hter"]  # noqa: E731
+        return list(bootstrap_ci(hter, users, config.bootstrap, config.seed))
+    rng = np.random.default_rng(config.seed)
+    val_users, test_users = np.unique(validation.genuine_users), np.unique(test.genuine_users)
+    values = []
+    for _ in range(config.bootstrap):
+        try:
+            resampled_threshold = choose_threshold(validation.subset(rng.choice(val_users, len(val_users))), config)[0]
+            sample = test.subset(rng.choice(test_users, len(test_users)))
+            values.append(rates_at(resampled_threshold, *_pair(sample))["hter"])
+        except MetricsError:  # a resample without forgeries
+            continue
+    if not values:
+        return [float("nan"), float("nan")]
+    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+
+
+def _pair(scores: Scores) -> tuple[np.ndarray, np.ndarray]:
+    return scores.genuine, scores.skilled
 
 
 def write_report(report: dict, test: Scores, folder: str | Path) -> Path:
@@ -154,7 +185,21 @@ def render_markdown(r: dict) -> str:
         f"| mean genuine / skilled / random score | {r['pos_score']:.4f} / {r['neg_score']:.4f} / "
         f"{_num(r['random_score'])} |",
         "",
-        "CIs: percentile bootstrap over test signers. Confusion (rows actual genuine/forgery, cols accepted/rejected): "
-        f"{r['confusion']}",
+        *_floor_lines(r),
+        "CIs: percentile bootstrap over test signers; the HTER's " + r.get("hter_ci95_note", "") + ". "
+        f"Confusion (rows actual genuine/forgery, cols accepted/rejected): {r['confusion']}",
         "",
     ])
+
+
+def _floor_lines(r: dict) -> list[str]:
+    floor = r.get("image_statistics")
+    if not floor:
+        return []
+    lines = [f"**Shortcut floor**: image statistics alone ({', '.join(floor['features'])}), scored by the same "
+             f"protocol with their own validation threshold, reach EER {_pct(floor['eer'])} (HTER "
+             f"{_pct(floor['hter'])}, AUC {floor['auc']:.4f}); this model: EER {_pct(r['eer'])}, HTER {_pct(r['hter'])}."]
+    if r["eer"] > floor["eer"] - 0.05:
+        lines.append(f"**Warning**: the model's EER is within 5 points of the floor's: it may have learned a "
+                     "shortcut (ink amount, darkness, size) rather than the signature's form.")
+    return lines + [""]

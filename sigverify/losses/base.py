@@ -5,11 +5,12 @@ All losses work on L2-normalised embeddings with the masks of
 anchor nor a positive). Anchors without a positive or a negative are skipped.
 
 Losses are written with masks, never boolean indexing or ``.item()``, so a training step makes no
-host-device synchronisation: diagnostics stay on the device as values + masks, and counts as tensors.
+host-device synchronisation: diagnostics stay on the device as the batch's similarity matrix with
+role masks, and counts as tensors.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,21 +19,24 @@ from sigverify.labels import SignatureLabels
 
 
 @dataclass
+class BatchSimilarities:
+    """The batch's cosine similarities (detached) and which pairs are which, whatever the loss:
+    the same distributions for every loss, so a sweep compares like with like."""
+
+    similarity: torch.Tensor  # [B, B]
+    genuine: torch.Tensor  # anchor - another genuine signature of its signer (attraction)
+    skilled: torch.Tensor  # anchor - a skilled forgery of its own signer (repulsion that matters for forgeries)
+    other: torch.Tensor  # anchor - another signer's signature (repulsion of random forgeries)
+
+
+@dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar; zero (with a graph) when no anchor is valid, never NaN
-    attraction: torch.Tensor  # anchor-positive cosine similarities used (any shape) ...
-    attraction_mask: torch.Tensor  # ... and which of them count
-    repulsion: torch.Tensor  # anchor-negative cosine similarities used ...
-    repulsion_mask: torch.Tensor
     n_valid: torch.Tensor  # anchors with at least one positive and one negative
     n_hard: torch.Tensor  # triplets where the negative is more similar than the positive
     n_easy: torch.Tensor
-
-    def attraction_values(self) -> torch.Tensor:
-        return self.attraction[self.attraction_mask]
-
-    def repulsion_values(self) -> torch.Tensor:
-        return self.repulsion[self.repulsion_mask]
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)  # loss-specific, summed over an epoch
+    pairs: BatchSimilarities | None = None  # set by MetricLoss.forward
 
 
 class MetricLoss(nn.Module):
@@ -42,9 +46,12 @@ class MetricLoss(nn.Module):
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()  # similarities near 1 need more than 8 mantissa bits
         sim = embeddings @ embeddings.T
-        positive, negative = labels.pair_masks()
+        positive, skilled, other = labels.role_masks()
+        negative = skilled | other
         valid = positive.any(1) & negative.any(1)
-        return self.compute(sim, positive, negative, valid)
+        out = self.compute(sim, positive, negative, valid)
+        out.pairs = BatchSimilarities(sim.detach(), positive, skilled, other)
+        return out
 
     def compute(self, sim, positive, negative, valid) -> LossOutput:
         raise NotImplementedError
@@ -75,7 +82,7 @@ def cosine_to_distance(sim: torch.Tensor) -> torch.Tensor:
     return (2.0 - 2.0 * sim).clamp_min(1e-12).sqrt()
 
 
-def triplet_output(loss, s_ap, s_an, valid, hard: torch.Tensor | None = None) -> LossOutput:
-    """Diagnostics for one (positive, negative) triplet per anchor; hard defaults to S_an > S_ap."""
+def triplet_output(loss, s_ap, s_an, valid, hard: torch.Tensor | None = None, **counts) -> LossOutput:
+    """Counts for one (positive, negative) triplet per anchor; hard defaults to S_an > S_ap."""
     hard = (s_an.detach() > s_ap.detach() if hard is None else hard) & valid
-    return LossOutput(loss, s_ap.detach(), valid, s_an.detach(), valid, valid.sum(), hard.sum(), (valid & ~hard).sum())
+    return LossOutput(loss, valid.sum(), hard.sum(), (valid & ~hard).sum(), counts)

@@ -1,10 +1,10 @@
 """Selectively Contrastive Triplet loss (Xuan et al., "Hard negative examples are hard, but useful", ECCV 2020).
 
 Per anchor: the easiest positive (most similar) and the hardest negative (most similar), selected
-on detached similarities. A triplet is hard when S_an > S_ap (optionally also when S_an >
-``hard_threshold``, the official code's extra rule): hard triplets contribute lambda * S_an (push the
-negative away, leave the positive alone); easy ones -log(exp(S_ap/t) / (exp(S_ap/t) + exp(S_an/t))).
-Total: mean over valid anchors.
+on detached similarities. A triplet is hard when S_an > S_ap or S_an > ``hard_threshold`` (0.8, as
+the official code, ``littleredxh/HardNegative``, ``_code/Loss.py``; ``None`` drops that rule): hard
+triplets contribute lambda * S_an (push the negative away, leave the positive alone); easy ones
+-log(exp(S_ap/t) / (exp(S_ap/t) + exp(S_an/t))). Total: mean over valid anchors.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sigverify.losses.base import LossOutput, MetricLoss, gather, masked_mean, s
 
 
 class SCTLoss(MetricLoss):
-    def __init__(self, lam: float = 1.0, temperature: float = 0.1, hard_threshold: float | None = None):
+    def __init__(self, lam: float = 1.0, temperature: float = 0.1, hard_threshold: float | None = 0.8):
         super().__init__()
         self.lam, self.temperature, self.hard_threshold = lam, temperature, hard_threshold
 
@@ -37,4 +37,3 @@ class SCTLoss(MetricLoss):
         s_ap, s_an, hard = self.triplets(sim, positive, negative, valid)
         loss = masked_mean(self.per_anchor(s_ap, s_an, hard), valid)
         return triplet_output(loss, s_ap, s_an, valid, hard)
-

@@ -27,5 +27,4 @@ class SupConLoss(MetricLoss):
         easiest_pos = s.masked_fill(~positive, float("-inf")).max(1).values
         hardest_neg = s.masked_fill(~negative, float("-inf")).max(1).values
         hard = (hardest_neg > easiest_pos) & valid
-        return LossOutput(masked_mean(per_anchor, valid), s, positive & valid[:, None], s, negative & valid[:, None],
-                          valid.sum(), hard.sum(), (valid & ~hard).sum())
+        return LossOutput(masked_mean(per_anchor, valid), valid.sum(), hard.sum(), (valid & ~hard).sum())

@@ -43,4 +43,4 @@ class BatchSemiHardTripletLoss(MetricLoss):
         s = sim.detach()
         hard = used & (s[:, None, :] > s[:, :, None])
         n_used = used.sum()
-        return LossOutput(loss, s, used.any(2), s, used.any(1), (used.any(2).any(1)).sum(), hard.sum(), n_used - hard.sum())
+        return LossOutput(loss, (used.any(2).any(1)).sum(), hard.sum(), n_used - hard.sum())

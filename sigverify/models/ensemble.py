@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sigverify.data.splits import SPLIT_KEY
 from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, embedder_weights, read_checkpoint
 
 
@@ -36,9 +37,10 @@ def preprocess_differences(member, this_run) -> str:
     return ", ".join(f"{key}: {member.get(key)} vs {value}" for key, value in this_run.items() if member.get(key) != value)
 
 
-def load_member(path: str | Path, preprocess=None) -> SignatureEmbedder:
-    """The embedding network of a sigverify checkpoint, frozen, for an ensemble. ``preprocess``: this
-    run's image settings; a member trained on other images (size, binarisation) is refused."""
+def load_member(path: str | Path, preprocess=None) -> tuple[SignatureEmbedder, dict | None]:
+    """The embedding network of a sigverify checkpoint, frozen, for an ensemble, and the signers it
+    saw (``None`` if the checkpoint predates that record). ``preprocess``: this run's image settings;
+    a member trained on other images (size, binarisation) is refused."""
     checkpoint = read_checkpoint(path, "ensemble member checkpoint")
     stored = (checkpoint.get("datamodule_hyper_parameters") or {}).get("preprocess")
     if preprocess is not None and stored is not None:
@@ -48,4 +50,4 @@ def load_member(path: str | Path, preprocess=None) -> SignatureEmbedder:
                              "ensemble members must see the same images")
     member = embedder_from_hparams(checkpoint["hyper_parameters"], weights_from_checkpoint=True)
     member.load_state_dict(embedder_weights(checkpoint))
-    return member.eval().requires_grad_(False)
+    return member.eval().requires_grad_(False), checkpoint.get(SPLIT_KEY)

@@ -1,4 +1,6 @@
-"""The LightningModule: it orchestrates; the network lives in ``embedding.py``, the loss in ``losses/``.
+"""The LightningModule: it orchestrates; the network lives in ``embedding.py``, the loss in ``losses/``,
+embedding collection in ``evaluation/collector.py``, the NaN guard, the distributions and report
+writing in ``training/callbacks.py``.
 
 Validation measures forgery detection on the validation signers (genuine-genuine vs
 genuine-skilled pairs: EER, AUC), not signer identity. The EER threshold found there is kept in the
@@ -10,30 +12,28 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers
+from sigverify.evaluation.collector import EmbeddingCollector
 from sigverify.evaluation.metrics import auc, eer
 from sigverify.evaluation.protocols import pair_scores
-from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate, protocol_scores, write_report
+from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate, protocol_scores
+from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
+from sigverify.models.schedule import warmup_cosine_factor
 from sigverify.models.tta import ShiftAveraged
-from sigverify.training.distributed import gather_arrays
-from sigverify.training.schedule import warmup_cosine_factor
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 class SignatureVerifier(L.LightningModule):
@@ -61,24 +61,28 @@ class SignatureVerifier(L.LightningModule):
         evaluation: EvalConfig = EvalConfig(),
         init_from: str | None = None,
         ema_decay: float | None = None,
+        allow_seen_signers: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
         self.embedder = embedder_from_hparams(self.hparams)
+        self._init_split: dict | None = None
         if init_from:
             self._init_embedder(init_from)
         self.loss_fn = create_loss(loss, **(loss_args or {}))
         # LightningCLI may hand nested settings over as a mapping
         self.evaluation = evaluation if isinstance(evaluation, EvalConfig) else EvalConfig(**evaluation)
         self.val_threshold: float | None = None  # EER threshold on the validation signers
-        self.test_reports: dict[str, dict] = {}  # {protocol: report} of the last test run
-        self._collected: dict[str, list] = {}
+        # Non-persistent metric states: checkpoints are unchanged by them.
+        self.collectors = nn.ModuleDict({stage: EmbeddingCollector() for stage in ("val", "test_threshold", "test")})
+        self.validation_embeddings: tuple | None = None  # the last validation pass, for DistributionMonitor
+        self.test_reports: dict[str, dict] = {}  # {protocol: report} of the last test (or validate) run
+        self.test_scores: dict = {}  # {protocol: Scores}: what ReportWriter plots
+        self.last_loss_output = None  # the last training step's, for DistributionMonitor
         self._forward = self.embedder
         self._evaluation_forward: torch.nn.Module | None = None  # validate/test/predict: see _prepare_evaluation
-        self.last_diagnostics = None
-        self._first_bad_step: torch.Tensor | None = None  # on the device: checked without a per-step sync
 
     def _init_embedder(self, checkpoint_path: str) -> None:
         """Start from the embedding network of an earlier sigverify run (e.g. synthetic pretraining);
@@ -88,21 +92,47 @@ class SignatureVerifier(L.LightningModule):
             self.embedder.load_state_dict(embedder_weights(checkpoint))
         except RuntimeError as err:
             raise ValueError(f"{checkpoint_path}: its network does not match this model's backbone/head settings ({err})") from err
+        self._init_split = checkpoint.get(SPLIT_KEY)
         log.info("embedding network initialised from %s", checkpoint_path)
 
     def configure_callbacks(self):
-        """``ema_decay``: validate, checkpoint and test an exponential moving average of the weights
-        (Lightning's EMAWeightAveraging), which evens out the step-to-step noise of small-batch metric learning."""
-        if self.hparams.ema_decay is None or self.trainer.state.fn != "fit":
-            return []
-        return [EMAWeightAveraging(decay=self.hparams.ema_decay)]
+        """The NaN guard in fit; report writing in validate/test; ``ema_decay``: validate, checkpoint
+        and test an exponential moving average of the weights (Lightning's EMAWeightAveraging), which
+        evens out the step-to-step noise of small-batch metric learning."""
+        from sigverify.training.callbacks import FiniteLossGuard, ReportWriter
 
-    # -- forward -------------------------------------------------------------------------------
+        if self.trainer.state.fn != "fit":
+            return [ReportWriter()]
+        callbacks = [FiniteLossGuard(self.hparams.finite_check_every)]
+        if self.hparams.ema_decay is not None:
+            callbacks.append(EMAWeightAveraging(decay=self.hparams.ema_decay))
+        return callbacks
+
+    # -- the signers this model may see --------------------------------------------------------
+    def this_run_split(self) -> dict | None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        return datamodule.split_record() if getattr(datamodule, "split", None) is not None else None
+
     def setup(self, stage: str) -> None:
+        if self.hparams.init_from and stage == "fit":
+            this_run = self.this_run_split()
+            if this_run is not None:
+                refuse_seen_signers(self._init_split, this_run, f"model.init_from {self.hparams.init_from}",
+                                    self.hparams.allow_seen_signers)
         if self.hparams.compile:
             # Not registered as a submodule, so checkpoints keep the plain parameter names.
             object.__setattr__(self, "_forward", torch.compile(self.embedder))
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_threshold"] = self.val_threshold
+        this_run = self.this_run_split()
+        if this_run is not None:
+            checkpoint[SPLIT_KEY] = this_run
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_threshold = checkpoint.get("val_threshold")
+
+    # -- forward -------------------------------------------------------------------------------
     def _to_channels_last(self) -> None:
         """On a GPU, NHWC weights to match NHWC inputs (the model is on its device only from these hooks)."""
         if self.hparams.channels_last and self.device.type == "cuda":
@@ -110,12 +140,19 @@ class SignatureVerifier(L.LightningModule):
 
     def _with_ensemble(self, network: torch.nn.Module) -> torch.nn.Module:
         """``evaluation.ensemble``: this model together with other trained ones (see ``ensemble.py``).
-        The members are not submodules, so checkpoints hold this model alone."""
+        The members are not submodules, so checkpoints hold this model alone. A member that saw this
+        run's validation or test signers is refused (``allow_seen_signers`` to override)."""
         paths = self.evaluation.ensemble
         if not paths:
             return network
         datamodule = getattr(self.trainer, "datamodule", None)
-        members = [load_member(path, getattr(datamodule, "preprocess", None)) for path in paths]
+        this_run = self.this_run_split()
+        members = []
+        for path in paths:
+            member, split = load_member(path, getattr(datamodule, "preprocess", None))
+            if this_run is not None:
+                refuse_seen_signers(split, this_run, f"ensemble member {path}", self.hparams.allow_seen_signers)
+            members.append(member)
         ensemble = EmbeddingEnsemble([network, *members]).to(self.device)
         if self.hparams.channels_last and self.device.type == "cuda":
             ensemble.to(memory_format=torch.channels_last)
@@ -167,38 +204,9 @@ class SignatureVerifier(L.LightningModule):
         # DistributionMonitor counts such batches. Returning None instead would need a host sync
         # and would leave DDP ranks out of step.
         out = self.loss_fn(self(images), SignatureLabels(signers, genuine))
-        self._watch_finite(out.loss, batch_idx)
         self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
-        self.last_diagnostics = out  # read by DistributionMonitor, on the device
+        self.last_loss_output = out  # read by DistributionMonitor, on the device
         return out.loss
-
-    def _watch_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Record the first step with a NaN/Inf loss on the device; raise every ``finite_check_every`` steps.
-
-        With the default of 1 it raises before the bad step's update. Larger values save a host sync
-        per step; the check also runs before every validation, so no bad weights reach a checkpoint.
-        """
-        if self._first_bad_step is None or self._first_bad_step.device != loss.device:
-            self._first_bad_step = torch.full((), -1, device=loss.device, dtype=torch.long)
-        step = torch.full((), self.global_step, device=loss.device, dtype=torch.long)
-        bad = ~torch.isfinite(loss.detach()) & (self._first_bad_step < 0)
-        self._first_bad_step = torch.where(bad, step, self._first_bad_step)
-        if (batch_idx + 1) % self.hparams.finite_check_every == 0:
-            self._raise_if_non_finite()
-
-    def _raise_if_non_finite(self) -> None:
-        if self._first_bad_step is not None and int(self._first_bad_step) >= 0:
-            step = int(self._first_bad_step)
-            self._first_bad_step = None
-            raise NonFiniteLossError(
-                f"non-finite loss at global step {step} (epoch {self.current_epoch}); stopping. The last good "
-                "checkpoint is kept; lower the learning rate or check the data.")
-
-    def on_train_epoch_end(self) -> None:
-        self._raise_if_non_finite()
-
-    def on_validation_epoch_start(self) -> None:
-        self._raise_if_non_finite()
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -214,16 +222,14 @@ class SignatureVerifier(L.LightningModule):
     # -- validation / test ---------------------------------------------------------------------
     def _collect(self, stage: str, batch) -> None:
         images, signers, genuine = batch
-        # Kept on the device until the epoch ends: a .cpu() per batch would be a host sync per batch.
-        self._collected.setdefault(stage, []).append((self(images).float(), signers, genuine))
+        self.collectors[stage].update(self(images), signers, genuine, image_statistics(images))
 
-    def collected(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """This stage's embeddings, signer ids and genuine flags from every rank, then cleared."""
-        parts = self._collected.pop(stage, [])
-        if not parts:
-            return np.zeros((0, self.hparams.embedding_dim)), np.zeros(0, int), np.zeros(0, bool)
-        emb, signers, genuine = (torch.cat(c).cpu().numpy() for c in zip(*parts))
-        return gather_arrays(emb, signers, genuine)
+    def collected(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """This stage's embeddings, signer ids, genuine flags and image statistics from every rank, then cleared."""
+        collector = self.collectors[stage]
+        values = collector.compute()
+        collector.reset()
+        return values
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._collect("val", batch)
@@ -237,9 +243,11 @@ class SignatureVerifier(L.LightningModule):
         return {"embedding": self(images).float(), "signer": signers, "genuine": genuine}  # to the CPU once, at the end
 
     def on_validation_epoch_end(self) -> None:
-        emb, signers, genuine = self.collected("val")
+        val = self.collected("val")
+        emb, signers, genuine, _ = val
         if len(emb) == 0:
             return
+        self.validation_embeddings = (emb, signers, genuine)
         scores = pair_scores(emb, signers, genuine)
         val_eer, threshold = eer(scores.genuine, scores.skilled)
         self.val_threshold = threshold
@@ -247,33 +255,43 @@ class SignatureVerifier(L.LightningModule):
                    "val/pos_score": float(scores.genuine.mean()), "val/neg_score": float(scores.skilled.mean()),
                    "val/loss": self._val_loss(emb, signers, genuine), "val/n_embeddings": float(len(emb))}
         self.log_dict(metrics, sync_dist=False)
+        if self.trainer.state.fn == "validate":
+            self._report_all_protocols(val, val, "validation signers themselves, at their EER (a posteriori: "
+                                                 "a screening figure, not an operating threshold)")
 
     def on_test_epoch_end(self) -> None:
         """One report per protocol (``evaluation.protocol``, then ``also_protocols``), all from this one
         pass of embeddings: threshold from the validation signers (same protocol), applied unchanged to test."""
-        val, test = self.collected("test_threshold"), self.collected("test")
-        self.test_reports = {}
+        self._report_all_protocols(self.collected("test_threshold"), self.collected("test"))
+
+    def _report_all_protocols(self, val, test, threshold_note: str | None = None) -> None:
+        stage = "test" if self.trainer.state.fn == "test" else "val"
+        self.test_reports, self.test_scores = {}, {}
         for protocol in (self.evaluation.protocol, *self.evaluation.also_protocols):
             config = replace(self.evaluation, protocol=protocol, also_protocols=[])
-            report = self.test_reports[protocol] = self._test_report(val, test, config)
-            prefix = "test" if protocol == self.evaluation.protocol else f"test/{protocol}"
+            report, scores = self._report(val, test, config, threshold_note)
+            self.test_reports[protocol], self.test_scores[protocol] = report, scores
+            prefix = stage if protocol == self.evaluation.protocol else f"{stage}/{protocol}"
             numbers = {f"{prefix}/{k}": float(v) for k, v in report.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
             self.log_dict(numbers, sync_dist=False)
 
-    def _test_report(self, val, test, config: EvalConfig) -> dict:
+    def _report(self, val, test, config: EvalConfig, threshold_note: str | None):
+        validation = None
         if len(val[0]):
-            threshold, source = choose_threshold(protocol_scores(*val, config), config)
+            validation = protocol_scores(*val[:3], config)
+            threshold, source = choose_threshold(validation, config)
         elif config.protocol == "pairs" and self.val_threshold is not None:
             threshold, source = self.val_threshold, "validation signers, at their EER (from the checkpoint)"
         else:
             raise ValueError("no validation signers to fix the threshold on; give the split a val part")
-        scores = protocol_scores(*test, config)
-        report = evaluate(scores, threshold, source, config)
-        if self.trainer.is_global_zero:
-            path = write_report(report, scores, Path(self.trainer.default_root_dir) / f"test-{config.protocol}")
-            log.info("test report: %s", path)
-        return report
+        scores = protocol_scores(*test[:3], config)
+        report = evaluate(scores, threshold, threshold_note or source, config,
+                          validation if validation is not None and val is not test else None)
+        if val[3] is not None and test[3] is not None and len(val[0]):
+            floor = statistics_floor((val[3], *val[1:3]), (test[3], *test[1:3]), config)
+            report["image_statistics"], report["image_statistics_eer"] = floor, floor["eer"]
+        return report, scores
 
     def _val_loss(self, emb, signers, genuine) -> float:
         """The training loss on a fixed subset of validation embeddings (the loss is O(B^2) or O(B^3))."""
@@ -281,9 +299,3 @@ class SignatureVerifier(L.LightningModule):
         pick = np.sort(np.random.default_rng(0).permutation(len(emb))[:n])
         labels = SignatureLabels(torch.as_tensor(signers[pick]), torch.as_tensor(genuine[pick]))
         return float(self.loss_fn(torch.as_tensor(emb[pick]), labels).loss)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["val_threshold"] = self.val_threshold
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.val_threshold = checkpoint.get("val_threshold")

@@ -41,7 +41,8 @@ class SigverifyCLI(LightningCLI):
             log.info("precision: %s (%s)", trainer.precision, "GPU found" if on_gpu else "no GPU")
         if self.subcommand in ("validate", "test", "predict"):
             config.ckpt_path = resolve_checkpoint(config.get("ckpt_path"), trainer.get("default_root_dir"))
-            keep_training_logs(trainer, self.subcommand)
+        if self.subcommand:
+            log_per_subcommand(trainer, self.subcommand)
 
     def finish_wandb(self) -> None:
         """Close the W&B run so its offline files are complete when the command returns."""
@@ -52,12 +53,18 @@ class SigverifyCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = finish_wandb
 
 
-def keep_training_logs(trainer_config, subcommand: str) -> None:
+def log_per_subcommand(trainer_config, subcommand: str) -> None:
     """Evaluation runs log into ``<run>/<subcommand>/``: a CSV logger in the run folder itself would
-    replace the training's metrics.csv."""
+    replace the training's metrics.csv. W&B runs carry the subcommand as their ``job_type``, so a
+    group shows each member's fit and test apart."""
     for logger in trainer_config.get("logger") or []:
-        if str(logger.get("class_path", "")).endswith("CSVLogger"):
+        if not isinstance(logger, dict) and not hasattr(logger, "get"):
+            continue
+        kind = str(logger.get("class_path", ""))
+        if kind.endswith("CSVLogger") and subcommand != "fit":
             logger.init_args.version = subcommand
+        elif kind.endswith("WandbLogger"):
+            logger.init_args.job_type = subcommand
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: str | None) -> str | None:
