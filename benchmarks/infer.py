@@ -1,7 +1,10 @@
 """Embedding throughput: bare inference of the backbone on device tensors against the project's
 ``predict`` path (Trainer, cached test images through the loader, head, L2 normalisation).
 
-    python -m benchmarks.infer [--backbone tf_efficientnetv2_m] [--height 192 --width 384] [--batch 256] [--repeat 20]
+    python -m benchmarks.infer [--backbone B] [--height H --width W] [--batch N] [--repeat N]
+
+Options left out take the device's defaults (``DEFAULTS``): EfficientNetV2-M at 1x192x384 on a GPU,
+EfficientNetV2-B0 at 1x96x192 on a CPU. A batch that memory cannot hold stops with a message.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import lightning as L
 import timm
 import torch
 
-from benchmarks.common import base_parser, emit
+from benchmarks.common import apply_device_defaults, base_parser, emit, require_memory
 from benchmarks.train import sync
 from sigverify.data.datamodule import SignatureDataModule, SyntheticConfig
 from sigverify.data.manifest import read_manifest, write_manifest
@@ -23,20 +26,38 @@ from sigverify.data.splits import SplitConfig
 from sigverify.models.module import SignatureVerifier
 
 
-def bare_rate(args, device) -> float:
+DEFAULTS = {
+    "cuda": dict(backbone="tf_efficientnetv2_m", height=192, width=384, batch=128, steps=60, workers=8, repeat=10),
+    "cpu": dict(backbone="tf_efficientnetv2_b0", height=96, width=192, batch=128, steps=5, workers=1, repeat=1),
+}
+
+
+def inference_step(args, device):
+    """``step(n)``: the bare backbone's forward pass on a device tensor of n images."""
     model = timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device).eval()
-    x = torch.randn(args.batch, 1, args.height, args.width, device=device)
     if device.type == "cuda":
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
-        for _ in range(3):
-            model(x)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            model(x)
-        sync(device)
+    inputs: dict[int, torch.Tensor] = {}
+
+    def step(n: int) -> None:
+        if n not in inputs:
+            x = torch.randn(n, 1, args.height, args.width, device=device)
+            inputs[n] = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+        with torch.inference_mode(), autocast:
+            model(inputs[n])
+
+    return step
+
+
+def bare_rate(args, device, step) -> float:
+    for _ in range(3):
+        step(args.batch)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step(args.batch)
+    sync(device)
     return args.steps * args.batch / (time.perf_counter() - start)
 
 
@@ -79,13 +100,18 @@ def predict_rate(args, device, tmp: Path) -> float:
 
 
 def main(argv=None) -> None:
-    parser = base_parser(steps=10)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=1, help="list the data set this many times (more images to time)")
+    parser = base_parser()
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=None, help="list the data set this many times (more images to time)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = apply_device_defaults(args, DEFAULTS, device)
+    if chosen:
+        print(chosen)
     tmp = Path(tempfile.mkdtemp(prefix="sigverify-bench-infer-"))
-    bare = bare_rate(args, device)
+    step = inference_step(args, device)
+    require_memory(step, args.batch, device, f"benchmarks.infer ({args.backbone}, 1x{args.height}x{args.width})")
+    bare = bare_rate(args, device, step)
     print(f"bare inference: {bare:.1f} images/s")
     fit = predict_rate(args, device, tmp)
     print(f"sigverify predict path: {fit:.1f} images/s; ratio {fit / bare:.3f}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             sys.stderr.write(done.stdout + done.stderr)
+            if done.returncode < 0:  # killed by a signal; SIGKILL is what the out-of-memory killer sends
+                cause = " (most likely the kernel's out-of-memory killer: try a smaller size)" \
+                    if done.returncode == -signal.SIGKILL else ""
+                raise SystemExit(f"run {i + 1} of {' '.join(command)} was killed by signal "
+                                 f"{signal.Signals(-done.returncode).name}{cause}")
             raise SystemExit(f"run {i + 1} of {' '.join(command)} failed (exit {done.returncode})")
         runs.append(last_json_line(done.stdout, command))
         print(f"run {i + 1}/{args.runs}: {json.dumps(runs[-1])}", flush=True)

@@ -3,6 +3,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from benchmarks import infer, repeat
 
@@ -39,3 +40,32 @@ def test_infer_benchmark_runs_at_toy_size(synth_manifest, capsys, tmp_path, monk
     assert figures["repeat"] == 2 and figures["bare_img_s"] > 0 and figures["predict_img_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["predict_img_s"] / figures["bare_img_s"], rel=0.01)
     assert not any(cwd.iterdir())  # nothing left in the working directory (a split.json was)
+
+
+def test_a_batch_too_large_for_memory_stops_with_a_message(capsys):
+    from benchmarks import train
+
+    with pytest.raises(SystemExit, match=r"batch 3000000 needs about .* GiB of memory on this CPU"):
+        train.main(["--backbone", "test_efficientnet", "--height", "32", "--width", "64", "--p", "1000000",
+                    "--k", "1", "--f", "1", "--m", "1"])
+    assert "defaults for cpu: steps=10, warmup=3, workers=1" in capsys.readouterr().out
+
+
+def test_device_defaults_fill_only_what_is_left_out():
+    import argparse
+
+    from benchmarks.common import apply_device_defaults
+    from benchmarks.train import DEFAULTS
+
+    args = argparse.Namespace(backbone=None, height=48, width=None, p=None, k=None, f=None, m=None, steps=None,
+                              warmup=None, workers=None)
+    apply_device_defaults(args, DEFAULTS, torch.device("cpu"))
+    assert (args.backbone, args.height, args.width, args.p) == ("tf_efficientnetv2_b0", 48, 192, 8)
+    apply_device_defaults(args, DEFAULTS, torch.device("cuda"))  # nothing left to fill
+    assert args.backbone == "tf_efficientnetv2_b0"
+
+
+def test_repeat_names_a_run_the_kernel_killed():
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    with pytest.raises(SystemExit, match="killed by signal SIGKILL.*out-of-memory"):
+        repeat.main(["--runs", "1", "--", sys.executable, "-c", code])

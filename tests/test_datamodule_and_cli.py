@@ -109,3 +109,20 @@ def test_data_preview_draws_a_real_training_batch(synth_manifest, tmp_path, caps
     with pytest.raises(SystemExit) as code:
         main([*common, "--out", str(tmp_path / "b.png"), "--model.lr", "1"])
     assert code.value.code == 2 and "only --data.* overrides" in capsys.readouterr().err
+
+
+def test_front_door_lists_every_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sigverify.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and not done.stderr
+    for command in ("fit", "validate", "test", "predict", "data", "sweep"):
+        assert f"\n  {command} " in done.stdout, command
+    assert "Lightning Trainer" not in done.stdout
+    fit_help = subprocess.run([sys.executable, "-m", "sigverify.cli", "fit", "--help"], capture_output=True, text=True,
+                              timeout=120)
+    assert fit_help.returncode == 0 and "--trainer.max_epochs" in fit_help.stdout
+    assert "args parameter is intended" not in fit_help.stderr
+    wrong = subprocess.run([sys.executable, "-m", "sigverify.cli", "fitt"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "unknown command 'fitt'" in wrong.stderr

@@ -6,14 +6,16 @@ import torch
 
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
+from sigverify.data.splits import SplitConfig
 from sigverify.evaluation.report import EvalConfig
 from sigverify.models.module import SignatureVerifier
 
 
-def tiny_data(tmp_path, height=32):
+def tiny_data(tmp_path, height=32, split_seed=42):
     return SignatureDataModule(synthetic=SyntheticConfig(signers=12, genuine=4, forgeries=4), cache_dir=str(tmp_path / "cache"),
                                preprocess=PreprocessConfig(height=height, width=2 * height),
-                               sampler=SamplerConfig(p=4, batches_per_epoch=2), num_workers=0)
+                               sampler=SamplerConfig(p=4, batches_per_epoch=2), num_workers=0,
+                               split=SplitConfig(seed=split_seed))
 
 
 def tiny_trainer(tmp_path):
@@ -21,12 +23,12 @@ def tiny_trainer(tmp_path):
                      default_root_dir=tmp_path, num_sanity_val_steps=0)
 
 
-def trained_checkpoint(tmp_path, seed: int, height=32) -> str:
+def trained_checkpoint(tmp_path, seed: int, height=32, split_seed=42) -> str:
     L.seed_everything(seed)
     model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], embedding_dim=16, warmup_epochs=0)
     trainer = tiny_trainer(tmp_path)
-    trainer.fit(model, tiny_data(tmp_path, height))
-    path = tmp_path / f"model-{seed}-{height}.ckpt"
+    trainer.fit(model, tiny_data(tmp_path, height, split_seed))
+    path = tmp_path / f"model-{seed}-{height}-split{split_seed}.ckpt"
     trainer.save_checkpoint(path)
     return str(path)
 
@@ -70,8 +72,27 @@ def test_bad_ensembles_are_refused_with_the_file_named(two_models, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.ckpt: ensemble member checkpoint not found"):
         embeddings(tmp, a, [missing])
     other_size = trained_checkpoint(tmp_path, 2, height=48)
-    with pytest.raises(ValueError, match=r"model-2-48.ckpt: trained on images preprocessed otherwise than this run's \(height: 48 vs 32, width: 96 vs 64\)"):
+    with pytest.raises(ValueError, match=r"model-2-48-split42.ckpt: trained on images preprocessed otherwise than this run's \(height: 48 vs 32, width: 96 vs 64\)"):
         embeddings(tmp, a, [other_size])
     model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], evaluation=EvalConfig(ensemble=[a]))
     with pytest.raises(ValueError, match="fit trains one model"):
         tiny_trainer(tmp_path).fit(model, tiny_data(tmp))
+
+
+def test_a_member_that_saw_this_runs_test_signers_is_refused(two_models, tmp_path):
+    tmp, a, _ = two_models
+    other_split = trained_checkpoint(tmp_path, 3, split_seed=7)  # the same data, other signers in training
+    stored = torch.load(other_split, weights_only=True)["signer_split"]
+    this_run = torch.load(a, weights_only=True)["signer_split"]
+    assert stored["data"] == this_run["data"] and stored["test"] != this_run["test"]
+    with pytest.raises(ValueError, match=r"ensemble member .*split7.ckpt was trained or validated on \d+ of this run's"):
+        embeddings(tmp, a, [other_split])
+    model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[other_split]), allow_seen_signers=True)
+    with pytest.warns(UserWarning, match="allowed by model.allow_seen_signers"):
+        tiny_trainer(tmp_path).predict(model, tiny_data(tmp))
+    legacy = tmp_path / "legacy.ckpt"
+    checkpoint = torch.load(other_split, weights_only=False)
+    del checkpoint["signer_split"]
+    torch.save(checkpoint, legacy)
+    with pytest.raises(ValueError, match="does not record which signers it was trained on"):
+        embeddings(tmp, a, [str(legacy)])

@@ -48,6 +48,20 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert json.loads(report.read_text())["config"]["normalize"] == "none"
     assert checkpoint.stat().st_mtime_ns == fitted_at
 
+    # Screening: validation signers only, a table of its own; the test reports are left alone.
+    tested = report.stat().st_mtime_ns
+    assert sweep.main([*args, "--screen", "--protocols", "pairs"]) == 0
+    screen = (out / "screen-results.md").read_text()
+    assert "Screening (`--screen`)" in screen and "| members finished / failed | 1 / 0 |" in screen
+    split = json.loads((out / "lsc_plus-seed0" / "split.json").read_text())
+    assert json.loads((out / "lsc_plus-seed0" / "validate-pairs" / "report.json").read_text())["n_signers"] == len(split["val"])
+    assert report.stat().st_mtime_ns == tested and checkpoint.stat().st_mtime_ns == fitted_at
+
+
+def test_sweep_compares_experiment_configs():
+    assert {"lsc_plus", "lsc_plus_hardest", "sct", "supcon", "triplet_hard", "triplet_semihard"} <= set(sweep.experiments())
+    assert "base" not in sweep.experiments()
+
 
 def test_a_stopped_sweep_leaves_the_table_of_its_finished_losses(tmp_path, monkeypatch):
     """The table is rewritten after each loss: a sweep killed by a time limit keeps what it finished."""

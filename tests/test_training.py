@@ -76,6 +76,15 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
     assert "test/eer" in (run / "test" / "metrics.csv").read_text().splitlines()[0]
     report = json.loads((run / "test-pairs" / "report.json").read_text())
     assert report["threshold_source"].startswith("validation") and report["n_signers"] == 2
+    assert 0 <= report["image_statistics_eer"] <= 1 and "validation signers" in report["hter_ci95_note"]
+    assert "Shortcut floor" in (run / "test-pairs" / "report.md").read_text()
+    history = json.loads((run / "distributions.json").read_text())["epochs"]
+    assert len(history) == 2 and all(set(h["val"]) == {"genuine", "skilled", "other"} for h in history)
+    # validate: figures on the validation signers only (screening), never the test signers
+    run_cli(tmp_path, "validate", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY)
+    screen = json.loads((run / "validate-pairs" / "report.json").read_text())
+    assert "validation signers themselves" in screen["threshold_source"]
+    assert screen["n_signers"] == len(json.loads((run / "split.json").read_text())["val"]) != report["n_signers"]
     # Two protocols from one test run: the pairs report is the one a pairs-only run writes.
     run_cli(tmp_path, "test", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY,
             "--model.evaluation.protocol", "references", "--model.evaluation.n_references", "2",
@@ -206,6 +215,20 @@ def test_init_from_an_earlier_run(tmp_path):
         SignatureVerifier(backbone="test_efficientnet", head_hidden=[64], init_from=str(ckpt))
     with pytest.raises(FileNotFoundError):
         SignatureVerifier(backbone="test_efficientnet", init_from=str(tmp_path / "none.ckpt"))
+    assert torch.load(ckpt, weights_only=True)["signer_split"]["test"] == data.split["test"]
+
+
+def test_init_from_a_model_that_trained_on_this_runs_test_signers_is_refused(tmp_path):
+    model, data = tiny_parts(tmp_path)
+    data.split_config = SplitConfig(seed=5)  # pretrained with other signers in training
+    trainer(tmp_path, "pre", LRRecorder(), max_epochs=1).fit(model, data)
+    ckpt = str(tmp_path / "pre" / "last.ckpt")
+    tuned, data = tiny_parts(tmp_path, init_from=ckpt)
+    with pytest.raises(ValueError, match="model.init_from .* was trained or validated on"):
+        trainer(tmp_path, "tuned", LRRecorder(), max_epochs=1).fit(tuned, data)
+    tuned, data = tiny_parts(tmp_path, init_from=ckpt, allow_seen_signers=True)
+    with pytest.warns(UserWarning, match="allowed"):
+        trainer(tmp_path, "tuned", LRRecorder(), max_epochs=1).fit(tuned, data)
 
 
 class WeightRecorder(L.Callback):
