@@ -30,16 +30,6 @@ class SignatureLabels:
     def __len__(self) -> int:
         return self.signer.numel()
 
-    def pair_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boolean [B, B] masks of (anchor, positive) and (anchor, negative) pairs.
-
-        Anchors are genuine only. A positive is another genuine signature of the anchor's signer;
-        a negative is any signature of another signer or a forgery of the anchor's own signer.
-        So a forgery is never an anchor nor a positive.
-        """
-        positive, skilled, other = self.role_masks()
-        return positive, skilled | other
-
     def role_masks(self, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Boolean [B, B] masks of (anchor, positive), (anchor, its own skilled forgery) and
         (anchor, another signer's signature) pairs; the last two are the negatives. ``rows``: only

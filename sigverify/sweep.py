@@ -198,6 +198,8 @@ def write_outputs(reports: dict[str, list[dict]], members: dict[str, list[str]],
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not experiments():
+        raise SystemExit("sigverify sweep: no configs/*.yaml here; run it from the repository root")
     parser = argparse.ArgumentParser(prog="sigverify sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")

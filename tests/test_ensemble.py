@@ -90,6 +90,9 @@ def test_a_member_that_saw_this_runs_test_signers_is_refused(two_models, tmp_pat
     model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[other_split]), allow_seen_signers=True)
     with pytest.warns(UserWarning, match="allowed by model.allow_seen_signers"):
         tiny_trainer(tmp_path).predict(model, tiny_data(tmp))
+    # The checkpoint itself, tested under a split whose test signers it trained on.
+    with pytest.raises(ValueError, match="the checkpoint under evaluation was trained or validated on"):
+        embeddings(tmp, other_split)
     legacy = tmp_path / "legacy.ckpt"
     checkpoint = torch.load(other_split, weights_only=False)
     del checkpoint["signer_split"]

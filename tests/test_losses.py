@@ -196,7 +196,8 @@ def test_duplicate_embeddings_stay_finite(name):
 
 def test_forgeries_are_never_anchors_or_positives():
     labels = SignatureLabels(torch.tensor([0, 0, 0, 0, 1]), torch.tensor([True, True, False, False, True]))
-    positive, negative = labels.pair_masks()
+    positive, skilled, other = labels.role_masks()
+    negative = skilled | other
     assert not positive[2:4].any() and not negative[2:4].any()  # forgery rows: not anchors
     assert not positive[:, 2:4].any()  # forgery columns: never positives
     assert negative[0, 2] and negative[0, 3] and negative[0, 4]  # own forgeries and other signers

@@ -18,9 +18,12 @@ def loop_statistics(image: np.ndarray) -> list[float]:
     box_h, box_w = (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) if len(ys) else (0, 0)
     mass = x.sum()
     padded = np.pad(x, 1)
-    dilated = np.array([[padded[i:i + 3, j:j + 3].max() for j in range(w)] for i in range(h)])
+    square = np.array([[padded[i:i + 3, j:j + 3].max() for j in range(w)] for i in range(h)])
+    cross = np.array([[max(padded[i + 1, j + 1], padded[i, j + 1], padded[i + 2, j + 1], padded[i + 1, j],
+                           padded[i + 1, j + 2]) for j in range(w)] for i in range(h)])
+    growth = np.sqrt((square.sum() - mass) * (cross.sum() - mass))
     return [mass / (h * w), mass / max(len(ys), 1), box_h / h, box_w / w, (box_w / w * w) / max(box_h / h * h, 1e-6),
-            2 * mass / max(dilated.sum() - mass, 1e-6)]
+            2 * mass / max(growth, 1e-6)]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -34,6 +37,21 @@ def test_image_statistics_match_a_plain_loop(seed):
     ours = image_statistics(torch.from_numpy(images)[:, None]).numpy()
     assert ours.shape == (3, len(FEATURES))
     np.testing.assert_allclose(ours, [loop_statistics(im) for im in images], rtol=1e-5)
+
+
+@pytest.mark.parametrize("width", [2, 3, 5])
+@pytest.mark.parametrize("direction", ["horizontal", "vertical", "diagonal"])
+def test_stroke_width_of_bars_of_known_width(width, direction):
+    image = np.zeros((120, 120), np.uint8)
+    if direction == "horizontal":
+        image[50:50 + width, 10:110] = 255
+    elif direction == "vertical":
+        image[10:110, 50:50 + width] = 255
+    else:  # a 45-degree band, its width measured across it
+        ys, xs = np.mgrid[:120, :120]
+        image[(np.abs(ys - xs) * np.sqrt(0.5) < width / 2) & (ys > 10) & (ys < 110)] = 255
+    estimate = image_statistics(torch.from_numpy(image)[None, None])[0, FEATURES.index("stroke_width")].item()
+    assert estimate == pytest.approx(width, rel=0.25), (direction, width, estimate)
 
 
 def pages(seed, signers=12, per_kind=6, forgery_ink=1.0):

@@ -58,3 +58,28 @@ def test_saved_split_repeats_the_run(tmp_path):
     path = save_split(split, tmp_path / "split.json", config)
     assert json.loads(path.read_text())["config"]["seed"] == 7
     assert make_split(SIGNERS, SplitConfig(mode="file", file=str(path))) == split
+
+
+def test_seen_signers_are_refused_through_every_path():
+    import warnings
+
+    from sigverify.data.splits import refuse_seen_signers, split_record
+
+    this = split_record({"train": ["1", "2"], "val": ["3"], "test": ["4"]}, data="A")
+    refuse_seen_signers(split_record({"train": ["1", "2"], "val": ["3"], "test": ["4"]}, "A"), this, "m")  # same split
+    refuse_seen_signers(split_record({"train": ["5"], "val": ["3"], "test": ["1"]}, "A"), this, "m")  # only its val
+    with pytest.raises(ValueError, match=r"m was trained or validated on 1 of this run's validation/test signers \(4\)"):
+        refuse_seen_signers(split_record({"train": ["4"], "val": [], "test": []}, "A"), this, "m")
+    with pytest.raises(ValueError, match=r"on 1 of .*\(4\)"):  # chose its checkpoint on this run's test signer
+        refuse_seen_signers(split_record({"train": ["1"], "val": ["4"], "test": []}, "A"), this, "m")
+    inherited = {**split_record({"train": ["1"], "val": [], "test": []}, "A"),
+                 "init": split_record({"train": ["3"], "val": [], "test": []}, "A")}
+    with pytest.raises(ValueError, match="through the model it was initialised from"):
+        refuse_seen_signers(inherited, this, "m")
+    with pytest.raises(ValueError, match="does not record"):
+        refuse_seen_signers(None, this, "m")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        refuse_seen_signers(split_record({"train": ["4"], "val": [], "test": []}, "B"), this, "m")  # another data set
+        refuse_seen_signers(split_record({"train": ["4"], "val": [], "test": []}, "A"), this, "m", allow=True)
+    assert "another data set" in str(caught[0].message) and "allowed" in str(caught[1].message)

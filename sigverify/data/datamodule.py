@@ -114,7 +114,7 @@ class SignatureDataModule(L.LightningDataModule):
         self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
         self.genuine = np.array([r.genuine for r in self.records])
         self.split = make_split(self.signer_names, self.split_config)
-        self.data_fingerprint = data_fingerprint(self.records)
+        self.data_fingerprint = data_fingerprint(records)  # the manifest's, before any bad image is skipped
         self._save_split()
         log.info("split: %s", {k: len(v) for k, v in self.split.items()})
 
@@ -139,6 +139,9 @@ class SignatureDataModule(L.LightningDataModule):
         transform = build_train_transform(self.augment) if train else None
         world, rank = shard
         positions = self.positions(part)[rank::world]
+        if world > 1 and len(positions) == 0:
+            # Every rank must hold some images: an empty rank would hang the others' gather.
+            raise ValueError(f"the {part} part has fewer images ({len(self.positions(part))}) than processes ({world})")
         return SignatureDataset(self.images, self.signer_ids, self.genuine, positions, transform)
 
     # -- loaders ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ each run, and a saved split can be given back (``mode: file``) to repeat a run e
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,30 +109,46 @@ def split_record(split: dict[str, list[str]], data: str) -> dict:
 
 
 def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow: bool = False) -> None:
-    """Refuse a model (an ensemble member, an ``init_from`` checkpoint) that trained on, or chose its
-    checkpoint with, signers this run validates or tests on: its scores for them would be optimistic.
+    """Refuse a model (an ensemble member, an ``init_from`` checkpoint, a checkpoint tested under
+    another split) that trained on, or chose its checkpoint with, signers this run validates or tests
+    on: its scores for them would be optimistic.
 
-    ``record``: the model's :func:`split_record` (``None`` for checkpoints that predate it);
-    ``this_run``: this run's. Different data sets share no signers. ``allow`` turns the refusal into
-    a warning, for deliberate use.
+    ``record``: the model's :func:`split_record`, with ``init`` the record of the model it was
+    initialised from, if any (checked too); ``None`` for checkpoints that predate the record.
+    ``this_run``: this run's. ``allow`` turns the refusal into a warning, for deliberate use.
     """
-    import warnings
-
     if record is None:
-        problem = "does not record which signers it was trained on (saved before sigverify stored splits)"
-    elif record.get("data") != this_run["data"]:
+        _refuse(f"{source} does not record which signers it was trained on (saved before sigverify stored splits)",
+                allow)
         return
-    else:
-        # Trained on this run's validation or test signers, or chose its checkpoint on this run's test
-        # signers. (Validated on this run's validation signers is fine: the same split does that.)
-        overlap = (set(record["train"]) & (set(this_run["val"]) | set(this_run["test"]))) | \
-            (set(record["val"]) & set(this_run["test"]))
-        if not overlap:
-            return
-        overlap = sorted(overlap, key=_natural)
-        problem = (f"was trained or validated on {len(overlap)} of this run's validation/test signers "
-                   f"({', '.join(overlap[:10])}{', ...' if len(overlap) > 10 else ''})")
-    message = f"{source} {problem}; its scores for those signers would be optimistic"
+    overlap = _seen(record, this_run)
+    if record.get("data") != this_run["data"]:
+        if overlap:  # another data set, or the same one re-imported or with images added or skipped
+            warnings.warn(f"{source} was trained on another data set (fingerprint {record.get('data')} vs "
+                          f"{this_run['data']}) whose signer names include {len(overlap)} of this run's "
+                          f"validation/test signers ({_names(overlap)}); if it is the same data, its scores for "
+                          "them are optimistic")
+    elif overlap:
+        _refuse(f"{source} was trained or validated on {len(overlap)} of this run's validation/test signers "
+                f"({_names(overlap)})", allow)
+    if record.get("init"):
+        refuse_seen_signers(record["init"], this_run, f"{source} (through the model it was initialised from)", allow)
+
+
+def _seen(record: dict, this_run: dict) -> list[str]:
+    """Trained on this run's validation or test signers, or chose its checkpoint on this run's test
+    signers. (Validated on this run's validation signers is fine: the same split does that.)"""
+    overlap = (set(record["train"]) & (set(this_run["val"]) | set(this_run["test"]))) | \
+        (set(record["val"]) & set(this_run["test"]))
+    return sorted(overlap, key=_natural)
+
+
+def _names(signers: list[str]) -> str:
+    return ", ".join(signers[:10]) + (", ..." if len(signers) > 10 else "")
+
+
+def _refuse(problem: str, allow: bool) -> None:
+    message = f"{problem}; its scores for those signers would be optimistic"
     if allow:
         warnings.warn(message + " (allowed by model.allow_seen_signers)")
         return

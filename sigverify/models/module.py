@@ -69,6 +69,8 @@ class SignatureVerifier(L.LightningModule):
             raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
         self.embedder = embedder_from_hparams(self.hparams)
         self._init_split: dict | None = None
+        self._loaded_split: dict | None = None  # the signers of the checkpoint this model was loaded from
+        self._loaded = False
         if init_from:
             self._init_embedder(init_from)
         self.loss_fn = create_loss(loss, **(loss_args or {}))
@@ -127,10 +129,26 @@ class SignatureVerifier(L.LightningModule):
         checkpoint["val_threshold"] = self.val_threshold
         this_run = self.this_run_split()
         if this_run is not None:
-            checkpoint[SPLIT_KEY] = this_run
+            # A model initialised from another carries that model's signers in its weights too.
+            checkpoint[SPLIT_KEY] = {**this_run, "init": self._init_split} if self._init_split else this_run
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_threshold = checkpoint.get("val_threshold")
+        self._loaded_split, self._loaded = checkpoint.get(SPLIT_KEY), True
+
+    def _refuse_a_model_that_saw_these_signers(self) -> None:
+        """validate/test/predict of a checkpoint under another split (another fold, another split seed)
+        would score signers the model trained on: refused like an ensemble member. A checkpoint that
+        predates the record is let through with a warning (it is the model under test, not an addition)."""
+        this_run = self.this_run_split()
+        if this_run is None or not self._loaded:
+            return
+        if self._loaded_split is None:
+            log.warning("this checkpoint does not record which signers it was trained on; make sure this run's "
+                        "validation and test signers were not among them")
+            return
+        refuse_seen_signers(self._loaded_split, this_run, "the checkpoint under evaluation",
+                            self.hparams.allow_seen_signers)
 
     # -- forward -------------------------------------------------------------------------------
     def _to_channels_last(self) -> None:
@@ -173,6 +191,7 @@ class SignatureVerifier(L.LightningModule):
         self._to_channels_last()
         if self.trainer.state.fn == "fit" or self._evaluation_forward is not None:
             return
+        self._refuse_a_model_that_saw_these_signers()
         object.__setattr__(self, "_evaluation_forward", self._with_tta(self._with_ensemble(self._forward)))
 
     def on_fit_start(self) -> None:
@@ -247,7 +266,8 @@ class SignatureVerifier(L.LightningModule):
         emb, signers, genuine, _ = val
         if len(emb) == 0:
             return
-        self.validation_embeddings = (emb, signers, genuine)
+        if not self.trainer.sanity_checking:  # an untrained model's few batches are no epoch's figures
+            self.validation_embeddings = (emb, signers, genuine)
         scores = pair_scores(emb, signers, genuine)
         val_eer, threshold = eer(scores.genuine, scores.skilled)
         self.val_threshold = threshold
@@ -265,7 +285,9 @@ class SignatureVerifier(L.LightningModule):
         self._report_all_protocols(self.collected("test_threshold"), self.collected("test"))
 
     def _report_all_protocols(self, val, test, threshold_note: str | None = None) -> None:
-        stage = "test" if self.trainer.state.fn == "test" else "val"
+        # validate's report figures go under validate/: val/eer etc. are already logged this epoch,
+        # and a key logged twice in one hook is averaged by Lightning.
+        stage = "test" if self.trainer.state.fn == "test" else "validate"
         self.test_reports, self.test_scores = {}, {}
         for protocol in (self.evaluation.protocol, *self.evaluation.also_protocols):
             config = replace(self.evaluation, protocol=protocol, also_protocols=[])

@@ -59,8 +59,10 @@ class DistributionMonitor(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         out = pl_module.last_loss_output
-        if out is None or self._acc is None:
+        if out is None:
             return
+        if self._acc is None:  # a mid-epoch resume skips on_train_epoch_start
+            self._acc = {}
         for kind in KINDS:
             counts, total = self._histogram(out.pairs.similarity, getattr(out.pairs, kind))
             self._add(f"{kind}_hist", counts), self._add(f"{kind}_sum", total)
@@ -211,7 +213,11 @@ class FiniteLossGuard(L.Callback):
             self._raise_if_bad(trainer)
 
     def _raise_if_bad(self, trainer) -> None:
-        if self._first_bad is not None and int(self._first_bad) >= 0:
+        if self._first_bad is None:
+            return
+        if trainer.world_size > 1:  # every rank stops together, or the others would wait in the next collective
+            self._first_bad = trainer.strategy.reduce(self._first_bad, reduce_op="max")
+        if int(self._first_bad) >= 0:
             step, self._first_bad = int(self._first_bad), None
             raise NonFiniteLossError(
                 f"non-finite loss at global step {step} (epoch {trainer.current_epoch}); stopping. The last good "
