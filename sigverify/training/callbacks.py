@@ -166,7 +166,7 @@ def plot_distributions(history: list[dict], edges: np.ndarray, path: Path) -> Pa
                 axes[0].plot(*zip(*points), style, color=COLOURS[kind], label=f"{stage}: {label}")
     axes[0].set(xlabel="epoch", ylabel="mean cosine similarity", title="Training batches (solid), validation signers (dashed)",
                 xlim=(min(epochs), max(max(epochs), min(epochs) + 1)))
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6, loc="lower left", bbox_to_anchor=(0, 1.08), ncol=2, frameon=False)
     for ax, stage in zip(axes[1:], stages):
         for kind, label in KINDS.items():
             counts = np.asarray(history[-1][stage][kind]["hist"], float)
