@@ -40,6 +40,8 @@ def summary(report: dict) -> str:
         f"  AUC                 {report['auc']:.3f}",
         f"  at the threshold {report['threshold']:.3f} fixed on validation signers: FRR {100 * report['frr']:.1f} %, "
         f"FAR skilled {100 * report['far_skilled']:.1f} %, FAR random {100 * (report['far_random'] or 0):.1f} %",
+        f"  shortcut floor: image statistics alone reach EER {100 * report['image_statistics_eer']:.1f} % "
+        "under the same protocol",
         f"  wall time {report['wall_s'] / 60:.1f} min; run folder runs/demo (report, plots, checkpoints, logs)",
     ])
 
