@@ -107,21 +107,20 @@ class StrokeWidth(A.ImageOnlyTransform):
 def scale_stroke_width(image: np.ndarray, factor: float, max_steps: int = 8) -> np.ndarray:
     """``image`` (uint8, ink bright on black) with its ink mass scaled by ``factor`` through grey-level
     morphology (dilation for factor > 1, erosion below)."""
-    start = image.astype(np.float32)
-    mass = float(start.sum())
+    # Stays in uint8 throughout (cv2's uint8 morphology and sums are several times faster than float).
+    mass = float(cv2.sumElems(image)[0])
     if factor == 1.0 or mass == 0.0:
         return image
     target = factor * mass
     operation = cv2.dilate if factor > 1 else cv2.erode
-    current, current_mass = start, mass
+    current, current_mass = image, mass
     for _ in range(max_steps):
         following = operation(current, _CROSS)
-        following_mass = float(following.sum())
+        following_mass = float(cv2.sumElems(following)[0])
         if following_mass == current_mass:  # nothing left to change (blank, or the canvas is full)
             break
         if (following_mass - target) * (current_mass - target) <= 0:  # the target lies within this step
             share = (target - current_mass) / (following_mass - current_mass)
-            current = current + share * (following - current)
-            break
+            return cv2.addWeighted(current, 1.0 - share, following, share, 0.0)  # rounds and saturates
         current, current_mass = following, following_mass
-    return np.clip(np.rint(current), 0, 255).astype(np.uint8)
+    return current
