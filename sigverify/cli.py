@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import os
 import sys
@@ -9,6 +10,7 @@ import tempfile
 import warnings
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+TRAINING_COMMANDS = (*LIGHTNING_COMMANDS, "data", "sweep", "export")  # the rest runs on the serving install
 COMMANDS = {
     "fit": "train a model: --config configs/lsc_plus.yaml [--config configs/presets/cpu_tiny.yaml] [--key value]",
     "validate": "figures on the validation signers only, for screening recipes (validate-<protocol>/)",
@@ -16,6 +18,8 @@ COMMANDS = {
     "predict": "write the test signers' embeddings (<run>/predict/embeddings.npz)",
     "data": "data sets: import, info, synth, prepare, preview (one augmented training batch as a picture)",
     "sweep": "train and test every loss under identical settings, tables side by side (= make sweep)",
+    "export": "a checkpoint as a self-contained model folder (ONNX, safetensors, threshold, model card)",
+    "verify": "a questioned signature against reference signatures with an exported model, as JSON",
 }
 
 
@@ -35,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     if command in (None, "-h", "--help", "help"):
         print(usage())
         sys.exit(0 if command else 2)
+    if command in TRAINING_COMMANDS and importlib.util.find_spec("torch") is None:
+        print(f"sigverify {command} needs the training install: pip install 'sigverify[train]' "
+              "(this one serves models only)", file=sys.stderr)
+        sys.exit(2)
     if command == "data":
         from sigverify.data.commands import run_data_command
 
@@ -43,6 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         from sigverify.sweep import main as sweep
 
         sys.exit(sweep(argv[1:]))
+    if command == "export":
+        from sigverify.serving.export import main as export
+
+        sys.exit(export(argv[1:]))
+    if command == "verify":
+        from sigverify.serving.commands import verify_main
+
+        sys.exit(verify_main(argv[1:]))
     if command not in LIGHTNING_COMMANDS:
         print(f"sigverify: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)

@@ -117,7 +117,7 @@ def test_front_door_lists_every_command():
 
     done = subprocess.run([sys.executable, "-m", "sigverify.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and not done.stderr
-    for command in ("fit", "validate", "test", "predict", "data", "sweep"):
+    for command in ("fit", "validate", "test", "predict", "data", "sweep", "export", "verify"):
         assert f"\n  {command} " in done.stdout, command
     assert "Lightning Trainer" not in done.stdout
     fit_help = subprocess.run([sys.executable, "-m", "sigverify.cli", "fit", "--help"], capture_output=True, text=True,

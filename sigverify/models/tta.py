@@ -37,7 +37,9 @@ class ShiftAveraged(nn.Module):
         return [(0, 0), (-dy, 0), (dy, 0), (0, -dx), (0, dx)]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        views = [shifted(images, dy, dx) for dy, dx in self.offsets(*images.shape[-2:])]
+        # int(): the offsets are constants of a model's fixed input size (also in an exported ONNX graph).
+        height, width = int(images.shape[-2]), int(images.shape[-1])
+        views = [shifted(images, dy, dx) for dy, dx in self.offsets(height, width)]
         # One batch of all views: one pass through the network instead of five smaller ones.
-        embeddings = self.network(torch.cat(views)).unflatten(0, (len(views), len(images)))
+        embeddings = self.network(torch.cat(views)).unflatten(0, (len(views), -1))  # -1: any batch size
         return F.normalize(embeddings.mean(0), dim=1)

@@ -1,0 +1,221 @@
+"""``sigverify export --ckpt CKPT --out MODEL_DIR``: a trained checkpoint as a self-contained model folder
+(layout in ``model_dir.py``).
+
+The operating threshold is chosen on the checkpoint's own validation signers under the scoring protocol
+the folder will serve (as ``sigverify test`` chooses it), and their scores are kept for the confidence of
+every later decision. The ONNX graph is checked against PyTorch on those real preprocessed images.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sigverify
+from sigverify.data.augment import AugmentConfig
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.data.splits import SPLIT_KEY, SplitConfig
+from sigverify.evaluation.metrics import rates_at
+from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
+from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.tta import ShiftAveraged
+from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
+from sigverify.serving.model_card import model_card
+
+log = logging.getLogger(__name__)
+
+ONNX_TOLERANCE = 1e-4  # max |ONNX - PyTorch| per embedding coordinate on real images
+_DATAMODULE_PARTS = {"synthetic": SyntheticConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
+                     "split": SplitConfig, "sampler": SamplerConfig}
+
+
+def datamodule_from_checkpoint(checkpoint: dict, root: str | None = None) -> SignatureDataModule:
+    """The checkpoint's data module (its data, preprocessing and signer split), for its validation signers."""
+    stored = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    if not stored:
+        raise ValueError("the checkpoint holds no data module settings; was it written by `sigverify fit`?")
+    stored.pop("_instantiator", None)
+    for key, kind in _DATAMODULE_PARTS.items():
+        if isinstance(stored.get(key), dict):
+            names = {f.name for f in fields(kind)}
+            stored[key] = kind(**{k: v for k, v in stored[key].items() if k in names})
+    if root is not None:
+        stored["root"] = root
+    stored["num_workers"] = 0
+    return SignatureDataModule(**stored)
+
+
+def evaluation_network(hparams: dict, checkpoint: dict) -> torch.nn.Module:
+    """The network ``sigverify test`` embeds with: the trained embedder, shift-averaged if the run tests so."""
+    evaluation = hparams.get("evaluation") or {}
+    evaluation = asdict(evaluation) if not isinstance(evaluation, dict) else evaluation
+    if evaluation.get("ensemble"):
+        raise ValueError("this checkpoint's evaluation scores an ensemble; export exports one network "
+                         "(export each member, or drop model.evaluation.ensemble)")
+    network = embedder_from_hparams(hparams, weights_from_checkpoint=True)
+    network.load_state_dict(embedder_weights(checkpoint))
+    shift = evaluation.get("tta_shift") or 0.0
+    return (ShiftAveraged(network, shift) if shift else network).eval()
+
+
+@torch.no_grad()
+def embed(network: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    out = [network(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None]))).numpy()
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def export_onnx(network: torch.nn.Module, height: int, width: int, file: Path) -> None:
+    example = torch.zeros(2, 1, height, width, dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constant shapes: the input size is fixed
+        torch.onnx.export(network, (example,), str(file), input_names=["images"], output_names=["embeddings"],
+                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    network.eval()  # the exporter restores the training flag of the outermost module on every submodule
+
+
+def onnx_embed(file: Path, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"images": np.ascontiguousarray(images[i:i + batch_size, None])})[0]
+                           for i in range(0, len(images), batch_size)])
+
+
+def config_hash(training: dict) -> str:
+    return hashlib.sha256(json.dumps(training, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _plain(value):
+    """Settings as JSON (dataclasses, tuples and paths included)."""
+    return json.loads(json.dumps(value, default=lambda v: asdict(v) if hasattr(v, "__dataclass_fields__") else str(v)))
+
+
+def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data: str | None = None,
+           overwrite: bool = False) -> Path:
+    """Write the model folder; returns its path. Nothing is left at ``out`` if any step fails."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
+    checkpoint = read_checkpoint(ckpt, "checkpoint to export")
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if "backbone" not in hparams:
+        raise ValueError(f"{ckpt}: not a sigverify checkpoint (no model hyperparameters)")
+    evaluation = hparams.get("evaluation") or {}
+    evaluation = EvalConfig(**{k: v for k, v in (asdict(evaluation) if not isinstance(evaluation, dict)
+                                                 else evaluation).items() if k != "ensemble"})
+    config = EvalConfig(**{**asdict(evaluation), "protocol": protocol or "references", "also_protocols": [],
+                           "ensemble": []})
+    network = evaluation_network(hparams, checkpoint)
+
+    datamodule = datamodule_from_checkpoint(checkpoint, data)
+    datamodule.setup("validate")
+    record = checkpoint.get(SPLIT_KEY)
+    if record is not None and sorted(record["val"]) != sorted(datamodule.split["val"]):
+        raise ValueError(f"{ckpt}: the data module rebuilt from it has other validation signers than it "
+                         "trained with (another data set or split?); pass --data to point at its data")
+    positions = datamodule.positions("val")
+    if not len(positions):
+        raise ValueError(f"{ckpt}: its split has no validation signers to fix the threshold on")
+    images = np.asarray(datamodule.images[positions])
+    embeddings = embed(network, images)
+    validation = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
+    threshold, source = choose_threshold(validation, config)
+    rates = rates_at(threshold, validation.genuine, validation.skilled, validation.random)
+
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
+    try:
+        preprocess = datamodule.preprocess
+        export_onnx(network, preprocess.height, preprocess.width, staging / ONNX)
+        difference = float(np.abs(onnx_embed(staging / ONNX, images) - embeddings).max())
+        if difference > ONNX_TOLERANCE:
+            raise RuntimeError(f"the ONNX graph differs from PyTorch by {difference:.2e} on the validation "
+                               f"images (tolerance {ONNX_TOLERANCE:g}); not exported")
+        from safetensors.torch import save_file
+
+        embedder = network.network if isinstance(network, ShiftAveraged) else network
+        save_file({k: v.contiguous() for k, v in embedder.state_dict().items()}, str(staging / WEIGHTS))
+        training = {"model": _plain({k: v for k, v in hparams.items() if k != "_instantiator"}),
+                    "data": _plain({k: v for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()
+                                    if k != "_instantiator"})}
+        model_config = {
+            "format_version": FORMAT_VERSION,
+            "library_name": "sigverify",
+            "sigverify_version": sigverify.__version__,
+            "architecture": "SignatureEmbedder",
+            "backbone": hparams["backbone"],
+            "embedding_dim": int(hparams["embedding_dim"]),
+            "head_hidden": list(hparams["head_hidden"]),
+            "tta_shift": config.tta_shift,
+            "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 1, preprocess.height, preprocess.width],
+                      "ink": "bright (255) on black (0), after the preprocessing below"},
+            "output": {"name": "embeddings", "dtype": "float32", "shape": ["batch", int(hparams["embedding_dim"])],
+                       "norm": "unit length; compare with the cosine similarity"},
+            "preprocess": asdict(preprocess),
+            "protocol": {"name": config.protocol, "reduce": config.reduce, "normalize": config.normalize,
+                         "n_references_validated": config.n_references if config.protocol == "references" else 1},
+            "threshold": {"value": float(threshold), "source": source, "far_skilled": rates["far_skilled"],
+                          "frr": rates["frr"], "far_random": rates["far_random"], "hter": rates["hter"],
+                          "n_validation_signers": len(datamodule.split["val"]),
+                          "n_genuine_scores": int(len(validation.genuine)),
+                          "n_skilled_scores": int(len(validation.skilled))},
+            "onnx": {"opset": 17, "max_abs_difference_to_pytorch": difference, "tolerance": ONNX_TOLERANCE,
+                     "checked_on": f"{len(images)} preprocessed validation images"},
+            "checkpoint": {"file": Path(ckpt).name, "epoch": checkpoint.get("epoch"),
+                           "global_step": checkpoint.get("global_step")},
+            "training_config": training,
+            "training_config_sha256": config_hash(training),
+            "split": record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
+        }
+        (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
+        (staging / CALIBRATION).write_text(json.dumps(Calibration.from_scores(validation.genuine, validation.skilled).to_json()))
+        (staging / CARD).write_text(model_card(model_config, _test_reports(Path(ckpt), config.protocol)))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %s to %s (threshold %.4f under the %s protocol, ONNX within %.1e)", ckpt, out, threshold,
+             config.protocol, difference)
+    return out
+
+
+def _test_reports(ckpt: Path, protocol: str) -> dict | None:
+    """The run's test report under this protocol, if ``sigverify test`` wrote one beside the checkpoint."""
+    report = ckpt.resolve().parent.parent / f"test-{protocol}" / "report.json"
+    try:
+        return json.loads(report.read_text()) if report.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sigverify export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True, help="a checkpoint written by `sigverify fit`")
+    parser.add_argument("--out", required=True, help="the model folder to write")
+    parser.add_argument("--protocol", choices=("references", "pairs"), default="references",
+                        help="how the served model scores a questioned signature (default: references, "
+                             "with the run's writer normalisation)")
+    parser.add_argument("--data", help="the training data's manifest.csv, if it moved since training "
+                                       "(its validation signers fix the threshold)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    args = parser.parse_args(argv)
+    try:
+        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"sigverify export: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"model_dir": str(path), **json.loads((path / CONFIG).read_text())["threshold"]}))
+    return 0

@@ -1,0 +1,101 @@
+"""Verification with an exported model on onnxruntime: preprocess, embed, score, decide. No torch.
+
+The score of a questioned signature against a signer's references is computed by the function
+``sigverify test`` uses (:func:`sigverify.evaluation.protocols.score_against_references` under the
+``references`` protocol), so the threshold measured on the validation signers is the one that applies.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sigverify.data.preprocess import PreprocessConfig, preprocess_array, preprocess_file
+from sigverify.evaluation.protocols import cosine, score_against_references
+from sigverify.serving.model_dir import ModelDir, read_model_dir
+
+
+@dataclass(frozen=True)
+class Verdict:
+    similarities: list[float]  # cosine similarity of the questioned signature to each reference
+    score: float  # the protocol's aggregate score, compared with the threshold
+    distance: float  # cosine distance to the references: 1 - mean similarity
+    threshold: float
+    genuine: bool
+    confidence: float
+    far_at_score: float  # validation skilled forgeries scoring at or above this score
+    frr_at_score: float  # validation genuine signatures scoring below this score
+
+    def to_json(self) -> dict:
+        return {"decision": "genuine" if self.genuine else "forgery", "score": self.score,
+                "distance": self.distance, "threshold": self.threshold, "confidence": self.confidence,
+                "similarities": self.similarities, "far_at_score": self.far_at_score,
+                "frr_at_score": self.frr_at_score}
+
+
+class Verifier:
+    """An exported model ready to verify. ``threads`` caps onnxruntime's intra-op threads (default: all cores)."""
+
+    def __init__(self, model: ModelDir | str | Path, threads: int | None = None):
+        import onnxruntime as ort  # the serving extra; imported here so reading a model folder does not need it
+
+        self.model = model if isinstance(model, ModelDir) else read_model_dir(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.log_severity_level = 3  # onnxruntime's warnings are about its own graph optimisations
+        self.session = ort.InferenceSession(str(self.model.onnx_path), options, providers=["CPUExecutionProvider"])
+        self.preprocess_config = PreprocessConfig(**self.model.preprocess)
+        protocol = self.model.protocol
+        self.protocol = protocol["name"]
+        self.reduce, self.normalize = protocol.get("reduce", "mean"), protocol.get("normalize", "none")
+
+    @property
+    def min_references(self) -> int:
+        """Writer normalisation needs the references' similarities to each other: at least 2 of them."""
+        return 2 if self.protocol == "references" and self.normalize != "none" else 1
+
+    # -- images -> embeddings ----------------------------------------------------------------------
+    def preprocess_files(self, paths) -> np.ndarray:
+        return np.stack([preprocess_file(p, self.preprocess_config) for p in paths])
+
+    def preprocess_gray(self, gray: np.ndarray) -> np.ndarray:
+        """A decoded grayscale page (uint8, dark ink on light paper) as the model sees it."""
+        return preprocess_array(gray, self.preprocess_config)
+
+    def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Preprocessed uint8 images [N, H, W] -> unit-length embeddings [N, D] (float32)."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        chunks = [self.session.run(None, {"images": images[i:i + batch_size, None]})[0]
+                  for i in range(0, len(images), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.config["embedding_dim"]), np.float32)
+
+    # -- embeddings -> verdict ---------------------------------------------------------------------
+    def score(self, questioned: np.ndarray, references: np.ndarray) -> float:
+        """The protocol's score of one questioned embedding [D] against a signer's references [R, D]."""
+        questioned, references = np.atleast_2d(questioned), np.atleast_2d(references)
+        if len(references) < self.min_references:
+            raise ValueError(f"this model scores against at least {self.min_references} references, "
+                             f"got {len(references)}")
+        if self.protocol == "references":
+            return float(score_against_references(questioned, references, self.reduce, self.normalize)[0])
+        # pairs: each pair is scored as `sigverify test` scores a pair; several references are averaged
+        return float(cosine(questioned, references).mean())
+
+    def verdict(self, questioned: np.ndarray, references: np.ndarray) -> Verdict:
+        similarities = cosine(np.atleast_2d(questioned).astype(np.float64), np.atleast_2d(references).astype(np.float64))[0]
+        score = self.score(np.asarray(questioned, np.float64), np.asarray(references, np.float64))
+        threshold, calibration = self.model.threshold, self.model.calibration
+        far, frr = calibration.far_at(score), calibration.frr_at(score)
+        genuine = score >= threshold
+        # Confidence: the share of validation signatures of the other class that this score is on the far
+        # side of. Accepted: forgeries that score lower (1 - FAR here); rejected: genuine that score higher.
+        confidence = 1.0 - far if genuine else 1.0 - frr
+        return Verdict([float(s) for s in similarities], score, float(1.0 - similarities.mean()), threshold,
+                       bool(genuine), float(confidence), far, frr)
+
+    def verify_files(self, references, questioned) -> Verdict:
+        images = self.preprocess_files([*references, questioned])
+        embeddings = self.embed(images)
+        return self.verdict(embeddings[-1], embeddings[:-1])

@@ -1,0 +1,175 @@
+"""`sigverify export` and `sigverify verify`, through the commands a user runs: a model trained by
+`sigverify fit`, tested by `sigverify test`, exported, then verifying image files without torch."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sigverify.cli import main
+from sigverify.data.manifest import read_manifest
+from sigverify.evaluation.protocols import score_against_references
+from sigverify.models.embedding import SignatureEmbedder
+from sigverify.serving.export import datamodule_from_checkpoint, evaluation_network, export_onnx, onnx_embed
+from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, read_model_dir
+from sigverify.serving.verifier import Verifier
+
+TINY = ["--model.backbone", "test_efficientnet", "--model.head_hidden", "[32]", "--model.embedding_dim", "32",
+        "--data.preprocess.height", "32", "--data.preprocess.width", "64", "--data.synthetic.signers", "14",
+        "--data.synthetic.genuine", "6", "--data.synthetic.forgeries", "4", "--data.num_workers", "0",
+        "--data.sampler.p", "4", "--trainer.enable_progress_bar", "false",
+        "--model.evaluation.protocol", "references", "--model.evaluation.also_protocols", "[pairs]",
+        "--model.evaluation.n_references", "3", "--model.evaluation.bootstrap", "0"]
+
+
+def cli(*args) -> int:
+    try:
+        main(list(args))
+    except SystemExit as done:
+        return done.code
+    return 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run of `sigverify fit` + `sigverify test` + `sigverify predict`, and its export."""
+    tmp = tmp_path_factory.mktemp("served")
+    common = ["--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp / "runs"), "--vars.name", "r",
+              *TINY, "--data.cache_dir", str(tmp / "cache")]
+    assert cli("fit", *common, "--trainer.max_epochs", "2", "--data.sampler.batches_per_epoch", "3") == 0
+    for stage in ("test", "predict"):
+        assert cli(stage, *common, "--ckpt_path", "best") == 0
+    run = tmp / "runs" / "r"
+    ckpt = str(next((run / "checkpoints").glob("best-*.ckpt")))
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp / "model")) == 0
+    return tmp, run, ckpt, tmp / "model"
+
+
+def test_export_writes_a_hub_style_folder_with_the_validation_threshold(trained):
+    tmp, run, ckpt, model_dir = trained
+    for name in (CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD):
+        assert (model_dir / name).is_file(), name
+    model = read_model_dir(model_dir)
+    config = model.config
+    report = json.loads((run / "test-references" / "report.json").read_text())
+    # the threshold `sigverify test` chose on the validation signers is the one the folder serves
+    assert model.threshold == pytest.approx(report["threshold"], abs=1e-9)
+    assert config["protocol"] == {"name": "references", "reduce": "mean", "normalize": "center",
+                                  "n_references_validated": 3}
+    checkpoint = torch.load(ckpt, weights_only=False)
+    assert config["split"] == checkpoint["signer_split"]
+    assert config["backbone"] == "test_efficientnet" and config["embedding_dim"] == 32
+    assert config["preprocess"]["height"] == 32 and len(config["training_config_sha256"]) == 64
+    assert config["onnx"]["max_abs_difference_to_pytorch"] <= 1e-4
+    # calibration: the validation scores the threshold came from, with its rates there
+    assert model.calibration.far_at(model.threshold) == pytest.approx(config["threshold"]["far_skilled"])
+    assert model.calibration.frr_at(model.threshold) == pytest.approx(config["threshold"]["frr"])
+    card = (model_dir / CARD).read_text()
+    assert card.startswith("---\nlibrary_name: sigverify") and f"{report['n_signers']} test signers" in card
+
+
+def test_onnx_matches_pytorch_and_safetensors_reload_the_network(trained):
+    tmp, run, ckpt, model_dir = trained
+    from safetensors.torch import load_file
+
+    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
+    dm.setup("test")
+    images = np.asarray(dm.images[dm.positions("test")])  # real preprocessed images, not random tensors
+    network = SignatureEmbedder("test_efficientnet", hidden=[32], dim=32)
+    network.load_state_dict(load_file(str(model_dir / WEIGHTS)))
+    with torch.no_grad():
+        expected = network.eval()(torch.from_numpy(images[:, None])).numpy()
+    assert np.abs(Verifier(model_dir).embed(images) - expected).max() <= 1e-4
+
+
+def test_shift_averaged_networks_export_with_any_batch_size(trained, tmp_path):
+    tmp, run, ckpt, model_dir = trained
+    checkpoint = torch.load(ckpt, weights_only=False)
+    hparams = {**checkpoint["hyper_parameters"], "evaluation": {"tta_shift": 0.1}}
+    network = evaluation_network(hparams, checkpoint)
+    export_onnx(network, 32, 64, tmp_path / "tta.onnx")
+    images = torch.randint(0, 256, (5, 32, 64), dtype=torch.uint8).numpy()
+    with torch.no_grad():
+        expected = network(torch.from_numpy(images[:, None])).numpy()
+    assert np.abs(onnx_embed(tmp_path / "tta.onnx", images) - expected).max() <= 1e-4
+
+
+def _test_signer_files(trained) -> tuple[list[str], list[str], list[int]]:
+    """The files of one test signer: genuine, forgeries, and their rows in the predict embeddings."""
+    tmp, run, ckpt, model_dir = trained
+    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
+    dm.setup("test")
+    root = dm.manifest_path().parent
+    positions = dm.positions("test")
+    signer = dm.records[positions[0]].signer
+    rows = [i for i, p in enumerate(positions) if dm.records[p].signer == signer]
+    genuine = [i for i in rows if dm.records[positions[i]].genuine]
+    forged = [i for i in rows if not dm.records[positions[i]].genuine]
+    path = lambda i: str(root / dm.records[positions[i]].path)  # noqa: E731
+    return [path(i) for i in genuine], [path(i) for i in forged], genuine + forged
+
+
+def test_verify_scores_as_sigverify_test_does(trained):
+    """One scoring rule: the command's score equals the test protocol's function applied to the
+    embeddings `sigverify predict` wrote for the same images."""
+    tmp, run, ckpt, model_dir = trained
+    genuine, forged, rows = _test_signer_files(trained)
+    predicted = np.load(run / "predict" / "embeddings.npz")["embedding"].astype(np.float64)
+    references, questioned = genuine[:3], forged[0]
+    done = subprocess.run([sys.executable, "-m", "sigverify.cli", "verify", "--model", str(model_dir), "--reference",
+                           *references, "--questioned", questioned], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    verdict = json.loads(done.stdout)
+    ref_rows, q_row = rows[:3], rows[len(genuine)]
+    expected = score_against_references(predicted[[q_row]], predicted[ref_rows], "mean", "center")[0]
+    assert verdict["score"] == pytest.approx(expected, abs=1e-5)
+    assert verdict["similarities"] == pytest.approx(list(predicted[ref_rows] @ predicted[q_row]), abs=1e-5)
+    assert verdict["distance"] == pytest.approx(1 - np.mean(verdict["similarities"]), abs=1e-9)
+    assert verdict["decision"] == ("genuine" if expected >= verdict["threshold"] else "forgery")
+    assert 0.0 <= verdict["confidence"] <= 1.0 and verdict["threshold"] == read_model_dir(model_dir).threshold
+
+
+def test_verify_runs_without_torch(trained):
+    """The serving path imports neither torch nor Lightning (the `sigverify[serve]` install)."""
+    tmp, run, ckpt, model_dir = trained
+    genuine, forged, _ = _test_signer_files(trained)
+    code = f"""
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {{"torch", "lightning", "timm", "torchvision", "torchmetrics", "albumentations"}}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Blocked())
+from sigverify.cli import main
+main(["verify", "--model", {str(model_dir)!r}, "--reference", *{genuine[:3]!r}, "--questioned", {genuine[3]!r}])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["decision"] in ("genuine", "forgery")
+
+
+def test_bad_inputs_name_the_file(trained, tmp_path, capsys):
+    tmp, run, ckpt, model_dir = trained
+    genuine, _, _ = _test_signer_files(trained)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert cli("verify", "--model", str(model_dir), "--reference", *genuine[:2], "--questioned", str(text)) == 1
+    assert str(text) in capsys.readouterr().err
+    # writer normalisation needs 2 references
+    assert cli("verify", "--model", str(model_dir), "--reference", genuine[0], "--questioned", genuine[1]) == 1
+    assert "at least 2 references" in capsys.readouterr().err
+    with pytest.raises(ModelDirError, match="model.onnx: missing"):
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        for name in (CONFIG, CALIBRATION):
+            (broken / name).write_bytes((model_dir / name).read_bytes())
+        read_model_dir(broken)
+    # export never overwrites a folder unless asked, and a failed export leaves nothing behind
+    assert cli("export", "--ckpt", ckpt, "--out", str(model_dir)) == 1
+    assert "already exists" in capsys.readouterr().err and (model_dir / ONNX).is_file()
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "m"), "--data", str(tmp_path / "none.csv")) == 1
+    assert "none.csv" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    assert not list(tmp_path.glob(".export-*"))
