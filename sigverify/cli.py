@@ -20,6 +20,7 @@ COMMANDS = {
     "sweep": "train and test every loss under identical settings, tables side by side (= make sweep)",
     "export": "a checkpoint as a self-contained model folder (ONNX, safetensors, threshold, model card)",
     "verify": "a questioned signature against reference signatures with an exported model, as JSON",
+    "serve": "the verification service: HTTP API, web page, PostgreSQL + pgvector (embedded by default)",
 }
 
 
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         from sigverify.serving.commands import verify_main
 
         sys.exit(verify_main(argv[1:]))
+    if command == "serve":
+        from sigverify.serving.commands import serve_main
+
+        sys.exit(serve_main(argv[1:]))
     if command not in LIGHTNING_COMMANDS:
         print(f"sigverify: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)

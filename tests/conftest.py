@@ -33,3 +33,57 @@ def working_directory_left_clean():
     yield
     left = set(os.listdir(root)) - before
     assert not left, f"test left {sorted(left)} in {root}"
+
+
+# -- a model as a user gets one: `sigverify fit`, `test`, `predict`, then `export` ---------------------
+SERVED_TINY = ["--model.backbone", "test_efficientnet", "--model.head_hidden", "[32]", "--model.embedding_dim", "32",
+               "--data.preprocess.height", "32", "--data.preprocess.width", "64", "--data.synthetic.signers", "14",
+               "--data.synthetic.genuine", "6", "--data.synthetic.forgeries", "4", "--data.num_workers", "0",
+               "--data.sampler.p", "4", "--trainer.enable_progress_bar", "false",
+               "--model.evaluation.protocol", "references", "--model.evaluation.also_protocols", "[pairs]",
+               "--model.evaluation.n_references", "3", "--model.evaluation.bootstrap", "0"]
+
+
+def cli(*args) -> int:
+    """``sigverify ARGS`` in this process; its exit code."""
+    from sigverify.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as done:
+        return done.code
+    return 0
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory):
+    """(folder, run folder, best checkpoint, exported model folder) of a tiny run on synthetic signers."""
+    tmp = tmp_path_factory.mktemp("served")
+    common = ["--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp / "runs"), "--vars.name", "r",
+              *SERVED_TINY, "--data.cache_dir", str(tmp / "cache")]
+    assert cli("fit", *common, "--trainer.max_epochs", "2", "--data.sampler.batches_per_epoch", "3") == 0
+    for stage in ("test", "predict"):
+        assert cli(stage, *common, "--ckpt_path", "best") == 0
+    run = tmp / "runs" / "r"
+    ckpt = str(next((run / "checkpoints").glob("best-*.ckpt")))
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp / "model")) == 0
+    return tmp, run, ckpt, tmp / "model"
+
+
+def signer_files(served_model, which: int = 0) -> tuple[list[str], list[str], list[int]]:
+    """The image files of one test signer (the ``which``-th): genuine, forgeries, and their rows in the predict embeddings."""
+    import torch
+
+    from sigverify.serving.export import datamodule_from_checkpoint
+
+    tmp, run, ckpt, model_dir = served_model
+    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
+    dm.setup("test")
+    root = dm.manifest_path().parent
+    positions = dm.positions("test")
+    signer = sorted({dm.records[p].signer for p in positions})[which]
+    rows = [i for i, p in enumerate(positions) if dm.records[p].signer == signer]
+    genuine = [i for i in rows if dm.records[positions[i]].genuine]
+    forged = [i for i in rows if not dm.records[positions[i]].genuine]
+    path = lambda i: str(root / dm.records[positions[i]].path)  # noqa: E731
+    return [path(i) for i in genuine], [path(i) for i in forged], genuine + forged

@@ -3,53 +3,20 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sigverify.cli import main
-from sigverify.data.manifest import read_manifest
+from conftest import cli, signer_files
 from sigverify.evaluation.protocols import score_against_references
 from sigverify.models.embedding import SignatureEmbedder
 from sigverify.serving.export import datamodule_from_checkpoint, evaluation_network, export_onnx, onnx_embed
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.verifier import Verifier
 
-TINY = ["--model.backbone", "test_efficientnet", "--model.head_hidden", "[32]", "--model.embedding_dim", "32",
-        "--data.preprocess.height", "32", "--data.preprocess.width", "64", "--data.synthetic.signers", "14",
-        "--data.synthetic.genuine", "6", "--data.synthetic.forgeries", "4", "--data.num_workers", "0",
-        "--data.sampler.p", "4", "--trainer.enable_progress_bar", "false",
-        "--model.evaluation.protocol", "references", "--model.evaluation.also_protocols", "[pairs]",
-        "--model.evaluation.n_references", "3", "--model.evaluation.bootstrap", "0"]
-
-
-def cli(*args) -> int:
-    try:
-        main(list(args))
-    except SystemExit as done:
-        return done.code
-    return 0
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A run of `sigverify fit` + `sigverify test` + `sigverify predict`, and its export."""
-    tmp = tmp_path_factory.mktemp("served")
-    common = ["--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp / "runs"), "--vars.name", "r",
-              *TINY, "--data.cache_dir", str(tmp / "cache")]
-    assert cli("fit", *common, "--trainer.max_epochs", "2", "--data.sampler.batches_per_epoch", "3") == 0
-    for stage in ("test", "predict"):
-        assert cli(stage, *common, "--ckpt_path", "best") == 0
-    run = tmp / "runs" / "r"
-    ckpt = str(next((run / "checkpoints").glob("best-*.ckpt")))
-    assert cli("export", "--ckpt", ckpt, "--out", str(tmp / "model")) == 0
-    return tmp, run, ckpt, tmp / "model"
-
-
-def test_export_writes_a_hub_style_folder_with_the_validation_threshold(trained):
-    tmp, run, ckpt, model_dir = trained
+def test_export_writes_a_hub_style_folder_with_the_validation_threshold(served_model):
+    tmp, run, ckpt, model_dir = served_model
     for name in (CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD):
         assert (model_dir / name).is_file(), name
     model = read_model_dir(model_dir)
@@ -71,8 +38,8 @@ def test_export_writes_a_hub_style_folder_with_the_validation_threshold(trained)
     assert card.startswith("---\nlibrary_name: sigverify") and f"{report['n_signers']} test signers" in card
 
 
-def test_onnx_matches_pytorch_and_safetensors_reload_the_network(trained):
-    tmp, run, ckpt, model_dir = trained
+def test_onnx_matches_pytorch_and_safetensors_reload_the_network(served_model):
+    tmp, run, ckpt, model_dir = served_model
     from safetensors.torch import load_file
 
     dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
@@ -85,8 +52,8 @@ def test_onnx_matches_pytorch_and_safetensors_reload_the_network(trained):
     assert np.abs(Verifier(model_dir).embed(images) - expected).max() <= 1e-4
 
 
-def test_shift_averaged_networks_export_with_any_batch_size(trained, tmp_path):
-    tmp, run, ckpt, model_dir = trained
+def test_shift_averaged_networks_export_with_any_batch_size(served_model, tmp_path):
+    tmp, run, ckpt, model_dir = served_model
     checkpoint = torch.load(ckpt, weights_only=False)
     hparams = {**checkpoint["hyper_parameters"], "evaluation": {"tta_shift": 0.1}}
     network = evaluation_network(hparams, checkpoint)
@@ -97,26 +64,11 @@ def test_shift_averaged_networks_export_with_any_batch_size(trained, tmp_path):
     assert np.abs(onnx_embed(tmp_path / "tta.onnx", images) - expected).max() <= 1e-4
 
 
-def _test_signer_files(trained) -> tuple[list[str], list[str], list[int]]:
-    """The files of one test signer: genuine, forgeries, and their rows in the predict embeddings."""
-    tmp, run, ckpt, model_dir = trained
-    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
-    dm.setup("test")
-    root = dm.manifest_path().parent
-    positions = dm.positions("test")
-    signer = dm.records[positions[0]].signer
-    rows = [i for i, p in enumerate(positions) if dm.records[p].signer == signer]
-    genuine = [i for i in rows if dm.records[positions[i]].genuine]
-    forged = [i for i in rows if not dm.records[positions[i]].genuine]
-    path = lambda i: str(root / dm.records[positions[i]].path)  # noqa: E731
-    return [path(i) for i in genuine], [path(i) for i in forged], genuine + forged
-
-
-def test_verify_scores_as_sigverify_test_does(trained):
+def test_verify_scores_as_sigverify_test_does(served_model):
     """One scoring rule: the command's score equals the test protocol's function applied to the
     embeddings `sigverify predict` wrote for the same images."""
-    tmp, run, ckpt, model_dir = trained
-    genuine, forged, rows = _test_signer_files(trained)
+    tmp, run, ckpt, model_dir = served_model
+    genuine, forged, rows = signer_files(served_model)
     predicted = np.load(run / "predict" / "embeddings.npz")["embedding"].astype(np.float64)
     references, questioned = genuine[:3], forged[0]
     done = subprocess.run([sys.executable, "-m", "sigverify.cli", "verify", "--model", str(model_dir), "--reference",
@@ -132,10 +84,10 @@ def test_verify_scores_as_sigverify_test_does(trained):
     assert 0.0 <= verdict["confidence"] <= 1.0 and verdict["threshold"] == read_model_dir(model_dir).threshold
 
 
-def test_verify_runs_without_torch(trained):
+def test_verify_runs_without_torch(served_model):
     """The serving path imports neither torch nor Lightning (the `sigverify[serve]` install)."""
-    tmp, run, ckpt, model_dir = trained
-    genuine, forged, _ = _test_signer_files(trained)
+    tmp, run, ckpt, model_dir = served_model
+    genuine, forged, _ = signer_files(served_model)
     code = f"""
 import importlib.abc, sys
 class Blocked(importlib.abc.MetaPathFinder):
@@ -151,9 +103,9 @@ main(["verify", "--model", {str(model_dir)!r}, "--reference", *{genuine[:3]!r}, 
     assert json.loads(done.stdout)["decision"] in ("genuine", "forgery")
 
 
-def test_bad_inputs_name_the_file(trained, tmp_path, capsys):
-    tmp, run, ckpt, model_dir = trained
-    genuine, _, _ = _test_signer_files(trained)
+def test_bad_inputs_name_the_file(served_model, tmp_path, capsys):
+    tmp, run, ckpt, model_dir = served_model
+    genuine, _, _ = signer_files(served_model)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     assert cli("verify", "--model", str(model_dir), "--reference", *genuine[:2], "--questioned", str(text)) == 1

@@ -5,6 +5,7 @@ oversized (decompression bomb) files with a :class:`DataError` naming the file.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -24,11 +25,24 @@ def load_grayscale(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
         raise DataError(path, "file not found")
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
+    return _decode(path, path, max_pixels)
+
+
+def decode_grayscale(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """:func:`load_grayscale` for an upload held in memory. The format is sniffed from the content, never
+    taken from ``name`` (which only labels errors); ``formats`` limits it (PIL names: "PNG", "JPEG", ...)."""
+    if not data:
+        raise DataError(name, "empty file")
+    return _decode(io.BytesIO(data), name, max_pixels, formats)
+
+
+def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(source, formats=formats) as img:
             width, height = img.size
             if width * height > max_pixels:
-                raise DataError(path, f"image too large ({width}x{height} px > {max_pixels} px limit; "
+                raise DataError(name, f"image too large ({width}x{height} px > {max_pixels} px limit; "
                                       "possible decompression bomb)")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -36,12 +50,17 @@ def load_grayscale(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
             gray = _to_gray(img)
     except DataError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(path, f"not a readable image ({type(err).__name__}: {err})") from err
+    except UnidentifiedImageError as err:
+        if isinstance(source, io.BytesIO):  # PIL's message would name the in-memory buffer
+            raise DataError(name, "not a readable image (its content is none of: "
+                                  f"{', '.join(formats or ('the formats Pillow reads',))})") from err
+        raise DataError(name, f"not a readable image ({type(err).__name__}: {err})") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(name, f"not a readable image ({type(err).__name__}: {err})") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
-        raise DataError(path, f"corrupt or truncated image ({err})") from err
+        raise DataError(name, f"corrupt or truncated image ({err})") from err
     if gray.size == 0:
-        raise DataError(path, "image has no pixels")
+        raise DataError(name, "image has no pixels")
     return gray
 
 

