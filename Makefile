@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test bench-data bench-train bench-infer sweep clean
+.PHONY: install browser demo test bench-data bench-train bench-infer sweep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Headless Chromium for the web page's test (Debian's package). Installed when missing and possible
+# (root with apt-get); otherwise that test is skipped with a note.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the web page test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no chromium here; the web page test will be skipped (apt-get install chromium)"; fi; }
+
 demo: $(STAMP)
 	$(BIN)/python -m sigverify.demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # make bench-train [RUNS=3] [ARGS="--backbone tf_efficientnetv2_b0 ..."]: RUNS fresh processes, medians last.

@@ -85,16 +85,18 @@ def test_verify_scores_as_sigverify_test_does(served_model):
 
 
 def test_verify_runs_without_torch(served_model):
-    """The serving path imports neither torch nor Lightning (the `sigverify[serve]` install)."""
+    """Verification and the service import nothing of the training install (`sigverify[serve]` suffices)."""
     tmp, run, ckpt, model_dir = served_model
     genuine, forged, _ = signer_files(served_model)
     code = f"""
 import importlib.abc, sys
 class Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {{"torch", "lightning", "timm", "torchvision", "torchmetrics", "albumentations"}}:
+        if name.split(".")[0] in {{"torch", "lightning", "timm", "torchvision", "torchmetrics", "albumentations",
+                                   "sklearn", "matplotlib", "wandb", "jsonargparse", "omegaconf", "safetensors"}}:
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Blocked())
+import sigverify.serving.app, sigverify.serving.store  # the service too: what `sigverify[serve]` installs
 from sigverify.cli import main
 main(["verify", "--model", {str(model_dir)!r}, "--reference", *{genuine[:3]!r}, "--questioned", {genuine[3]!r}])
 """

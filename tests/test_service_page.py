@@ -1,0 +1,93 @@
+"""The web page, clicked through in headless Chromium (Debian's, driven by Playwright): create a signer,
+enrol references, verify a questioned signature, and see the decision, the scores and the images.
+
+Needs /usr/bin/chromium (`make test` installs it where it can); without it the test is skipped, unless
+SIGVERIFY_REQUIRE_BROWSER=1 (CI) makes that a failure."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import signer_files
+from service_helpers import LiveServer, fresh_database
+from sigverify.serving.app import Settings, create_app
+from sigverify.serving.store import SignatureStore
+from sigverify.serving.verifier import Verifier
+from test_service import postgres  # noqa: F401  (the session's database server)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _browser_or_skip():
+    if CHROMIUM is None:
+        if os.environ.get("SIGVERIFY_REQUIRE_BROWSER") == "1":
+            pytest.fail("no chromium on this machine (apt-get install chromium)")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa: F811
+    playwright_api = _browser_or_skip()
+    verifier = Verifier(served_model[3], threads=1)
+    store = SignatureStore(fresh_database(postgres, "page"), verifier.model.model_id,
+                           verifier.model.config["embedding_dim"], timeout=2)
+    genuine, forged, _ = signer_files(served_model)
+    expected = verifier.verify_files(genuine[:3], forged[0])
+    try:
+        with LiveServer(create_app(verifier, store, Settings(api_key="page-key"))) as live, \
+                playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(live.url)
+            page.wait_for_function("document.getElementById('model').textContent.includes('threshold')")
+            page.fill("#apikey", "page-key")
+            page.fill("#new-signer", "page-signer")
+            page.click("#create-signer")
+            page.wait_for_function("document.getElementById('message').textContent.includes('created')")
+            page.set_input_files("#references", genuine[:3])
+            page.click("#enrol")
+            page.wait_for_function("document.getElementById('message').textContent.includes('3 reference(s) enrolled')")
+            page.set_input_files("#questioned", forged[0])
+            page.click("#verify")
+            page.wait_for_selector("#result", state="visible")
+            decision = page.text_content("#decision")
+            figures = page.text_content("#figures")
+            questioned_width = page.eval_on_selector("#questioned-image",
+                                                     "img => img.complete ? img.naturalWidth : -1")
+            page.wait_for_function("[...document.querySelectorAll('#reference-images img')]"
+                                   ".every(img => img.complete && img.naturalWidth > 0)")
+            references_shown = page.eval_on_selector_all("#reference-images img", "imgs => imgs.length")
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            browser.close()
+    finally:
+        store.close()
+    assert decision.startswith("Genuine" if expected.genuine else "Forgery")
+    assert f"{expected.score:.4f}" in figures and f"{expected.threshold:.4f}" in figures
+    assert questioned_width > 0 and references_shown == 3
+    assert store is not None and (tmp_path / "page.png").stat().st_size > 0
+
+
+def test_a_wrong_key_shows_the_error_on_the_page(postgres, served_model):  # noqa: F811
+    playwright_api = _browser_or_skip()
+    verifier = Verifier(served_model[3], threads=1)
+    store = SignatureStore(fresh_database(postgres, "page_key"), verifier.model.model_id,
+                           verifier.model.config["embedding_dim"], timeout=2)
+    try:
+        with LiveServer(create_app(verifier, store, Settings(api_key="page-key"))) as live, \
+                playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(live.url)
+            page.fill("#apikey", "wrong")
+            page.fill("#new-signer", "x")
+            page.click("#create-signer")
+            page.wait_for_function("document.getElementById('message').className === 'error'")
+            message = page.text_content("#message")
+            browser.close()
+    finally:
+        store.close()
+    assert "API key" in message
