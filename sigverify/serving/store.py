@@ -206,11 +206,13 @@ class SignatureStore:
                                 "FROM signature_references WHERE signer_id = %s ORDER BY id", (signer_id,)).fetchall()
 
     def reference_embeddings(self, signer_id: str) -> np.ndarray:
-        with self._connection() as conn:
-            self._require_signer(conn, signer_id)
-            rows = conn.execute("SELECT embedding FROM signature_references WHERE signer_id = %s ORDER BY id",
-                                (signer_id,)).fetchall()
-        return np.stack([_array(r["embedding"]) for r in rows]) if rows else np.zeros((0, self.dim))
+        with self._connection() as conn:  # one round trip: verification's only query
+            rows = conn.execute("SELECT r.embedding FROM signers s LEFT JOIN signature_references r "
+                                "ON r.signer_id = s.id WHERE s.id = %s ORDER BY r.id", (signer_id,)).fetchall()
+        if not rows:
+            raise StoreError(f"unknown signer {signer_id!r}", 404)
+        vectors = [_array(r["embedding"]) for r in rows if r["embedding"] is not None]
+        return np.stack(vectors) if vectors else np.zeros((0, self.dim))
 
     def delete_reference(self, signer_id: str, reference_id: int) -> None:
         with self._connection() as conn:

@@ -45,6 +45,9 @@ class Verifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3  # onnxruntime's warnings are about its own graph optimisations
+        # No busy-waiting between runs: in a server the spinning threads would take the cores from the
+        # request handling and the database.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.model.onnx_path), options, providers=["CPUExecutionProvider"])
         self.preprocess_config = PreprocessConfig(**self.model.preprocess)
         protocol = self.model.protocol

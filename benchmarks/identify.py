@@ -1,0 +1,139 @@
+"""The identify query on a large store: the service's own nearest-signer SQL (``SignatureStore.
+nearest_signers``) over N stored 256-d vectors with pgvector's HNSW cosine index.
+
+    python -m benchmarks.identify [--vectors 1000000] [--queries 300] [--k 5] [--db DSN]
+
+Each signer has 10 vectors scattered around a centre of their own (about 0.8 cosine between two of them,
+as between two genuine signatures of one writer in a trained model); a query is a new draw around a stored
+signer's centre, so recall@1 against that signer is reported beside the latency. The index is
+built after loading, as a bulk load should (its build time is reported). Without ``--db`` an embedded
+PostgreSQL is started in a temporary folder (``--data-dir`` to keep it), with ``shared_buffers``
+large enough for the index (``--shared-buffers-mb``).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from benchmarks.common import emit
+from sigverify.serving.store import SignatureStore, embedded_database, migrate
+
+PER_SIGNER = 10
+
+
+BLOCK = 50_000  # vectors generated and loaded together: BLOCK // PER_SIGNER signers
+SPREAD = 0.03  # per-coordinate noise around a signer's centre: about 0.8 cosine between two of their references
+
+
+def centres(block: int, dim: int) -> np.ndarray:
+    """Unit centres of the signers of one block (a signer's references cluster around it, as trained
+    embeddings of one writer do; uniform random vectors, with no such structure, are a worst case for HNSW)."""
+    out = np.random.default_rng(block).standard_normal((BLOCK // PER_SIGNER, dim)).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def around(centre: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    out = centre + rng.standard_normal((n, len(centre))).astype(np.float32) * SPREAD
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def vectors(block: int, count: int, dim: int) -> np.ndarray:
+    """The stored vectors of one block, the same on every call."""
+    rng = np.random.default_rng(10**6 + block)
+    return np.concatenate([around(c, rng, PER_SIGNER) for c in centres(block, dim)])[:count]
+
+
+def load(dsn: str, n: int, dim: int) -> float:
+    started = time.perf_counter()
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        conn.execute("DROP INDEX IF EXISTS signature_references_embedding")  # built once, after the load
+        with conn.cursor() as cursor:
+            with cursor.copy("COPY signers (id) FROM STDIN") as copy:
+                for s in range((n + PER_SIGNER - 1) // PER_SIGNER):
+                    copy.write_row((f"s{s:07d}",))
+            for start in range(0, n, BLOCK):
+                with cursor.copy("COPY signature_references (signer_id, embedding, image_sha256) FROM STDIN "
+                                 "WITH (FORMAT BINARY)") as copy:
+                    copy.set_types(["text", "vector", "text"])
+                    for i, v in enumerate(vectors(start // BLOCK, min(BLOCK, n - start), dim), start):
+                        copy.write_row((f"s{i // PER_SIGNER:07d}", v, f"{i:064d}"))
+    return time.perf_counter() - started
+
+
+def build_index(dsn: str, workers: int) -> float:
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '4GB'")
+        conn.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
+        conn.execute("CREATE INDEX IF NOT EXISTS signature_references_embedding ON signature_references "
+                     "USING hnsw (embedding vector_cosine_ops)")
+        conn.execute("ANALYZE signature_references")
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--db", help="PostgreSQL DSN (default: embedded, in --data-dir)")
+    parser.add_argument("--data-dir", help="keep the embedded database here (default: a temporary folder)")
+    parser.add_argument("--index-workers", type=int, default=2)
+    parser.add_argument("--shared-buffers-mb", type=int, default=3072,
+                        help="the embedded server's shared_buffers (1M x 256-d: ~2 GB of index and table)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.db:
+            dsn = args.db
+        else:  # the embedded server, with the index's working set in PostgreSQL's own buffers
+            dsn, server = embedded_database(args.data_dir or Path(tmp) / "db")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{int(args.shared_buffers_mb)}MB'")
+            server.stop()
+            server.start()
+        migrate(dsn, f"benchmark-{args.dim}", args.dim)
+        with psycopg.connect(dsn) as conn:
+            stored = conn.execute("SELECT count(*) FROM signature_references").fetchone()[0]
+        load_s = index_s = None
+        if stored != args.vectors:  # a kept --data-dir with the right count is reused
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("TRUNCATE signers CASCADE")
+            load_s = load(dsn, args.vectors, args.dim)
+            index_s = build_index(dsn, args.index_workers)
+        store = SignatureStore(dsn, f"benchmark-{args.dim}", args.dim)
+        rng = np.random.default_rng(12345)
+        n_signers = args.vectors // PER_SIGNER
+        queries = []  # a new signature of a stored signer: another draw around their centre
+        for signer in np.sort(rng.integers(0, n_signers, args.queries)):
+            centre = centres(signer * PER_SIGNER // BLOCK, args.dim)[signer % (BLOCK // PER_SIGNER)]
+            queries.append((around(centre, rng, 1)[0], f"s{signer:07d}"))
+        order = rng.permutation(len(queries))
+        latencies, hits = [], 0
+        for i, index in enumerate(order):
+            query, signer = queries[index]
+            start = time.perf_counter()
+            matches = store.nearest_signers(query, args.k)
+            elapsed = time.perf_counter() - start
+            if i >= 10:  # the first queries warm the index pages into memory
+                latencies.append(elapsed)
+                hits += bool(matches) and matches[0]["signer_id"] == signer
+        store.close()
+    ms = np.asarray(latencies) * 1000
+    emit({"vectors": args.vectors, "dim": args.dim, "k": args.k, "queries": len(latencies),
+          "load_s": None if load_s is None else round(load_s, 1),
+          "index_build_s": None if index_s is None else round(index_s, 1),
+          "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
+          "p99_ms": round(float(np.percentile(ms, 99)), 2), "recall_at_1": round(hits / len(latencies), 3)})
+
+
+if __name__ == "__main__":
+    main()
