@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="nearest references examined (hnsw.ef_search); default: the service's, max(10 k, 40)")
     parser.add_argument("--db", help="PostgreSQL DSN (default: embedded, in --data-dir)")
     parser.add_argument("--data-dir", help="keep the embedded database here (default: a temporary folder)")
     parser.add_argument("--index-workers", type=int, default=2)
@@ -121,14 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         for i, index in enumerate(order):
             query, signer = queries[index]
             start = time.perf_counter()
-            matches = store.nearest_signers(query, args.k)
+            matches = store.nearest_signers(query, args.k, args.candidates)
             elapsed = time.perf_counter() - start
             if i >= 10:  # the first queries warm the index pages into memory
                 latencies.append(elapsed)
                 hits += bool(matches) and matches[0]["signer_id"] == signer
         store.close()
     ms = np.asarray(latencies) * 1000
-    emit({"vectors": args.vectors, "dim": args.dim, "k": args.k, "queries": len(latencies),
+    emit({"vectors": args.vectors, "dim": args.dim, "k": args.k, "candidates": args.candidates or max(10 * args.k, 40),
+          "queries": len(latencies),
           "load_s": None if load_s is None else round(load_s, 1),
           "index_build_s": None if index_s is None else round(index_s, 1),
           "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),

@@ -29,6 +29,7 @@ from pgvector.psycopg import register_vector
 from benchmarks.common import emit
 from sigverify.data.manifest import read_manifest
 from sigverify.data.synth import synthesize_dataset
+from sigverify.serving.client import wait_ready
 from sigverify.serving.store import embedded_database, migrate
 from sigverify.serving.verifier import Verifier
 
@@ -129,16 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             command += ["--threads", str(args.threads)]
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("sigverify serve did not come up")
-                time.sleep(0.3)
+            wait_ready(url, server)
             key = {"X-API-Key": "bench"}
             httpx.post(f"{url}/signers", json={"id": "bench-signer"}, headers=key).raise_for_status()
             httpx.post(f"{url}/signers/bench-signer/references", headers=key, timeout=60,

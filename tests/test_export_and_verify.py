@@ -1,6 +1,7 @@
 """`sigverify export` and `sigverify verify`, through the commands a user runs: a model trained by
 `sigverify fit`, tested by `sigverify test`, exported, then verifying image files without torch."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli, signer_files
+from conftest import SERVED_TINY, cli, signer_files
 from sigverify.evaluation.protocols import score_against_references
 from sigverify.models.embedding import SignatureEmbedder
 from sigverify.serving.export import datamodule_from_checkpoint, evaluation_network, export_onnx, onnx_embed
@@ -55,8 +56,7 @@ def test_onnx_matches_pytorch_and_safetensors_reload_the_network(served_model):
 def test_shift_averaged_networks_export_with_any_batch_size(served_model, tmp_path):
     tmp, run, ckpt, model_dir = served_model
     checkpoint = torch.load(ckpt, weights_only=False)
-    hparams = {**checkpoint["hyper_parameters"], "evaluation": {"tta_shift": 0.1}}
-    network = evaluation_network(hparams, checkpoint)
+    network = evaluation_network(checkpoint["hyper_parameters"], checkpoint, tta_shift=0.1)
     export_onnx(network, 32, 64, tmp_path / "tta.onnx")
     images = torch.randint(0, 256, (5, 32, 64), dtype=torch.uint8).numpy()
     with torch.no_grad():
@@ -82,6 +82,7 @@ def test_verify_scores_as_sigverify_test_does(served_model):
     assert verdict["distance"] == pytest.approx(1 - np.mean(verdict["similarities"]), abs=1e-9)
     assert verdict["decision"] == ("genuine" if expected >= verdict["threshold"] else "forgery")
     assert 0.0 <= verdict["confidence"] <= 1.0 and verdict["threshold"] == read_model_dir(model_dir).threshold
+    assert verdict["n_references_validated"] == 3 and verdict["calibrated"]  # 3 references, as validated
 
 
 def test_verify_runs_without_torch(served_model):
@@ -127,3 +128,42 @@ def test_bad_inputs_name_the_file(served_model, tmp_path, capsys):
     assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "m"), "--data", str(tmp_path / "none.csv")) == 1
     assert "none.csv" in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert not list(tmp_path.glob(".export-*"))
+
+
+def test_the_reference_count_of_the_threshold_can_be_chosen(served_model, tmp_path):
+    tmp, run, ckpt, model_dir = served_model
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "two"), "--n-references", "2") == 0
+    two = read_model_dir(tmp_path / "two")
+    assert two.protocol["n_references_validated"] == 2
+    # fewer references per validation signer: more genuine scores, from other reference sets
+    assert len(two.calibration.genuine) > len(read_model_dir(model_dir).calibration.genuine)
+
+
+def test_export_takes_the_evaluation_settings_the_run_was_tested_with(served_model, tmp_path):
+    """`sigverify test` may override the training run's evaluation settings; export follows the test's."""
+    tmp, run, ckpt, model_dir = served_model
+    other = tmp_path / "runs" / "r2"
+    (other / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, other / "checkpoints" / "best.ckpt")
+    assert cli("test", "--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name",
+               "r2", *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.evaluation.normalize", "z",
+               "--ckpt_path", str(other / "checkpoints" / "best.ckpt")) == 0
+    report = json.loads((other / "test-references" / "report.json").read_text())
+    assert cli("export", "--ckpt", str(other / "checkpoints" / "best.ckpt"), "--out", str(tmp_path / "m" / "z")) == 0
+    model = read_model_dir(tmp_path / "m" / "z")  # a parent folder that did not exist is made
+    assert model.protocol["normalize"] == "z" and model.config["evaluation"]["normalize"] == "z"
+    assert model.threshold == report["threshold"]
+    assert "test signers never seen" in (tmp_path / "m" / "z" / CARD).read_text()
+
+
+def test_a_pairs_model_verifies_one_pair_with_the_pairs_threshold(served_model, tmp_path, capsys):
+    tmp, run, ckpt, model_dir = served_model
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "pairs"), "--protocol", "pairs") == 0
+    model = read_model_dir(tmp_path / "pairs")
+    assert model.threshold == json.loads((run / "test-pairs" / "report.json").read_text())["threshold"]
+    genuine, forged, rows = signer_files(served_model)
+    predicted = np.load(run / "predict" / "embeddings.npz")["embedding"].astype(np.float64)
+    verdict = Verifier(tmp_path / "pairs").verify_files(genuine[:1], forged[0])
+    assert verdict.score == pytest.approx(float(predicted[rows[0]] @ predicted[rows[len(genuine)]]), abs=1e-5)
+    assert cli("verify", "--model", str(tmp_path / "pairs"), "--reference", *genuine[:2], "--questioned", forged[0]) == 1
+    assert "holds for one reference" in capsys.readouterr().err

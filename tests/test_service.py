@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import signer_files
 from service_helpers import LiveServer, fresh_database, free_port, signature_png
 from sigverify.serving.app import Limits, Settings, create_app
+from sigverify.serving.client import wait_ready
 from sigverify.serving.store import NewReference, SignatureStore, StoreError
 from sigverify.serving.verifier import Verifier
 
@@ -159,6 +160,11 @@ def test_invalid_requests_get_the_right_4xx_with_a_clear_message(served_model, c
     Image.new("L", (200, 100), 255).save(blank, format="PNG")
     assert client.post("/signers/empty/references", headers=KEY, files=upload([blank.getvalue()])).status_code == 422
     assert client.post("/signers", json={"id": "a b; DROP TABLE signers"}, headers=KEY).status_code == 422
+    assert client.post("/signers", json={"id": "n", "display_name": "a\x00b"}, headers=KEY).status_code == 422
+    assert client.get("/signers/a%00b").status_code == 422  # not a signer id: refused before the database
+    nul_name = client.post("/signers/empty/references", headers=KEY,
+                           files=[("files", ("a\x00.png", b"not an image", "image/png"))])
+    assert nul_name.status_code == 415
     for response in (unknown, none, text, huge, bombed):
         assert "Traceback" not in response.text
     assert service[1].count() == {"signers": 1, "n_references": 0}
@@ -184,6 +190,39 @@ def test_the_reference_limit_per_signer_refuses_the_whole_request(service, verif
     assert refused.value.status == 409 and store.signer("fay")["n_references"] == 2
 
 
+def streamed_upload(size: int):
+    """A multipart body with one file part of ``size`` bytes, sent in chunks without a Content-Length."""
+    yield b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    for _ in range(size // 65536):
+        yield b"\0" * 65536
+    yield b"\r\n--x--\r\n"
+
+
+def test_limits_refuse_whole_requests_over_http(service, verifier):
+    """Too many files, a streamed body over the limit, and a reference limit that the request would pass:
+    each refused whole, nothing written; concurrent requests cannot together pass the limit either."""
+    app, store = service
+    limited = create_app(verifier, store, Settings(api_key="test-key", limits=Limits(
+        max_upload_bytes=300_000, max_files=3, max_references=5)))
+    images = [signature_png(seed) for seed in range(12)]
+    with TestClient(limited) as http:
+        http.post("/signers", json={"id": "gil"}, headers=KEY)
+        many = http.post("/signers/gil/references", headers=KEY, files=upload(images[:4]))
+        assert many.status_code == 413 and "at most 3" in many.json()["detail"]
+        assert http.post("/signers/gil/references", headers=KEY, files=upload(images[:3])).status_code == 201
+        over = http.post("/signers/gil/references", headers=KEY, files=upload(images[3:6]))  # 6 > 5
+        assert over.status_code == 409 and "limit is 5" in over.json()["detail"]
+        assert http.get("/signers/gil").json()["n_references"] == 3  # the 2 that would fit were not kept
+    with LiveServer(limited) as live, ThreadPoolExecutor(8) as pool:
+        streamed = httpx.post(f"{live.url}/signers/gil/references", headers={
+            **KEY, "Content-Type": "multipart/form-data; boundary=x"}, content=streamed_upload(10 * 65536))
+        assert streamed.status_code == 413  # no Content-Length: counted while it streams
+        jobs = [pool.submit(httpx.post, f"{live.url}/signers/gil/references", headers=KEY, timeout=60,
+                            files=upload([images[6 + i]])) for i in range(6)]
+        statuses = sorted(job.result().status_code for job in jobs)
+    assert statuses == [201, 201, 409, 409, 409, 409] and store.signer("gil")["n_references"] == 5
+
+
 def test_concurrent_enrolments_for_one_signer_keep_every_image_once(client, service):
     app, store = service
     client.post("/signers", json={"id": "dave"}, headers=KEY)
@@ -207,7 +246,7 @@ def test_a_database_of_another_model_is_refused(postgres, verifier):
 
 def test_database_restart_under_load_fails_cleanly_and_loses_no_acknowledged_enrolment(postgres, service):
     app, store = service
-    acknowledged, statuses, stop = [], [], threading.Event()
+    acknowledged, statuses, retry_after, stop = [], [], [], threading.Event()
 
     def enrol_forever(worker: int, url: str):
         seed = worker * 100_000
@@ -220,6 +259,8 @@ def test_database_restart_under_load_fails_cleanly_and_loses_no_acknowledged_enr
                     statuses.append("transport")
                     continue
                 statuses.append(response.status_code)
+                if response.status_code == 503:
+                    retry_after.append(response.headers.get("Retry-After"))
                 if response.status_code == 201:
                     acknowledged.append(response.json()[0]["id"])
 
@@ -244,7 +285,7 @@ def test_database_restart_under_load_fails_cleanly_and_loses_no_acknowledged_enr
                 w.join(timeout=60)
     assert before_kill >= 5 and len(acknowledged) >= recovered_at + 5  # it worked before and works again
     assert set(statuses) <= {201, 503}, sorted(set(map(str, statuses)))  # down: 503, never a 500
-    assert 503 in statuses
+    assert 503 in statuses and set(retry_after) == {"5"}  # clients are told when to come back
     stored = {r["id"] for r in TestClient(app).get("/signers/erin/references").json()}
     assert set(acknowledged) <= stored  # no acknowledged enrolment lost
 
@@ -258,15 +299,7 @@ def test_sigverify_serve_runs_with_an_embedded_database(served_model, tmp_path):
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.3)
+        wait_ready(url, process)
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         assert "<title>sigverify</title>" in httpx.get(url).text
         assert "/signers/{signer_id}/verify" in httpx.get(f"{url}/openapi.json").json()["paths"]

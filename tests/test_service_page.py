@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,13 +31,13 @@ def _browser_or_skip():
     return pytest.importorskip("playwright.sync_api")
 
 
-def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa: F811
+@contextmanager
+def page_on_a_service(postgres, served_model, database: str):  # noqa: F811
+    """A Chromium page opened on the service (API key ``page-key``), and the service's verifier."""
     playwright_api = _browser_or_skip()
     verifier = Verifier(served_model[3], threads=1)
-    store = SignatureStore(fresh_database(postgres, "page"), verifier.model.model_id,
+    store = SignatureStore(fresh_database(postgres, database), verifier.model.model_id,
                            verifier.model.config["embedding_dim"], timeout=2)
-    genuine, forged, _ = signer_files(served_model)
-    expected = verifier.verify_files(genuine[:3], forged[0])
     try:
         with LiveServer(create_app(verifier, store, Settings(api_key="page-key"))) as live, \
                 playwright_api.sync_playwright() as p:
@@ -44,50 +45,45 @@ def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa
             page = browser.new_page()
             page.goto(live.url)
             page.wait_for_function("document.getElementById('model').textContent.includes('threshold')")
-            page.fill("#apikey", "page-key")
-            page.fill("#new-signer", "page-signer")
-            page.click("#create-signer")
-            page.wait_for_function("document.getElementById('message').textContent.includes('created')")
-            page.set_input_files("#references", genuine[:3])
-            page.click("#enrol")
-            page.wait_for_function("document.getElementById('message').textContent.includes('3 reference(s) enrolled')")
-            page.set_input_files("#questioned", forged[0])
-            page.click("#verify")
-            page.wait_for_selector("#result", state="visible")
-            decision = page.text_content("#decision")
-            figures = page.text_content("#figures")
-            questioned_width = page.eval_on_selector("#questioned-image",
-                                                     "img => img.complete ? img.naturalWidth : -1")
-            page.wait_for_function("[...document.querySelectorAll('#reference-images img')]"
-                                   ".every(img => img.complete && img.naturalWidth > 0)")
-            references_shown = page.eval_on_selector_all("#reference-images img", "imgs => imgs.length")
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            yield page, verifier
             browser.close()
     finally:
         store.close()
+
+
+def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa: F811
+    genuine, forged, _ = signer_files(served_model)
+    with page_on_a_service(postgres, served_model, "page") as (page, verifier):
+        expected = verifier.verify_files(genuine[:3], forged[0])
+        page.fill("#apikey", "page-key")
+        page.fill("#new-signer", "page-signer")
+        page.click("#create-signer")
+        page.wait_for_function("document.getElementById('message').textContent.includes('created')")
+        page.set_input_files("#references", genuine[:3])
+        page.click("#enrol")
+        page.wait_for_function("document.getElementById('message').textContent.includes('3 reference(s) enrolled')")
+        page.set_input_files("#questioned", forged[0])
+        page.click("#verify")
+        page.wait_for_selector("#result", state="visible")
+        decision = page.text_content("#decision")
+        figures = page.text_content("#figures")
+        page.wait_for_function("(img => img.complete && img.naturalWidth > 0)(document.getElementById('questioned-image'))")
+        questioned_width = page.eval_on_selector("#questioned-image", "img => img.naturalWidth")
+        page.wait_for_function("[...document.querySelectorAll('#reference-images img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)")
+        references_shown = page.eval_on_selector_all("#reference-images img", "imgs => imgs.length")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert decision.startswith("Genuine" if expected.genuine else "Forgery")
     assert f"{expected.score:.4f}" in figures and f"{expected.threshold:.4f}" in figures
     assert questioned_width > 0 and references_shown == 3
-    assert store is not None and (tmp_path / "page.png").stat().st_size > 0
+    assert (tmp_path / "page.png").stat().st_size > 0
 
 
 def test_a_wrong_key_shows_the_error_on_the_page(postgres, served_model):  # noqa: F811
-    playwright_api = _browser_or_skip()
-    verifier = Verifier(served_model[3], threads=1)
-    store = SignatureStore(fresh_database(postgres, "page_key"), verifier.model.model_id,
-                           verifier.model.config["embedding_dim"], timeout=2)
-    try:
-        with LiveServer(create_app(verifier, store, Settings(api_key="page-key"))) as live, \
-                playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(live.url)
-            page.fill("#apikey", "wrong")
-            page.fill("#new-signer", "x")
-            page.click("#create-signer")
-            page.wait_for_function("document.getElementById('message').className === 'error'")
-            message = page.text_content("#message")
-            browser.close()
-    finally:
-        store.close()
+    with page_on_a_service(postgres, served_model, "page_key") as (page, _):
+        page.fill("#apikey", "wrong")
+        page.fill("#new-signer", "x")
+        page.click("#create-signer")
+        page.wait_for_function("document.getElementById('message').className === 'error'")
+        message = page.text_content("#message")
     assert "API key" in message

@@ -56,7 +56,7 @@ def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = Non
                                   f"{', '.join(formats or ('the formats Pillow reads',))})") from err
         raise DataError(name, f"not a readable image ({type(err).__name__}: {err})") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(name, f"not a readable image ({type(err).__name__}: {err})") from err
+        raise DataError(name, f"image too large (possible decompression bomb: {err})") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise DataError(name, f"corrupt or truncated image ({err})") from err
     if gray.size == 0:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from importlib.resources import files
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Security, UploadFile
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, Security, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
@@ -33,7 +37,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 @dataclass
 class Limits:
     max_upload_bytes: int = 10 * 1024 * 1024  # per request body
-    max_pixels: int = 40_000_000  # per image (a 600 dpi A4 page is ~35 Mpx)
+    max_pixels: int = 20_000_000  # per image (a signature crop at 600 dpi is a few Mpx; an A4 page at 300 dpi ~9)
+    max_concurrent_images: int = os.cpu_count() or 1  # decodes/embeddings at once: bounds memory and CPU
     max_files: int = 32  # per enrolment request
     max_references: int = 64  # per signer
 
@@ -44,9 +49,13 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
+SignerId = Annotated[str, Path(pattern=SIGNER_ID, description="the signer's identifier")]
+ReferenceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a reference's id (from enrolment)")]
+
+
 class SignerIn(BaseModel):
     id: str = Field(pattern=SIGNER_ID, description="your identifier for the person (letters, digits, . _ : -)")
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]*$")
 
 
 class BodyLimit:
@@ -105,12 +114,20 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
+    image_work = threading.BoundedSemaphore(limits.max_concurrent_images)
+
     def embed_uploads(uploads: list[UploadFile]) -> list[NewReference]:
-        """Decode (format sniffed, pixels bounded), preprocess and embed every upload, or fail naming it."""
+        """Decode (format sniffed, pixels bounded), preprocess and embed every upload, or fail naming it;
+        a bounded number of requests at a time (the rest wait), whatever the server's thread count."""
+        with image_work:
+            return _embed_uploads(uploads)
+
+    def _embed_uploads(uploads: list[UploadFile]) -> list[NewReference]:
         images, metadata = [], []
         for upload in uploads:
             data = upload.file.read()
-            name = upload.filename or "upload"
+            # Stored and echoed: printable and bounded (PostgreSQL text holds no NUL).
+            name = "".join(c for c in (upload.filename or "upload") if c.isprintable())[:255] or "upload"
             try:
                 gray = decode_grayscale(data, name, limits.max_pixels, IMAGE_FORMATS)
                 images.append(verifier.preprocess_gray(gray))
@@ -156,40 +173,41 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
         return store.signers(limit, offset)
 
     @app.get("/signers/{signer_id}", tags=["signers"])
-    def get_signer(signer_id: str):
+    def get_signer(signer_id: SignerId):
         return store.signer(signer_id)
 
     @app.delete("/signers/{signer_id}", status_code=204, tags=["signers"], dependencies=writes)
-    def delete_signer(signer_id: str):
+    def delete_signer(signer_id: SignerId):
         store.delete_signer(signer_id)
 
     @app.post("/signers/{signer_id}/references", status_code=201, tags=["references"], dependencies=writes,
               summary="enrol reference signatures (all or none)")
-    def add_references(signer_id: str, files: list[UploadFile] = File(..., description="genuine signature images")):
+    def add_references(signer_id: SignerId, files: list[UploadFile] = File(..., description="genuine signature images")):
         if len(files) > limits.max_files:
             raise HTTPException(413, f"{len(files)} files; at most {limits.max_files} per request")
         store.signer(signer_id)  # 404 before the work of embedding
         return store.add_references(signer_id, embed_uploads(files), limits.max_references)
 
     @app.get("/signers/{signer_id}/references", tags=["references"])
-    def list_references(signer_id: str):
+    def list_references(signer_id: SignerId):
         return store.references(signer_id)
 
     @app.delete("/signers/{signer_id}/references/{reference_id}", status_code=204, tags=["references"],
                 dependencies=writes)
-    def delete_reference(signer_id: str, reference_id: int):
+    def delete_reference(signer_id: SignerId, reference_id: ReferenceId):
         store.delete_reference(signer_id, reference_id)
 
     @app.post("/signers/{signer_id}/verify", tags=["verification"],
               summary="is the questioned signature this signer's?")
-    def verify(signer_id: str, file: UploadFile = File(..., description="the questioned signature image")):
+    def verify(signer_id: SignerId, file: UploadFile = File(..., description="the questioned signature image")):
         references = store.reference_embeddings(signer_id)
-        if len(references) < verifier.min_references:
-            raise HTTPException(409, f"signer {signer_id!r} has {len(references)} reference signature(s); this "
-                                     f"model needs at least {verifier.min_references} (enrol more first)")
+        try:
+            verifier.check_reference_count(len(references))
+        except ValueError as err:
+            raise HTTPException(409, f"signer {signer_id!r} has {len(references)} reference signature(s): {err}") from err
         questioned = embed_uploads([file])[0]
         verdict = verifier.verdict(questioned.embedding, references)
-        return {**verdict.to_json(), "signer_id": signer_id, "n_references": len(references),
+        return {**verdict.to_json(), "signer_id": signer_id,
                 "protocol": verifier.protocol, "threshold_source": model.config["threshold"]["source"],
                 "model": model.model_id}
 

@@ -10,15 +10,19 @@ from sigverify.data.errors import DataError
 from sigverify.serving.model_dir import ModelDirError
 
 
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every command on an exported model takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--model", required=True, help="an exported model folder (`sigverify export`)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    return parser
+
+
 def verify_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sigverify verify",
-        description="Score a questioned signature against a signer's references with an exported model "
-                    "(`sigverify export`); prints JSON with the decision, score, distance, confidence and threshold.")
-    parser.add_argument("--model", required=True, help="an exported model folder")
+    parser = _parser("sigverify verify", "Score a questioned signature against a signer's references with an "
+                     "exported model; prints JSON with the decision, score, distance, confidence and threshold.")
     parser.add_argument("--reference", nargs="+", required=True, help="the signer's genuine reference images")
     parser.add_argument("--questioned", required=True, help="the image to verify")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     args = parser.parse_args(argv)
     try:
         from sigverify.serving.verifier import Verifier
@@ -36,22 +40,21 @@ def verify_main(argv: list[str] | None = None) -> int:
 
 
 def serve_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sigverify serve",
-        description="The verification service: an HTTP API (OpenAPI at /docs) and a web page at /, on "
-                    "PostgreSQL + pgvector. Without --db an embedded PostgreSQL runs under --data-dir.")
-    parser.add_argument("--model", required=True, help="an exported model folder (`sigverify export`)")
+    parser = _parser("sigverify serve", "The verification service: an HTTP API (OpenAPI at /docs) and a web page "
+                     "at /, on PostgreSQL + pgvector. Without --db an embedded PostgreSQL runs under --data-dir.")
     parser.add_argument("--db", help="PostgreSQL DSN of a server with the vector extension (default: embedded)")
     parser.add_argument("--data-dir", default="sigverify-data", help="the embedded database's folder (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", help="the key writes need (default: $SIGVERIFY_API_KEY)")
     parser.add_argument("--no-auth", action="store_true", help="serve writes without a key (deliberately only)")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="request body limit (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="per image (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=20_000_000, help="per image (default: %(default)s)")
     args = parser.parse_args(argv)
     api_key = args.api_key or os.environ.get("SIGVERIFY_API_KEY") or None
+    if api_key is not None and not api_key.isascii():
+        print("sigverify serve: the API key must be ASCII (HTTP headers carry it as bytes)", file=sys.stderr)
+        return 2
     if api_key is None and not args.no_auth:
         print("sigverify serve: set SIGVERIFY_API_KEY (or --api-key) for writes, or pass --no-auth to serve "
               "without one deliberately", file=sys.stderr)

@@ -56,17 +56,28 @@ def datamodule_from_checkpoint(checkpoint: dict, root: str | None = None) -> Sig
     return SignatureDataModule(**stored)
 
 
-def evaluation_network(hparams: dict, checkpoint: dict) -> torch.nn.Module:
-    """The network ``sigverify test`` embeds with: the trained embedder, shift-averaged if the run tests so."""
-    evaluation = hparams.get("evaluation") or {}
-    evaluation = asdict(evaluation) if not isinstance(evaluation, dict) else evaluation
-    if evaluation.get("ensemble"):
-        raise ValueError("this checkpoint's evaluation scores an ensemble; export exports one network "
-                         "(export each member, or drop model.evaluation.ensemble)")
+def evaluation_network(hparams: dict, checkpoint: dict, tta_shift: float = 0.0) -> torch.nn.Module:
+    """The network ``sigverify test`` embeds with: the trained embedder, shift-averaged if tested so."""
     network = embedder_from_hparams(hparams, weights_from_checkpoint=True)
     network.load_state_dict(embedder_weights(checkpoint))
-    shift = evaluation.get("tta_shift") or 0.0
-    return (ShiftAveraged(network, shift) if shift else network).eval()
+    return (ShiftAveraged(network, tta_shift) if tta_shift else network).eval()
+
+
+def evaluation_config(hparams: dict, report: dict | None, protocol: str, n_references: int | None) -> EvalConfig:
+    """The evaluation settings the threshold is chosen under: those of the run's own test report under this
+    protocol when there is one (``sigverify test`` takes them from its command line, which may differ from
+    the training run's), else the checkpoint's; ``n_references`` overrides the count."""
+    stored = report["config"] if report and isinstance(report.get("config"), dict) else (hparams.get("evaluation") or {})
+    stored = dict(asdict(stored) if not isinstance(stored, dict) else stored)
+    if stored.get("ensemble"):
+        raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
+                         "or test without model.evaluation.ensemble first)")
+    names = {f.name for f in fields(EvalConfig)}
+    stored = {k: v for k, v in stored.items() if k in names}
+    if n_references is not None and n_references < 2:
+        raise ValueError(f"--n-references must be at least 2, got {n_references}")
+    return EvalConfig(**{**stored, "protocol": protocol, "also_protocols": [], "ensemble": [],
+                         "n_references": n_references or stored.get("n_references", EvalConfig.n_references)})
 
 
 @torch.no_grad()
@@ -104,7 +115,7 @@ def _plain(value):
 
 
 def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data: str | None = None,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, n_references: int | None = None) -> Path:
     """Write the model folder; returns its path. Nothing is left at ``out`` if any step fails."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -113,19 +124,18 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     if "backbone" not in hparams:
         raise ValueError(f"{ckpt}: not a sigverify checkpoint (no model hyperparameters)")
-    evaluation = hparams.get("evaluation") or {}
-    evaluation = EvalConfig(**{k: v for k, v in (asdict(evaluation) if not isinstance(evaluation, dict)
-                                                 else evaluation).items() if k != "ensemble"})
-    config = EvalConfig(**{**asdict(evaluation), "protocol": protocol or "references", "also_protocols": [],
-                           "ensemble": []})
-    network = evaluation_network(hparams, checkpoint)
+    protocol = protocol or "references"
+    report = _test_report(Path(ckpt), protocol)
+    config = evaluation_config(hparams, report, protocol, n_references)
+    network = evaluation_network(hparams, checkpoint, config.tta_shift)
 
     datamodule = datamodule_from_checkpoint(checkpoint, data)
     datamodule.setup("validate")
     record = checkpoint.get(SPLIT_KEY)
-    if record is not None and sorted(record["val"]) != sorted(datamodule.split["val"]):
-        raise ValueError(f"{ckpt}: the data module rebuilt from it has other validation signers than it "
-                         "trained with (another data set or split?); pass --data to point at its data")
+    if record is not None and (sorted(record["val"]) != sorted(datamodule.split["val"])
+                               or record.get("data") not in (None, datamodule.data_fingerprint)):
+        raise ValueError(f"{ckpt}: the data rebuilt from it (data set fingerprint, validation signers) is not "
+                         "what it trained with; pass --data to point at its data")
     positions = datamodule.positions("val")
     if not len(positions):
         raise ValueError(f"{ckpt}: its split has no validation signers to fix the threshold on")
@@ -135,7 +145,12 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     threshold, source = choose_threshold(validation, config)
     rates = rates_at(threshold, validation.genuine, validation.skilled, validation.random)
 
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
+    if report is not None and report.get("threshold") != float(threshold):
+        log.warning("the run's test report under %s used another threshold (%s, not %s): left out of the model "
+                    "card (another checkpoint or other evaluation settings)", protocol, report.get("threshold"), threshold)
+        report = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))  # same file system: the rename is atomic
     try:
         preprocess = datamodule.preprocess
         export_onnx(network, preprocess.height, preprocess.width, staging / ONNX)
@@ -159,6 +174,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
             "embedding_dim": int(hparams["embedding_dim"]),
             "head_hidden": list(hparams["head_hidden"]),
             "tta_shift": config.tta_shift,
+            "evaluation": asdict(config),
             "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 1, preprocess.height, preprocess.width],
                       "ink": "bright (255) on black (0), after the preprocessing below"},
             "output": {"name": "embeddings", "dtype": "float32", "shape": ["batch", int(hparams["embedding_dim"])],
@@ -181,7 +197,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
         }
         (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
         (staging / CALIBRATION).write_text(json.dumps(Calibration.from_scores(validation.genuine, validation.skilled).to_json()))
-        (staging / CARD).write_text(model_card(model_config, _test_reports(Path(ckpt), config.protocol)))
+        (staging / CARD).write_text(model_card(model_config, report))
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -192,7 +208,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     return out
 
 
-def _test_reports(ckpt: Path, protocol: str) -> dict | None:
+def _test_report(ckpt: Path, protocol: str) -> dict | None:
     """The run's test report under this protocol, if ``sigverify test`` wrote one beside the checkpoint."""
     report = ckpt.resolve().parent.parent / f"test-{protocol}" / "report.json"
     try:
@@ -210,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                              "with the run's writer normalisation)")
     parser.add_argument("--data", help="the training data's manifest.csv, if it moved since training "
                                        "(its validation signers fix the threshold)")
+    parser.add_argument("--n-references", type=int, help="references per validation signer when the threshold "
+                        "is chosen (default: the run's model.evaluation.n_references); enrol as many when serving")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     args = parser.parse_args(argv)
     try:
-        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite)
+        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite, args.n_references)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"sigverify export: {err}", file=sys.stderr)
         return 1

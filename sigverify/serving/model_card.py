@@ -40,7 +40,7 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
         "## Decision rule",
         "",
         f"- Protocol: **{protocol['name']}**"
-        + (f" (mean similarity to the references, writer normalisation `{protocol['normalize']}`; "
+        + (f" ({protocol['reduce']} similarity to the references, writer normalisation `{protocol['normalize']}`; "
            f"validated with {protocol['n_references_validated']} references per signer)"
            if protocol["name"] == "references" else " (cosine similarity of one reference and the questioned signature)"),
         f"- Threshold: **{threshold['value']:.4f}**, chosen on {threshold['n_validation_signers']} validation signers "
@@ -48,7 +48,9 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
         f"{_percent(threshold['far_skilled'])}, FAR (other signers) {_percent(threshold['far_random'])}.",
         "- Confidence of a decision: the share of the validation signers' signatures of the other class that "
         "the score is on the far side of (accepted: 1 - FAR at the score; rejected: 1 - FRR at the score), read "
-        "from `calibration.json`.",
+        "from `calibration.json`; about 1 - EER right at the threshold, not 0.5.",
+        f"- Enrol {protocol['n_references_validated']} reference(s) per signer: the threshold and its rates hold "
+        "for that number.",
         "",
         "## Evaluation",
         "",

@@ -85,7 +85,11 @@ class NewReference:
 def migrate(dsn: str, model_id: str, dim: int) -> int:
     """Create or update the schema; refuse a database that holds another model's embeddings.
     Returns the schema version."""
-    with psycopg.connect(dsn, autocommit=False) as conn:
+    try:
+        conn = psycopg.connect(dsn, autocommit=False, connect_timeout=10)
+    except psycopg.Error as err:
+        raise StoreUnavailable(f"cannot reach the database ({err})") from err
+    with conn:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")

@@ -27,12 +27,16 @@ class Verdict:
     confidence: float
     far_at_score: float  # validation skilled forgeries scoring at or above this score
     frr_at_score: float  # validation genuine signatures scoring below this score
+    n_references: int
+    n_references_validated: int  # the threshold and the rates hold for this many references
 
     def to_json(self) -> dict:
         return {"decision": "genuine" if self.genuine else "forgery", "score": self.score,
                 "distance": self.distance, "threshold": self.threshold, "confidence": self.confidence,
                 "similarities": self.similarities, "far_at_score": self.far_at_score,
-                "frr_at_score": self.frr_at_score}
+                "frr_at_score": self.frr_at_score, "n_references": self.n_references,
+                "n_references_validated": self.n_references_validated,
+                "calibrated": self.n_references == self.n_references_validated}
 
 
 class Verifier:
@@ -59,6 +63,16 @@ class Verifier:
         """Writer normalisation needs the references' similarities to each other: at least 2 of them."""
         return 2 if self.protocol == "references" and self.normalize != "none" else 1
 
+    @property
+    def max_references(self) -> int | None:
+        """The pairs protocol's threshold holds for one reference-questioned pair, not for a mean of several."""
+        return 1 if self.protocol == "pairs" else None
+
+    @property
+    def validated_references(self) -> int:
+        """How many references each validation signer had when the threshold was chosen."""
+        return int(self.model.protocol.get("n_references_validated", 1))
+
     # -- images -> embeddings ----------------------------------------------------------------------
     def preprocess_files(self, paths) -> np.ndarray:
         return np.stack([preprocess_file(p, self.preprocess_config) for p in paths])
@@ -78,13 +92,17 @@ class Verifier:
     def score(self, questioned: np.ndarray, references: np.ndarray) -> float:
         """The protocol's score of one questioned embedding [D] against a signer's references [R, D]."""
         questioned, references = np.atleast_2d(questioned), np.atleast_2d(references)
-        if len(references) < self.min_references:
-            raise ValueError(f"this model scores against at least {self.min_references} references, "
-                             f"got {len(references)}")
+        self.check_reference_count(len(references))
         if self.protocol == "references":
             return float(score_against_references(questioned, references, self.reduce, self.normalize)[0])
-        # pairs: each pair is scored as `sigverify test` scores a pair; several references are averaged
-        return float(cosine(questioned, references).mean())
+        return float(cosine(questioned, references)[0, 0])  # pairs: one pair, scored as `sigverify test` scores it
+
+    def check_reference_count(self, n: int) -> None:
+        if n < self.min_references:
+            raise ValueError(f"this model scores against at least {self.min_references} references, got {n}")
+        if self.max_references is not None and n > self.max_references:
+            raise ValueError(f"this model was exported for the pairs protocol: its threshold holds for one reference, "
+                             f"got {n} (export with --protocol references to verify against several)")
 
     def verdict(self, questioned: np.ndarray, references: np.ndarray) -> Verdict:
         similarities = cosine(np.atleast_2d(questioned).astype(np.float64), np.atleast_2d(references).astype(np.float64))[0]
@@ -96,7 +114,7 @@ class Verifier:
         # side of. Accepted: forgeries that score lower (1 - FAR here); rejected: genuine that score higher.
         confidence = 1.0 - far if genuine else 1.0 - frr
         return Verdict([float(s) for s in similarities], score, float(1.0 - similarities.mean()), threshold,
-                       bool(genuine), float(confidence), far, frr)
+                       bool(genuine), float(confidence), far, frr, len(similarities), self.validated_references)
 
     def verify_files(self, references, questioned) -> Verdict:
         images = self.preprocess_files([*references, questioned])
