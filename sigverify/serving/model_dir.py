@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ class ModelDir:
     def onnx_path(self) -> Path:
         return self.path / ONNX
 
-    @property
+    @cached_property  # hashing the graph takes tens of ms: once per process, not per request
     def model_id(self) -> str:
         """Names the embedding space: the SHA-256 of the ONNX graph (its weights included), shortened."""
         digest = hashlib.sha256()
