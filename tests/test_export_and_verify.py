@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,29 @@ def test_a_pairs_model_verifies_one_pair_with_the_pairs_threshold(served_model, 
     assert verdict.score == pytest.approx(float(predicted[rows[0]] @ predicted[rows[len(genuine)]]), abs=1e-5)
     assert cli("verify", "--model", str(tmp_path / "pairs"), "--reference", *genuine[:2], "--questioned", forged[0]) == 1
     assert "holds for one reference" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_serving_install_alone_verifies(served_model, tmp_path):
+    """`pip install "sigverify[serve]"` into a new environment (no torch, no Lightning), then `sigverify
+    verify`: the same score as the full install's. Needs the package registry, as `make install` does."""
+    tmp, run, ckpt, model_dir = served_model
+    genuine, _, _ = signer_files(served_model)
+    venv = tmp_path / "serve-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    root, source = Path(__file__).resolve().parent.parent, tmp_path / "source"  # a copy: the build writes there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "constraints.txt"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "sigverify", source / "sigverify", ignore=shutil.ignore_patterns("__pycache__"))
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(source / "constraints.txt"),
+                              f"{source}[serve]"], capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-2000:]
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list"], capture_output=True, text=True).stdout.lower()
+    assert "onnxruntime" in listed and not any(f"\n{name} " in listed for name in ("torch", "lightning", "timm"))
+    args = ["verify", "--model", str(model_dir), "--reference", *genuine[:3], "--questioned", genuine[3]]
+    served = subprocess.run([str(venv / "bin" / "sigverify"), *args], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
+    assert served.returncode == 0, served.stderr
+    full = Verifier(model_dir).verify_files(genuine[:3], genuine[3])
+    assert json.loads(served.stdout)["score"] == pytest.approx(full.score, abs=1e-9)
