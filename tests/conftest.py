@@ -1,10 +1,13 @@
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Hypothesis (under schemathesis) keeps its example database in ./.hypothesis unless told otherwise.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="sigverify-hypothesis-"))
 
 import pytest  # noqa: E402
 
