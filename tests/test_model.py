@@ -55,3 +55,43 @@ def test_embedder_fits_backbones_with_and_without_a_pre_logits_layer(backbone):
     embedder = SignatureEmbedder(backbone, dim=16, hidden=[8]).eval()
     out = embedder(torch.randint(0, 256, (2, 1, 32, 64), dtype=torch.uint8))
     assert out.shape == (2, 16) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_gem_spans_average_to_max_pooling():
+    from sigverify.models.embedding import GeM
+
+    x = torch.rand(2, 3, 4, 5) + 0.1
+    gem = GeM(p=1.0)
+    assert torch.allclose(gem(x), x.mean(dim=(-2, -1)), atol=1e-6)
+    gem.p.data.fill_(60.0)
+    assert torch.allclose(gem(x), x.amax(dim=(-2, -1)), rtol=0.05)
+    loop = torch.tensor([[float((x[b, c] ** 3).mean() ** (1 / 3)) for c in range(3)] for b in range(2)])
+    assert torch.allclose(GeM(p=3.0)(x), loop, atol=1e-6)
+
+
+def test_multiscale_neck_pools_the_last_stages_and_trains_them_all():
+    plain = timm.create_model("test_efficientnet", features_only=True, in_chans=1)
+    channels = plain.feature_info.channels()
+    model = SignatureEmbedder("test_efficientnet", dim=16, hidden=[32], neck="multiscale", neck_stages=2)
+    assert model.backbone.num_features == sum(channels[-2:])
+    images = torch.randint(0, 256, (4, 1, 64, 128), dtype=torch.uint8)
+    embeddings = model(images)
+    assert embeddings.shape == (4, 16) and torch.allclose(embeddings.norm(dim=1), torch.ones(4), atol=1e-5)
+    embeddings[:, 0].sum().backward()
+    assert all(pool.p.grad is not None and pool.p.grad.abs() > 0 for pool in model.backbone.pools)
+    with pytest.raises(ValueError, match="neck must be one of"):
+        SignatureEmbedder("test_efficientnet", neck="pyramid")
+    with pytest.raises(ValueError, match="neck_stages=9"):
+        SignatureEmbedder("test_efficientnet", neck="multiscale", neck_stages=9)
+
+
+def test_multiscale_neck_freezes_and_exports(tmp_path):
+    from sigverify.serving.export import export_onnx, onnx_embed
+
+    model = SignatureEmbedder("test_efficientnet", dim=16, hidden=[32], neck="multiscale", freeze=1).eval()
+    assert not any(p.requires_grad for p in model.backbone.trunk.conv_stem.parameters())
+    export_onnx(model, 64, 128, tmp_path / "m.onnx")
+    images = torch.randint(0, 256, (3, 64, 128), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(images[:, None]).numpy()
+    assert abs(onnx_embed(tmp_path / "m.onnx", images.numpy()) - expected).max() <= 1e-4

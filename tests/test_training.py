@@ -44,6 +44,11 @@ def test_fast_dev_run_of_every_preset(tmp_path, preset):
     run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--config", preset, "--trainer.fast_dev_run", "true", *TINY)
 
 
+def test_multiscale_neck_fast_dev_run(tmp_path):
+    run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--trainer.fast_dev_run", "true", *TINY,
+            "--model.neck", "multiscale", "--model.neck_stages", "2")
+
+
 def test_default_backbone_fast_dev_run(tmp_path):
     """The shipped experiment, untouched but for a small input: tf_efficientnetv2_m, 1 channel, 256-d."""
     run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--trainer.fast_dev_run", "true",

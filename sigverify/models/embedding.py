@@ -1,5 +1,6 @@
-"""The embedding network: any timm backbone (1-channel input, no classifier) + a projection head
-to a D-dim L2-normalised embedding.
+"""The embedding network: any timm backbone (1-channel input, no classifier), its features pooled by a
+neck (the backbone's own pooling, or several stages GeM-pooled), and a projection head to a D-dim
+L2-normalised embedding.
 
 Pretrained weights come from the hub when online (``pretrained=True``) or from a local
 ``.pth``/``.safetensors`` file (``weights_file``); timm adapts the RGB stem to one channel.
@@ -16,21 +17,63 @@ import torch.nn.functional as F
 from torch import nn
 
 
+NECKS = ("plain", "multiscale")
+
+
 def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None,
-                    drop_path_rate: float = 0.0) -> nn.Module:
-    """A timm feature extractor for grayscale input, by name; unknown names list close matches."""
+                    drop_path_rate: float = 0.0, neck: str = "plain", stages: int = 3) -> nn.Module:
+    """A timm feature extractor for grayscale input, by name, returning [B, num_features]; unknown
+    names list close matches. ``neck``: ``plain`` (the backbone's own last-stage pooling) or
+    ``multiscale`` (the last ``stages`` stages, each GeM-pooled, concatenated: :class:`MultiScaleFeatures`)."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
         raise ValueError(f"unknown backbone {name!r}; close timm names: {', '.join(close) or 'none'} "
                          "(any name from timm.list_models() is valid)")
-    kwargs = dict(in_chans=1, num_classes=0, drop_path_rate=drop_path_rate)
+    if neck not in NECKS:
+        raise ValueError(f"neck must be one of {NECKS}, got {neck!r}")
+    kwargs = dict(in_chans=1, drop_path_rate=drop_path_rate)
     if weights_file:
         path = Path(weights_file)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: pretrained weights file not found")
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
         pretrained = True
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    if neck == "plain":
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    probe = timm.create_model(name, pretrained=False, features_only=True, in_chans=1)
+    available = len(probe.feature_info)
+    if not 1 <= stages <= available:
+        raise ValueError(f"neck_stages={stages}, but {name} has {available} feature stages")
+    out_indices = tuple(range(available - stages, available))
+    return MultiScaleFeatures(timm.create_model(name, pretrained=pretrained, features_only=True,
+                                                out_indices=out_indices, **kwargs))
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over space (Radenovic et al., 2018): (mean x^p)^(1/p) with a learned p;
+    p = 1 is average pooling, large p approaches max pooling."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p, self.eps = nn.Parameter(torch.tensor(float(p))), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
+
+
+class MultiScaleFeatures(nn.Module):
+    """Several stages of a backbone, each GeM-pooled, concatenated: the early stages keep stroke detail
+    (width, tremor, pen lifts) that the last stage's coarse map averages away."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        channels = trunk.feature_info.channels()
+        self.pools = nn.ModuleList(GeM() for _ in channels)
+        self.num_features = int(sum(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([pool(f.float()) for pool, f in zip(self.pools, self.trunk(x))], dim=1)
 
 
 def freeze_stages(backbone: nn.Module, n: int) -> None:
@@ -70,10 +113,10 @@ class SignatureEmbedder(nn.Module):
 
     def __init__(self, backbone: str = "tf_efficientnetv2_m", pretrained: bool = False, weights_file: str | None = None,
                  freeze: int = 0, dim: int = 256, hidden: Sequence[int] = (512,), dropout: float = 0.4,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, neck: str = "plain", neck_stages: int = 3):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained, weights_file, drop_path_rate)
-        freeze_stages(self.backbone, freeze)
+        self.backbone = create_backbone(backbone, pretrained, weights_file, drop_path_rate, neck, neck_stages)
+        freeze_stages(getattr(self.backbone, "trunk", self.backbone), freeze)
         # Models with a pre-logits layer (MobileNetV3, LCNet, ...) output head_hidden_size features, not num_features.
         features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = ProjectionHead(features, dim, hidden, dropout)
@@ -96,8 +139,10 @@ def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> Signatur
     """The embedding network of a SignatureVerifier with hyperparameters ``hp``. With
     ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
     pretrained = hp["pretrained"] and not weights_from_checkpoint
+    # .get: checkpoints written before the neck option have the plain one
     return SignatureEmbedder(hp["backbone"], pretrained, hp["weights_file"] if pretrained else None, hp["freeze_stages"],
-                             hp["embedding_dim"], hp["head_hidden"], hp["dropout"], hp["drop_path_rate"])
+                             hp["embedding_dim"], hp["head_hidden"], hp["dropout"], hp["drop_path_rate"],
+                             hp.get("neck", "plain"), hp.get("neck_stages", 3))
 
 
 def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:

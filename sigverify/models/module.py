@@ -47,6 +47,8 @@ class SignatureVerifier(L.LightningModule):
         head_hidden: Sequence[int] = (512,),
         dropout: float = 0.4,
         drop_path_rate: float = 0.0,
+        neck: str = "plain",
+        neck_stages: int = 3,
         loss: str = "lsc_plus",
         loss_args: dict | None = None,
         lr: float = 1e-3,

@@ -171,6 +171,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
             "sigverify_version": sigverify.__version__,
             "architecture": "SignatureEmbedder",
             "backbone": hparams["backbone"],
+            "neck": hparams.get("neck", "plain"),
             "embedding_dim": int(hparams["embedding_dim"]),
             "head_hidden": list(hparams["head_hidden"]),
             "tta_shift": config.tta_shift,
