@@ -307,8 +307,10 @@ def test_sigverify_serve_runs_with_an_embedded_database(served_model, tmp_path):
         assert httpx.post(f"{url}/signers", json={"id": "z"}, headers={"X-API-Key": "k"}).status_code == 201
     finally:
         process.terminate()
-        process.wait(timeout=60)
+        code = process.wait(timeout=60)
     assert (tmp_path / "data" / "pgdata").is_dir()
+    # a stopped service stops the database it started (pg_ctl removes the pid file once it is down)
+    assert code == 0 and not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
 
 
 def test_serve_refuses_to_start_without_a_key_unless_told(served_model, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from sigverify.data.errors import DataError
@@ -67,15 +68,30 @@ def serve_main(argv: list[str] | None = None) -> int:
         from sigverify.serving.verifier import Verifier
 
         verifier = Verifier(args.model, args.threads)
-        dsn = args.db or embedded_database(args.data_dir)[0]
+        dsn, database = (args.db, None) if args.db else embedded_database(args.data_dir)
         store = SignatureStore(dsn, verifier.model.model_id, int(verifier.model.config["embedding_dim"]))
     except (ModelDirError, StoreError, ValueError, OSError, ImportError) as err:
         print(f"sigverify serve: {err}", file=sys.stderr)
+        _stop(locals().get("database"))
         return 1
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
     app = create_app(verifier, store, Settings(api_key=api_key, limits=limits))
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the previous
+    # handler: make that an exit that runs the cleanup below (the default one would kill the process
+    # and leave the embedded PostgreSQL running).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    except KeyboardInterrupt:
+        pass
     finally:
         store.close()
+        _stop(database)
     return 0
+
+
+def _stop(database) -> None:
+    """Stop the embedded PostgreSQL this process started (explicitly: its own exit hook does not run
+    when uvicorn ends on a signal), unless another process still uses it."""
+    if database is not None:
+        database.cleanup()
