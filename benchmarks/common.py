@@ -114,3 +114,11 @@ def require_memory(step: Callable[[int], None], batch: int, device, what: str, s
         raise SystemExit(f"{what}: batch {batch} needs about {need / 2**30:.1f} GiB of memory on this CPU, and "
                          f"{limit / 2**30:.1f} GiB are available; choose a smaller --batch/--p, --height/--width or "
                          "--backbone (the defaults fit the device: leave them out)")
+
+
+def latency_percentiles(seconds) -> dict:
+    """p50/p95/p99 of durations given in seconds, in milliseconds."""
+    import numpy as np
+
+    ms = np.asarray(seconds) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)}

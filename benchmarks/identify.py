@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from benchmarks.common import emit
+from benchmarks.common import emit, latency_percentiles
 from sigverify.serving.store import SignatureStore, embedded_database, migrate
 
 PER_SIGNER = 10
@@ -131,13 +131,11 @@ def main(argv: list[str] | None = None) -> None:
                 latencies.append(elapsed)
                 hits += bool(matches) and matches[0]["signer_id"] == signer
         store.close()
-    ms = np.asarray(latencies) * 1000
     emit({"vectors": args.vectors, "dim": args.dim, "k": args.k, "warmup": args.warmup, "candidates": args.candidates or max(10 * args.k, 40),
           "queries": len(latencies),
           "load_s": None if load_s is None else round(load_s, 1),
           "index_build_s": None if index_s is None else round(index_s, 1),
-          "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-          "p99_ms": round(float(np.percentile(ms, 99)), 2), "recall_at_1": round(hits / len(latencies), 3)})
+          **latency_percentiles(latencies), "recall_at_1": round(hits / len(latencies), 3)})
 
 
 if __name__ == "__main__":

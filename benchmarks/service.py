@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from benchmarks.common import emit
+from benchmarks.common import emit, latency_percentiles
 from sigverify.data.manifest import read_manifest
 from sigverify.data.synth import synthesize_dataset
 from sigverify.serving.client import wait_ready
@@ -49,12 +49,6 @@ def load_signers(dsn: str, n: int, per_signer: int, dim: int, seed: int = 0) -> 
                     vectors = rng.standard_normal((per_signer, dim)).astype(np.float32)
                     for j, v in enumerate(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)):
                         copy.write_row((f"load-{i:06d}", v, f"{i:058d}{j:06d}"))
-
-
-def percentiles(values: list[float]) -> dict:
-    ms = np.asarray(values) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
 def bare_inference(verifier: Verifier, image: Path, repeats: int) -> list[float]:
@@ -94,7 +88,7 @@ def load_level(url: str, signer: str, image: bytes, clients: int, requests: int,
             job.result()
     wall = time.perf_counter() - start
     return {"clients": clients, "requests": len(latencies), "errors": errors,
-            "requests_per_s": round(len(latencies) / wall, 1), **percentiles(latencies)}
+            "requests_per_s": round(len(latencies) / wall, 1), **latency_percentiles(latencies)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,12 +135,13 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
-    bare_p50 = float(np.percentile(bare, 50)) * 1000
+    bare_stats = latency_percentiles(bare)
+    bare_p50 = bare_stats["p50_ms"]
     single = next((level for level in levels if level["clients"] == 1), levels[0])
     emit({"model": verifier.model.model_id, "backbone": verifier.model.config["backbone"],
           "input": verifier.model.config["input"]["shape"][2:], "enrolled_signers": args.signers + 1,
           "stored_vectors": args.signers * args.references + len(references), "load_s": round(load_seconds, 1),
-          "bare_inference": {"p50_ms": round(bare_p50, 2), **{k: v for k, v in percentiles(bare).items() if k != "p50_ms"}},
+          "bare_inference": bare_stats,
           "levels": levels,
           "overhead_p50": round((single["p50_ms"] - bare_p50) / bare_p50, 3)})
 

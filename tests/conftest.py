@@ -1,3 +1,4 @@
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -75,13 +76,8 @@ def served_model(tmp_path_factory):
 
 def signer_files(served_model, which: int = 0) -> tuple[list[str], list[str], list[int]]:
     """The image files of one test signer (the ``which``-th): genuine, forgeries, and their rows in the predict embeddings."""
-    import torch
-
-    from sigverify.serving.export import datamodule_from_checkpoint
-
     tmp, run, ckpt, model_dir = served_model
-    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
-    dm.setup("test")
+    dm = _test_data(ckpt)
     root = dm.manifest_path().parent
     positions = dm.positions("test")
     signer = sorted({dm.records[p].signer for p in positions})[which]
@@ -90,3 +86,15 @@ def signer_files(served_model, which: int = 0) -> tuple[list[str], list[str], li
     forged = [i for i in rows if not dm.records[positions[i]].genuine]
     path = lambda i: str(root / dm.records[positions[i]].path)  # noqa: E731
     return [path(i) for i in genuine], [path(i) for i in forged], genuine + forged
+
+
+@functools.lru_cache(maxsize=None)
+def _test_data(ckpt: str):
+    """The data module of a checkpoint, set up once per checkpoint for the whole session."""
+    import torch
+
+    from sigverify.serving.export import datamodule_from_checkpoint
+
+    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
+    dm.setup("test")
+    return dm

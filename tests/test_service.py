@@ -109,6 +109,7 @@ def test_signers_and_references_crud(served_model, client, service):
     genuine, _, _ = signer_files(served_model, 1)
     added = enrol(client, "bob", genuine[:2])
     assert [r["duplicate"] for r in added] == [False, False] and all(len(r["image_sha256"]) == 64 for r in added)
+    assert all(r["image_format"] == "PNG" for r in added)  # sniffed from the content
     again = client.post("/signers/bob/references", files=upload(genuine[:1]), headers=KEY).json()
     assert again[0]["duplicate"] and again[0]["id"] == added[0]["id"]  # the same image is stored once
     assert client.get("/signers/bob").json()["n_references"] == 2

@@ -13,6 +13,14 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class NotAnImage(DataError):
+    """The content is no image format that can be decoded (the file name is never trusted)."""
+
+
+class ImageTooLarge(DataError):
+    """More pixels than allowed: refused before decoding (decompression bombs included)."""
+
+
 class DataProblems(ValueError):
     """Several bad files found by a scan; ``problems`` holds each one."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sigverify.data.errors import DataError
+from sigverify.data.errors import DataError, ImageTooLarge, NotAnImage
 
 #: Largest image accepted, in pixels (a 600 dpi A4 page is ~35 Mpx).
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -25,24 +25,26 @@ def load_grayscale(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
         raise DataError(path, "file not found")
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
-    return _decode(path, path, max_pixels)
+    return _decode(path, path, max_pixels)[0]
 
 
 def decode_grayscale(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                     formats: tuple[str, ...] | None = None) -> np.ndarray:
-    """:func:`load_grayscale` for an upload held in memory. The format is sniffed from the content, never
-    taken from ``name`` (which only labels errors); ``formats`` limits it (PIL names: "PNG", "JPEG", ...)."""
+                     formats: tuple[str, ...] | None = None) -> tuple[np.ndarray, str]:
+    """:func:`load_grayscale` for an upload held in memory, and the format found. The format is sniffed
+    from the content, never taken from ``name`` (which only labels errors); ``formats`` limits it (PIL
+    names: "PNG", "JPEG", ...)."""
     if not data:
         raise DataError(name, "empty file")
     return _decode(io.BytesIO(data), name, max_pixels, formats)
 
 
-def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = None) -> np.ndarray:
+def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = None) -> tuple[np.ndarray, str]:
     try:
         with Image.open(source, formats=formats) as img:
+            found = img.format
             width, height = img.size
             if width * height > max_pixels:
-                raise DataError(name, f"image too large ({width}x{height} px > {max_pixels} px limit; "
+                raise ImageTooLarge(name, f"image too large ({width}x{height} px > {max_pixels} px limit; "
                                       "possible decompression bomb)")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -52,16 +54,16 @@ def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = Non
         raise
     except UnidentifiedImageError as err:
         if isinstance(source, io.BytesIO):  # PIL's message would name the in-memory buffer
-            raise DataError(name, "not a readable image (its content is none of: "
+            raise NotAnImage(name, "not a readable image (its content is none of: "
                                   f"{', '.join(formats or ('the formats Pillow reads',))})") from err
-        raise DataError(name, f"not a readable image ({type(err).__name__}: {err})") from err
+        raise NotAnImage(name, f"not a readable image ({type(err).__name__}: {err})") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(name, f"image too large (possible decompression bomb: {err})") from err
+        raise ImageTooLarge(name, f"image too large (possible decompression bomb: {err})") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise DataError(name, f"corrupt or truncated image ({err})") from err
     if gray.size == 0:
         raise DataError(name, "image has no pixels")
-    return gray
+    return gray, found
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:

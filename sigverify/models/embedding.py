@@ -40,13 +40,17 @@ def create_backbone(name: str, pretrained: bool = False, weights_file: str | Non
         pretrained = True
     if neck == "plain":
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
-    probe = timm.create_model(name, pretrained=False, features_only=True, in_chans=1)
-    available = len(probe.feature_info)
-    if not 1 <= stages <= available:
-        raise ValueError(f"neck_stages={stages}, but {name} has {available} feature stages")
-    out_indices = tuple(range(available - stages, available))
-    return MultiScaleFeatures(timm.create_model(name, pretrained=pretrained, features_only=True,
-                                                out_indices=out_indices, **kwargs))
+    try:
+        if stages < 1:
+            raise IndexError
+        # Negative indices: the last `stages` stages, whatever their number.
+        trunk = timm.create_model(name, pretrained=pretrained, features_only=True,
+                                  out_indices=tuple(range(-stages, 0)), **kwargs)
+        trunk.feature_info.channels()  # an index past the first stage fails here
+    except IndexError:
+        available = len(timm.create_model(name, features_only=True, in_chans=1).feature_info)
+        raise ValueError(f"neck_stages={stages}, but {name} has {available} feature stages") from None
+    return MultiScaleFeatures(trunk)
 
 
 class GeM(nn.Module):

@@ -23,7 +23,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 import sigverify
-from sigverify.data.errors import DataError
+from sigverify.data.errors import DataError, ImageTooLarge, NotAnImage
 from sigverify.data.images import decode_grayscale
 from sigverify.serving.store import NewReference, SignatureStore, StoreError
 from sigverify.serving.verifier import Verifier
@@ -129,22 +129,23 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
             # Stored and echoed: printable and bounded (PostgreSQL text holds no NUL).
             name = "".join(c for c in (upload.filename or "upload") if c.isprintable())[:255] or "upload"
             try:
-                gray = decode_grayscale(data, name, limits.max_pixels, IMAGE_FORMATS)
+                gray, found = decode_grayscale(data, name, limits.max_pixels, IMAGE_FORMATS)
                 images.append(verifier.preprocess_gray(gray))
             except DataError as err:
-                status = (415 if err.problem.startswith("not a readable image") else
-                          413 if err.problem.startswith("image too large") else 422)
+                status = 415 if isinstance(err, NotAnImage) else 413 if isinstance(err, ImageTooLarge) else 422
                 raise HTTPException(status, str(err)) from err
             except ValueError as err:  # preprocessing: a blank page
                 raise HTTPException(422, f"{name}: {err}") from err
-            metadata.append((hashlib.sha256(data).hexdigest(), name, _sniffed_format(data), gray.shape))
+            metadata.append((hashlib.sha256(data).hexdigest(), name, found, gray.shape))
         embeddings = verifier.embed(np.stack(images))
         return [NewReference(e, sha, name, fmt, shape[1], shape[0])
                 for e, (sha, name, fmt, shape) in zip(embeddings, metadata)]
 
+    page_html = files("sigverify.serving").joinpath("static/index.html").read_text()  # read once, not per request
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
-        return files("sigverify.serving").joinpath("static/index.html").read_text()
+        return page_html
 
     @app.get("/healthz", tags=["operations"], summary="the process is up")
     def healthz():
@@ -221,14 +222,3 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
     return app
 
-
-def _sniffed_format(data: bytes) -> str | None:
-    from io import BytesIO
-
-    from PIL import Image
-
-    try:
-        with Image.open(BytesIO(data), formats=IMAGE_FORMATS) as img:
-            return img.format
-    except Exception:  # already decoded once; only the name is wanted here
-        return None
