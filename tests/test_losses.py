@@ -93,12 +93,27 @@ def ref_supcon(e, labels, t=0.1):
     return torch.stack(losses).mean()
 
 
+def ref_co_tuplet(e, labels, eps=0.2):
+    losses = []
+    for i in range(len(e)):
+        pos, neg = roles(labels, i)
+        if not (pos and neg):
+            continue
+        d_p = max((dist(e, i, j) ** 2 for j in pos), key=lambda v: v.item())
+        d_n = min((dist(e, i, n) ** 2 for n in neg), key=lambda v: v.item())
+        terms = [torch.exp(dist(e, i, j) ** 2 - d_n) for j in pos if (dist(e, i, j) ** 2).item() >= d_n.item() - eps]
+        terms += [torch.exp(d_p - dist(e, i, n) ** 2) for n in neg if (dist(e, i, n) ** 2).item() <= d_p.item() + eps]
+        losses.append(torch.log(1 + sum(terms, torch.zeros((), dtype=e.dtype))))
+    return torch.stack(losses).mean()
+
+
 REFERENCES = {
     "triplet_hard": (ref_triplet_hard, {}),
     "triplet_semihard": (ref_triplet_semihard, {}),
     "sct": (ref_sct, {}),
     "lsc_plus": (lambda e, lab: ref_sct(e, lab, mu=0.5, margin=0.5), {"mu": 0.5, "margin": 0.5}),
     "supcon": (ref_supcon, {}),
+    "co_tuplet": (ref_co_tuplet, {}),
 }
 
 
@@ -223,7 +238,7 @@ def test_diagnostics_count_the_anchors_and_sort_the_pairs(name):
 
 
 def test_unknown_loss_and_argument_are_named():
-    with pytest.raises(ValueError, match="valid choices: lsc_plus, sct, supcon, triplet_hard, triplet_semihard"):
+    with pytest.raises(ValueError, match="valid choices: co_tuplet, lsc_plus, sct, supcon, triplet_hard, triplet_semihard"):
         create_loss("arcface")
     with pytest.raises(ValueError, match="unknown argument"):
         create_loss("sct", margin=0.3)

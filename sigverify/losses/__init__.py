@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 
 from sigverify.losses.base import LossOutput, MetricLoss
+from sigverify.losses.co_tuplet import CoTupletLoss
 from sigverify.losses.lsc_plus import LSCPlusLoss
 from sigverify.losses.sct import SCTLoss
 from sigverify.losses.supcon import SupConLoss
@@ -16,6 +17,7 @@ LOSSES: dict[str, type[MetricLoss]] = {
     "sct": SCTLoss,
     "lsc_plus": LSCPlusLoss,
     "supcon": SupConLoss,
+    "co_tuplet": CoTupletLoss,
 }
 
 
