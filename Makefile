@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install browser demo test bench-data bench-train bench-infer sweep clean
+.PHONY: install browser demo test bench-data bench-train bench-infer bench-accuracy sweep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ test: $(STAMP) browser
 RUNS ?= 3
 bench-data bench-train bench-infer: bench-%: $(STAMP)
 	$(BIN)/python -m benchmarks.repeat --runs $(RUNS) -- $(BIN)/python -m benchmarks.$* $(ARGS)
+
+# make bench-accuracy [DATA=manifest.csv] [PRESET=configs/presets/cedar_cpu.yaml] [LOSS=triplet_hard] [FOLDS=5]
+#   [PROTOCOL=references] [ARGS="--screen" or sigverify options]: the k-fold protocol, JSON last.
+LOSS ?= triplet_hard
+PROTOCOL ?= references
+bench-accuracy: $(STAMP)
+	$(BIN)/python -m benchmarks.accuracy $(if $(DATA),--data $(DATA)) \
+	  --preset $(if $(filter command line environment,$(origin PRESET)),$(PRESET),configs/presets/cedar_cpu.yaml) \
+	  --loss $(LOSS) --folds $(if $(filter 0,$(FOLDS)),5,$(FOLDS)) --protocol $(PROTOCOL) $(ARGS)
 
 clean:
 	rm -rf runs sweeps .pytest_cache

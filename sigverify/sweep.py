@@ -100,13 +100,21 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
                 print(f"[sweep] {name}: {' '.join(step)} failed (exit {code}); see {log}", flush=True)
                 failure = {"error": f"{step[0]} failed (exit {code}), log: {log}"}
                 break
-            if step[0] == "fit":
-                (run / FIT_DONE).write_text("")
+            if step[0] == "fit":  # the marker keeps the fit's wall time, for the accuracy benchmark
+                (run / FIT_DONE).write_text(json.dumps({"fit_seconds": round(time.perf_counter() - start, 1)}))
             else:
                 valid.update(missing)
     if failure is None:
         print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return {p: json.loads(path.read_text()) if p in valid else failure for p, path in report_paths.items()}
+
+
+def fit_seconds(run: Path) -> float | None:
+    """The fit's wall time recorded in a member's marker (None for members fitted before it was kept)."""
+    try:
+        return json.loads((run / FIT_DONE).read_text()).get("fit_seconds")
+    except (OSError, ValueError):
+        return None
 
 
 def aggregate(reports: list[dict]) -> dict:

@@ -69,3 +69,33 @@ def test_repeat_names_a_run_the_kernel_killed():
     code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
     with pytest.raises(SystemExit, match="killed by signal SIGKILL.*out-of-memory"):
         repeat.main(["--runs", "1", "--", sys.executable, "-c", code])
+
+
+def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypatch, capsys):
+    """`make bench-accuracy` at toy size: k folds fitted and tested, the JSON line their mean and std;
+    `--screen` reads the validation signers and leaves the test reports alone; a new recipe gets its own folder."""
+    from benchmarks import accuracy
+    from test_sweep import TINY
+
+    monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    args = ["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2", "--out", str(out), *TINY]
+    assert accuracy.main(args) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("dataset", "preset", "folds", "protocol", "eer_mean", "eer_std", "hter_mean", "hter_std",
+                "image_statistics_eer_mean", "train_minutes", "device"):
+        assert key in line, key
+    reports = [json.loads((out / f"co_tuplet-seed0-fold{f}" / "test-references" / "report.json").read_text()) for f in (0, 1)]
+    assert line["eer_mean"] == pytest.approx(sum(r["eer"] for r in reports) / 2, abs=1e-4)
+    assert line["hter_std"] == pytest.approx(abs(reports[0]["hter"] - reports[1]["hter"]) / 2, abs=1e-4)
+    assert line["stage"] == "test signers" and line["folds"] == 2 and line["train_minutes"] > 0
+    pairs = [json.loads((out / f"co_tuplet-seed0-fold{f}" / "test-pairs" / "report.json").read_text())["eer"] for f in (0, 1)]
+    assert line["other_protocols"]["pairs"]["eer_mean"] == pytest.approx(sum(pairs) / 2, abs=1e-4)
+
+    tested = (out / "co_tuplet-seed0-fold0" / "test-references" / "report.json").stat().st_mtime_ns
+    assert accuracy.main([*args, "--screen", "--protocol", "pairs"]) == 0
+    screen = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert screen["stage"].startswith("validation signers") and screen["protocol"] == "pairs"
+    assert (out / "co_tuplet-seed0-fold1" / "validate-pairs" / "report.json").is_file()
+    assert (out / "co_tuplet-seed0-fold0" / "test-references" / "report.json").stat().st_mtime_ns == tested
+    assert accuracy.parse(["--model.neck", "multiscale"]).out != accuracy.parse([]).out
