@@ -9,7 +9,7 @@ from collections import Counter
 
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.errors import DataError, DataProblems
-from sigverify.data.importers import import_cedar, import_folders
+from sigverify.data.importers import LAYOUTS, import_cedar, import_folders, import_layout
 from sigverify.data.manifest import read_manifest, signer_warnings, summarize
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.synth import synthesize_dataset
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     imp = sub.add_parser("import", help="write a manifest.csv for a known layout")
-    imp.add_argument("layout", choices=["cedar", "folders"])
+    imp.add_argument("layout", choices=["cedar", "folders", *sorted(LAYOUTS)])
     imp.add_argument("root", help="the data set's folder")
     imp.add_argument("--out", help="manifest path (default: ROOT/manifest.csv)")
     imp.add_argument("--forgery-pattern", default=r"(?i)(forg|fake|^f_|_f\d)",
@@ -74,8 +74,10 @@ def run_data_command(argv: list[str]) -> int:
 def _import(args) -> int:
     if args.layout == "cedar":
         path = import_cedar(args.root, args.out)
-    else:
+    elif args.layout == "folders":
         path = import_folders(args.root, args.forgery_pattern, args.out)
+    else:
+        path = import_layout(args.root, args.layout, args.out)
     print(f"wrote {path}")
     return _print_summary(read_manifest(path), as_json=False)
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
-from sigverify.data.manifest import data_fingerprint, read_manifest, resolve_manifest, signer_warnings
+from sigverify.data.manifest import data_fingerprint, dataset_of, read_manifests, resolve_manifest, signer_warnings
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
@@ -52,7 +52,7 @@ torch.serialization.add_safe_globals([SyntheticConfig, SamplerConfig, Preprocess
 class SignatureDataModule(L.LightningDataModule):
     def __init__(
         self,
-        root: str | None = None,
+        root: str | list[str] | None = None,  # a manifest, or several (signers kept apart per data set)
         synthetic: SyntheticConfig = SyntheticConfig(),
         preprocess: PreprocessConfig = PreprocessConfig(),
         augment: AugmentConfig = AugmentConfig(),
@@ -78,6 +78,12 @@ class SignatureDataModule(L.LightningDataModule):
         self._resume_position: dict | None = None  # from a checkpoint, for the next training loader
 
     # -- data preparation -------------------------------------------------------------------
+    def manifest_paths(self) -> list[Path]:
+        """The manifests of ``data.root`` (one path or a list), or the built-in synthetic set's."""
+        if self.root:
+            return [resolve_manifest(r) for r in ([self.root] if isinstance(self.root, (str, Path)) else self.root)]
+        return [self.manifest_path()]
+
     def manifest_path(self) -> Path:
         if self._manifest is None:
             self._manifest = self._find_or_make_manifest()
@@ -85,7 +91,10 @@ class SignatureDataModule(L.LightningDataModule):
 
     def _find_or_make_manifest(self) -> Path:
         if self.root:
-            return resolve_manifest(self.root)
+            paths = self.manifest_paths()
+            if len(paths) > 1:
+                raise ValueError(f"data.root lists {len(paths)} manifests; this step needs exactly one")
+            return paths[0]
         s = self.synthetic
         folder = self.cache_dir / f"synthetic-n{s.signers}-g{s.genuine}-f{s.forgeries}-seed{s.seed}"
         if not (folder / "manifest.csv").is_file():
@@ -97,13 +106,14 @@ class SignatureDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs on one process per node: builds the synthetic set and the cache once.
-        prepare(read_manifest(self.manifest_path()), self.preprocess, self.cache_dir / "preprocessed",
+        prepare(read_manifests(self.manifest_paths()), self.preprocess, self.cache_dir / "preprocessed",
                 on_bad=self.on_bad, workers=self.num_workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
             return
-        records = read_manifest(self.manifest_path())
+        paths = self.manifest_paths()
+        records = read_manifests(paths)
         for note in signer_warnings(records):
             log.warning(note)
         prepared = prepare(records, self.preprocess, self.cache_dir / "preprocessed", on_bad=self.on_bad,
@@ -113,7 +123,8 @@ class SignatureDataModule(L.LightningDataModule):
         signer_id = {s: i for i, s in enumerate(self.signer_names)}
         self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
         self.genuine = np.array([r.genuine for r in self.records])
-        self.split = make_split(self.signer_names, self.split_config)
+        datasets = {s: dataset_of(s) for s in self.signer_names} if len(paths) > 1 else None
+        self.split = make_split(self.signer_names, self.split_config, datasets)
         self.data_fingerprint = data_fingerprint(records)  # the manifest's, before any bad image is skipped
         self._save_split()
         log.info("split: %s", {k: len(v) for k, v in self.split.items()})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from sigverify.data.manifest import Record, write_manifest
@@ -45,6 +46,65 @@ def import_folders(root: str | Path, forgery_pattern: str = r"(?i)(forg|fake|^f_
                 continue
             label = FORGERY if pattern.search(path.name) else GENUINE
             records.append(Record(path.resolve(), folder.name, label, index))
+    return _write(records, Path(out) if out else root / "manifest.csv")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A public data set's file naming, read from each image's path relative to the root.
+
+    ``pattern`` (matched against the end of the relative path, ``/`` separators) names the groups
+    ``signer``, ``kind`` and ``index``; a ``kind`` in ``genuine`` is a genuine signature, any other a
+    forgery. Images matching ``ignore`` are left out on purpose; any other image that does not match
+    is an error naming the file (a wrong root or a renamed file should not silently shrink the set).
+    """
+
+    pattern: str
+    genuine: tuple[str, ...]
+    signer_prefix: str | None = None  # a group whose value prefixes the signer id (BHSig260's script)
+    ignore: str | None = None
+
+
+LAYOUTS: dict[str, Layout] = {
+    # BHSig260: <signer>/B-S-<signer>-G-01.tif (Bengali) and H-S-... (Hindi); F = skilled forgery.
+    # Signer ids B1, H1, ...: both scripts number their signers from 1.
+    "bhsig260": Layout(r"(?P<script>[BH])-S-(?P<signer>\d+)-(?P<kind>[GF])-(?P<index>\d+)\.\w+", ("G",),
+                       signer_prefix="script"),
+    # GPDS (GPDS-960 gray, GPDS-300, GPDS Synthetic): <signer>/c-001-01.jpg genuine, cf-001-01.jpg forgery.
+    "gpds": Layout(r"(?P<kind>cf|c)-(?P<signer>\d+)-(?P<index>\d+)\.\w+", ("c",)),
+    # MCYT-75 offline: 0002v00.bmp genuine ("verdadera"); 0003_0002f00.bmp: forger 0003 imitating 0002.
+    "mcyt75": Layout(r"(?:\d+_)?(?P<signer>\d{4})(?P<kind>[vf])(?P<index>\d+)\.\w+", ("v",)),
+    # UTSig: Genuine/<signer>/<n>.tif; Forgery/Skilled/... and Forgery/Simple/... are forgeries by
+    # other writers. Forgery/Opposite Hand/ (the owner's other hand) is neither: left out.
+    "utsig": Layout(r"(?P<kind>Genuine|Forgery/Skilled|Forgery/Simple)/(?P<signer>[^/]+)/(?P<index>\d+)\.\w+",
+                    ("Genuine",), ignore=r"(?i)Forgery/Opposite[ _]Hand/"),
+    # SigComp 2011 offline (Dutch or Chinese; import one language's folder at a time): 001_01.PNG is
+    # signer 001's; 0119001_01.PNG is forger 0119 imitating signer 001 (the 7-digit names).
+    "sigcomp2011": Layout(r"(?P<kind>\d{4})?(?P<signer>\d{3})_(?P<index>\d+)\.\w+", ("",)),
+}
+
+
+def import_layout(root: str | Path, layout: str, out: str | Path | None = None) -> Path:
+    """Write a manifest for one of :data:`LAYOUTS` (e.g. ``"bhsig260"``) found under ``root``."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(sorted(LAYOUTS))}")
+    spec, root = LAYOUTS[layout], Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: folder not found")
+    pattern, ignore = re.compile(r"(?:^|/)" + spec.pattern + "$"), re.compile(spec.ignore) if spec.ignore else None
+    records = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        match = pattern.search(relative)
+        if match is None:
+            if ignore and ignore.search(relative):
+                continue
+            raise ValueError(f"{path}: does not follow the {layout} naming ({spec.pattern})")
+        signer = str(int(match["signer"])) if match["signer"].isdigit() else match["signer"]
+        if spec.signer_prefix:
+            signer = match[spec.signer_prefix] + signer
+        label = GENUINE if (match["kind"] or "") in spec.genuine else FORGERY
+        records.append(Record(path.resolve(), signer, label, int(match["index"])))
     return _write(records, Path(out) if out else root / "manifest.csv")
 
 

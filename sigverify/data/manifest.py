@@ -7,7 +7,8 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sigverify.data.errors import DataError, DataProblems
@@ -37,6 +38,34 @@ def resolve_manifest(root: str | Path) -> Path:
     if not manifest.is_file():
         raise DataError(manifest, "manifest not found")
     return manifest
+
+
+DATASET_SEPARATOR = ":"  # "cedar:12": signer 12 of the data set in folder cedar/ (several manifests in one run)
+
+
+def read_manifests(roots: str | Path | Sequence[str | Path]) -> list[Record]:
+    """The records of one manifest, or of several: then every signer id is prefixed with its data set's
+    name (the manifest's folder name, ``cedar:12``), so signers of different data sets never merge."""
+    paths = [resolve_manifest(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+    if not paths:
+        raise ValueError("data.root is an empty list; give one manifest or several")
+    if len(paths) == 1:
+        return read_manifest(paths[0])
+    seen: dict[str, Path] = {}
+    records = []
+    for path in paths:
+        name = path.parent.name
+        if name in seen:
+            raise DataError(path, f"its folder name {name!r} is also that of {seen[name]}; data sets in one run "
+                                  "are told apart by their folder names, so give each its own folder")
+        seen[name] = path
+        records += [replace(r, signer=f"{name}{DATASET_SEPARATOR}{r.signer}") for r in read_manifest(path)]
+    return records
+
+
+def dataset_of(signer: str) -> str:
+    """The data set part of a signer id read from several manifests (see :func:`read_manifests`)."""
+    return signer.split(DATASET_SEPARATOR, 1)[0]
 
 
 def read_manifest(path: str | Path) -> list[Record]:

@@ -31,8 +31,13 @@ class SplitConfig:
     file: str | None = None  # file: a split.json written by an earlier run
 
 
-def make_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
-    """Return {"train", "val", "test"}: disjoint, sorted signer lists covering ``signers``."""
+def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Return {"train", "val", "test"}: disjoint, sorted signer lists covering ``signers``.
+
+    ``datasets`` (signer -> data set name), for a run over several data sets: the ratio and k-fold
+    splits are then made within each data set and joined, so every data set has its share of
+    training, validation and test signers (and fold ``fold`` of each is tested).
+    """
     if config.mode not in MODES:
         raise ValueError(f"split mode must be one of {MODES}, got {config.mode!r}")
     signers = sorted(set(signers), key=_natural)
@@ -43,6 +48,15 @@ def make_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
             raise ValueError("split mode 'file' needs split.file")
         saved = json.loads(Path(config.file).read_text())
         split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
+    elif datasets and len(set(datasets.values())) > 1:
+        split = {"train": [], "val": [], "test": []}
+        for name in sorted(set(datasets.values())):
+            try:
+                part = _random_split([s for s in signers if datasets[s] == name], config)
+            except ValueError as err:
+                raise ValueError(f"data set {name!r}: {err}") from err
+            for key in split:
+                split[key] += part[key]
     else:
         split = _random_split(signers, config)
     return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them

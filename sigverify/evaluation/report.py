@@ -31,6 +31,7 @@ class EvalConfig:
     seed: int = 0
     ensemble: list[str] = field(default_factory=list)  # other models' checkpoints, scored together with this one
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
+    threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -42,6 +43,9 @@ class EvalConfig:
         check_reference_options(self.reduce, self.normalize)
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
+        if self.threshold_from:  # a report that cannot lend its threshold is refused before any work
+            for protocol in (self.protocol, *self.also_protocols):
+                carried_threshold(self, protocol)
 
 
 def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity: Similarity = cosine) -> Scores:
@@ -51,8 +55,47 @@ def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity
                             config.n_random, config.seed, config.normalize, similarity)
 
 
+# Settings that change what a score means: a threshold carries over only between reports that agree on them.
+SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize", "tta_shift")
+
+
+def carried_report(source: str | Path, protocol: str) -> Path:
+    """The report whose threshold ``threshold_from`` names for ``protocol``: a run folder (its
+    ``test-<protocol>/report.json``) or a report.json (or its sibling of the same stage for another
+    protocol, ``test-pairs/`` beside ``test-references/``)."""
+    path = Path(source)
+    if path.is_dir():
+        return path / f"test-{protocol}" / "report.json"
+    stage = path.parent.name.rsplit("-", 1)[0]
+    sibling = path.parent.parent / f"{stage}-{protocol}" / path.name
+    return sibling if path.parent.name != f"{stage}-{protocol}" and sibling.is_file() else path
+
+
+def carried_threshold(config: EvalConfig, protocol: str | None = None) -> tuple[float, str]:
+    """The threshold of another run's report (``threshold_from``) for ``protocol`` (default: the
+    config's): for cross-dataset tests that keep the operating point of the data set the model was
+    validated on."""
+    protocol = protocol or config.protocol
+    path = carried_report(config.threshold_from, protocol)
+    try:
+        report = json.loads(path.read_text())
+        threshold, theirs = float(report["threshold"]), report["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable report.json with a threshold ({err})") from err
+    ours = {**asdict(config), "protocol": protocol}
+    differ = [k for k in SCORE_SETTINGS if k in theirs and theirs[k] != ours[k]
+              and not (k == "n_references" and protocol == "pairs")]
+    if differ:
+        raise ValueError(f"{path}: its threshold was chosen with other score settings ("
+                         + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in differ) + ")")
+    return threshold, f"carried over from {path} ({report.get('threshold_source', 'validation signers')})"
+
+
 def choose_threshold(validation: Scores, config: EvalConfig) -> tuple[float, str]:
-    """The operating threshold, from validation scores only."""
+    """The operating threshold, from validation scores only (this run's, or those of the run named by
+    ``threshold_from``)."""
+    if config.threshold_from:
+        return carried_threshold(config)
     if config.target_far is None:
         return eer(validation.genuine, validation.skilled)[1], "validation signers, at their EER"
     return threshold_at_far(validation.skilled, config.target_far), f"validation signers, at FAR {config.target_far:g}"

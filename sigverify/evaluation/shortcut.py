@@ -9,6 +9,8 @@ the same validation signers. A model whose EER barely beats this floor has learn
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,7 +76,7 @@ def statistics_floor(validation: tuple, test: tuple, config: EvalConfig) -> dict
     val_stats, test_stats = standardize(validation[0], test[0])
     val_scores = protocol_scores(val_stats, validation[1], validation[2], config, negative_distance)
     test_scores = protocol_scores(test_stats, test[1], test[2], config, negative_distance)
-    threshold, _ = choose_threshold(val_scores, config)
+    threshold, _ = choose_threshold(val_scores, replace(config, threshold_from=None))  # the floor's own
     return {"features": list(FEATURES), "eer": eer(test_scores.genuine, test_scores.skilled)[0],
             "hter": rates_at(threshold, test_scores.genuine, test_scores.skilled)["hter"],
             "auc": auc(test_scores.genuine, test_scores.skilled), "threshold": threshold}

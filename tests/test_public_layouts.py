@@ -1,0 +1,149 @@
+"""The public data set layouts (a small fixture that follows each one's file naming), several manifests
+in one run with signers kept apart per data set, and cross-dataset tests with a carried-over threshold."""
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import cli
+from sigverify.data.importers import LAYOUTS, import_layout
+from sigverify.data.manifest import read_manifest, read_manifests
+from sigverify.data.splits import SplitConfig, make_split
+
+
+def _image(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = np.full((30, 60), 235, np.uint8)
+    page[10:20, 5 + seed % 20:40] = 20
+    Image.fromarray(page).save(path)
+
+
+# Each layout's file names, as its distribution writes them: (relative path, signer, label, index).
+FIXTURES = {
+    "bhsig260": [("Bengali/1/B-S-1-G-01.tif", "B1", "genuine", 1), ("Bengali/1/B-S-1-F-03.tif", "B1", "forgery", 3),
+                 ("Hindi/1/H-S-1-G-24.tif", "H1", "genuine", 24), ("Hindi/12/H-S-12-F-30.tif", "H12", "forgery", 30)],
+    "gpds": [("001/c-001-01.jpg", "1", "genuine", 1), ("001/cf-001-30.jpg", "1", "forgery", 30),
+             ("300/c-300-24.jpg", "300", "genuine", 24)],
+    "mcyt75": [("0002/0002v00.bmp", "2", "genuine", 0), ("0002/0003_0002f14.bmp", "2", "forgery", 14),
+               ("0200/0200v14.bmp", "200", "genuine", 14)],
+    "utsig": [("Genuine/1/1.tif", "1", "genuine", 1), ("Genuine/115/27.tif", "115", "genuine", 27),
+              ("Forgery/Skilled/1/6.tif", "1", "forgery", 6), ("Forgery/Simple/115/36.tif", "115", "forgery", 36)],
+    "sigcomp2011": [("Offline Genuine/001_01.PNG", "1", "genuine", 1), ("Offline Genuine/012_24.PNG", "12", "genuine", 24),
+                    ("Offline Forgeries/0119001_02.PNG", "1", "forgery", 2),
+                    ("Questioned(1287)/012/0201012_04.png", "12", "forgery", 4)],
+}
+
+
+def test_every_layout_has_a_fixture():
+    assert set(FIXTURES) == set(LAYOUTS)
+
+
+@pytest.mark.parametrize("layout", sorted(FIXTURES))
+def test_importer_reads_signer_label_and_index_from_the_names(layout, tmp_path):
+    for i, (relative, *_rest) in enumerate(FIXTURES[layout]):
+        _image(tmp_path / relative, i)
+    (tmp_path / "readme.txt").write_text("not an image")
+    records = read_manifest(import_layout(tmp_path, layout))
+    got = sorted((r.path.relative_to(tmp_path.resolve()).as_posix(), r.signer, r.label, r.index) for r in records)
+    assert got == sorted(FIXTURES[layout])
+
+
+@pytest.mark.parametrize("layout", sorted(FIXTURES))
+def test_importer_names_a_file_that_breaks_the_naming(layout, tmp_path):
+    relative = FIXTURES[layout][0][0]
+    _image(tmp_path / relative)
+    _image(tmp_path / relative.rsplit("/", 1)[0] / "scan copy.png")
+    with pytest.raises(ValueError, match=f"scan copy.png: does not follow the {layout} naming"):
+        import_layout(tmp_path, layout)
+    assert not (tmp_path / "manifest.csv").exists()
+
+
+def test_utsig_leaves_out_the_opposite_hand_on_purpose(tmp_path):
+    _image(tmp_path / "Genuine/3/1.tif")
+    _image(tmp_path / "Forgery/Opposite Hand/3/1.tif")
+    records = read_manifest(import_layout(tmp_path, "utsig"))
+    assert [(r.signer, r.label) for r in records] == [("3", "genuine")]
+
+
+def test_sigverify_data_import_knows_the_layouts(tmp_path, capsys):
+    for relative, *_ in FIXTURES["gpds"]:
+        _image(tmp_path / relative)
+    assert cli("data", "import", "gpds", str(tmp_path)) == 0
+    assert "signers: 2" in capsys.readouterr().out
+
+
+def _dataset(folder, signers, genuine=4, forgeries=2):
+    for s in range(signers):
+        for n in range(genuine + forgeries):
+            _image(folder / f"{s}" / (f"g{n}.png" if n < genuine else f"forg{n}.png"), s + n)
+    from sigverify.data.importers import import_folders
+
+    return import_folders(folder, forgery_pattern="forg")
+
+
+def test_several_manifests_keep_their_signers_apart(tmp_path):
+    a, b = _dataset(tmp_path / "alpha", 3), _dataset(tmp_path / "beta", 2)
+    records = read_manifests([a, b])
+    assert Counter(r.signer.split(":")[0] for r in records) == {"alpha": 18, "beta": 12}
+    assert {r.signer for r in records} >= {"alpha:0", "beta:0"}  # signer 0 of each: two people
+    assert read_manifests([a]) == read_manifest(a)  # one manifest: ids as they are
+    _dataset(tmp_path / "x" / "alpha", 1)
+    with pytest.raises(Exception, match="folder name 'alpha' is also that of"):
+        read_manifests([a, tmp_path / "x" / "alpha" / "manifest.csv"])
+
+
+@pytest.mark.parametrize("mode", ["ratios", "kfold"])
+def test_split_is_made_within_each_data_set(mode):
+    signers = [f"big:{i}" for i in range(40)] + [f"small:{i}" for i in range(10)]
+    datasets = {s: s.split(":")[0] for s in signers}
+    config = SplitConfig(mode=mode, test_ratio=0.2, val_ratio=0.25, min_val=2, folds=5, fold=1)
+    split = make_split(signers, config, datasets)
+    for part in ("train", "val", "test"):
+        assert {datasets[s] for s in split[part]} == {"big", "small"}, part  # every data set in every part
+    assert sorted(sum(split.values(), []), key=str) == sorted(signers, key=str)
+    assert Counter(datasets[s] for s in split["test"]) == {"big": 8, "small": 2}
+    # The same split as each data set alone would get.
+    alone = make_split([s for s in signers if s.startswith("small")], config)
+    assert [s for s in split["test"] if s.startswith("small")] == alone["test"]
+    with pytest.raises(ValueError, match="data set 'small'"):
+        make_split(signers, SplitConfig(test_ratio=0.9, val_ratio=0.5), datasets)  # none left to train on
+
+
+def test_fit_on_two_manifests_and_a_cross_dataset_test(tmp_path):
+    """Train on two data sets through `sigverify fit`; test on a third, with its own validation signers'
+    threshold and with the first run's carried over, and the report says which."""
+    from conftest import SERVED_TINY
+
+    a, b = (_dataset(tmp_path / n, 8) for n in ("alpha", "beta"))
+    other = _dataset(tmp_path / "gamma", 8)
+    common = ["--config", "configs/triplet_hard.yaml", "--vars.runs_root", str(tmp_path / "runs"), *SERVED_TINY,
+              "--data.cache_dir", str(tmp_path / "cache"), "--data.split.min_val", "2",
+              "--data.sampler.batches_per_epoch", "2", "--trainer.max_epochs", "1"]
+    assert cli("fit", *common, "--vars.name", "two", "--data.root", f"[{a}, {b}]") == 0
+    run = tmp_path / "runs" / "two"
+    split = json.loads((run / "split.json").read_text())
+    for part in ("train", "val", "test"):
+        assert {s.split(":")[0] for s in split[part]} == {"alpha", "beta"}
+    assert cli("test", *common, "--vars.name", "two", "--ckpt_path", "best", "--data.root", f"[{a}, {b}]") == 0
+    carried_from = run / "test-references" / "report.json"
+    own = json.loads(carried_from.read_text())
+    ckpt = str(next((run / "checkpoints").glob("best-*.ckpt")))
+
+    for name, extra in (("own", []), ("carried", ["--model.evaluation.threshold_from", str(carried_from)])):
+        assert cli("test", *common, "--vars.name", f"gamma-{name}", "--ckpt_path", ckpt,
+                   "--data.root", str(other), *extra) == 0
+    gamma_own = json.loads((tmp_path / "runs" / "gamma-own" / "test-references" / "report.json").read_text())
+    gamma_carried = json.loads((tmp_path / "runs" / "gamma-carried" / "test-references" / "report.json").read_text())
+    assert gamma_own["threshold_source"].startswith("validation signers")
+    assert gamma_carried["threshold_source"].startswith(f"carried over from {carried_from}")
+    assert gamma_carried["threshold"] == own["threshold"]
+    assert gamma_carried["eer"] == gamma_own["eer"]  # same model, same test signers: only the threshold moved
+    # A report whose scores mean something else cannot lend its threshold.
+    with pytest.raises(ValueError, match=r"report.json: its threshold was chosen with other score settings \(normalize"):
+        cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
+            "--model.evaluation.threshold_from", str(carried_from), "--model.evaluation.normalize", "none")
+    with pytest.raises(ValueError, match="not a readable report.json"):
+        cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
+            "--model.evaluation.threshold_from", str(tmp_path))
