@@ -32,6 +32,9 @@ class EvalConfig:
     ensemble: list[str] = field(default_factory=list)  # other models' checkpoints, scored together with this one
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
+    explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
+    explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution
+    explain_method: str = "gradcam"  # a Grad-CAM family method (sigverify.explain.attribution.METHODS)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -43,6 +46,9 @@ class EvalConfig:
         check_reference_options(self.reduce, self.normalize)
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
+        if self.explain < 0 or self.explain_sample < 0:
+            raise ValueError(f"explain and explain_sample count maps and pairs (>= 0), got {self.explain}, "
+                             f"{self.explain_sample}")
         if self.threshold_from:  # a report that cannot lend its threshold is refused before any work
             for protocol in (self.protocol, *self.also_protocols):
                 carried_threshold(self, protocol)
@@ -229,10 +235,32 @@ def render_markdown(r: dict) -> str:
         f"{_num(r['random_score'])} |",
         "",
         *_floor_lines(r),
+        *_explanation_lines(r),
         "CIs: percentile bootstrap over test signers; the HTER's " + r.get("hter_ci95_note", "") + ". "
         f"Confusion (rows actual genuine/forgery, cols accepted/rejected): {r['confusion']}",
         "",
     ])
+
+
+def _explanation_lines(r: dict) -> list[str]:
+    e = r.get("explanations")
+    if not e:
+        return []
+    ink = e["ink_ratio"]
+    lines = ["## Explanation maps", "",
+             f"{e['method']} maps of `{e['layer']}` ({e['network']}); pairs within test signers at the pairs "
+             f"threshold {e['pairs_threshold']:.4f} ({e['pairs_threshold_source']}): {e['n_errors']} errors among "
+             f"{e['n_pairs']} pairs. Ink counts within {e['ink_reach_px']} px of a stroke.", ""]
+    if ink.get("n"):
+        lines.append(f"Ink-attribution ratio over {ink['n']} images of sampled test pairs: median {ink['median']:.2f} "
+                     f"(10-90 %: {ink['p10']:.2f}-{ink['p90']:.2f}); a map spread evenly would give "
+                     f"{e['ink_share_median']:.2f}. Histogram: `explain/ink_ratio.png`.")
+    if e.get("warning"):
+        lines.append(f"**Warning**: {e['warning']}.")
+    lines += ["", "| map | kind | signer | similarity | ink ratio (reference / questioned) |", "|---|---|---|---|---|"]
+    lines += [f"| `explain/{m['file']}` | {m['kind']} | {m['signer']} | {m['similarity']:.3f} | "
+              f"{m['reference_ink_ratio']:.2f} / {m['questioned_ink_ratio']:.2f} |" for m in e["maps"]]
+    return lines + [""]
 
 
 def _floor_lines(r: dict) -> list[str]:

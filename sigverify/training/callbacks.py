@@ -238,9 +238,29 @@ class ReportWriter(L.Callback):
     def _write(self, trainer, pl_module, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        for protocol, report in pl_module.test_reports.items():
-            path = write_report(report, pl_module.test_scores[protocol], Path(trainer.default_root_dir) / f"{stage}-{protocol}")
+        for i, (protocol, report) in enumerate(pl_module.test_reports.items()):
+            folder = Path(trainer.default_root_dir) / f"{stage}-{protocol}"
+            if stage == "test" and i == 0 and pl_module.evaluation.explain:
+                report = {**report, "explanations": self._explain(trainer, pl_module, folder / "explain")}
+            path = write_report(report, pl_module.test_scores[protocol], folder)
             log.info("%s report: %s", stage, path)
+
+    @staticmethod
+    def _explain(trainer, pl_module, folder: Path) -> dict:
+        """``--explain N``: maps of the most confident errors and the ink-attribution distribution
+        (``sigverify.explain.errors``), written beside the first protocol's report."""
+        from sigverify.explain.errors import explain_test_errors
+
+        data, config = trainer.datamodule, pl_module.evaluation
+        parts = {}
+        for part in ("val", "test"):
+            positions = data.positions(part)
+            parts[part] = (np.asarray(data.images[positions]), data.signer_ids[positions], data.genuine[positions])
+        summary = explain_test_errors(pl_module.embedder, *parts["test"], parts["val"], folder, config.explain,
+                                      config.explain_sample, config.explain_method, names=data.signer_names)
+        if summary["warning"]:
+            log.warning("explanation maps: %s", summary["warning"])
+        return summary
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._write(trainer, pl_module, "test")
