@@ -13,7 +13,7 @@ export WANDB_SILENT ?= true
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[train,serve,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[train,serve,app,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,18 @@ import tempfile
 import warnings
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TRAINING_COMMANDS = (*LIGHTNING_COMMANDS, "data", "sweep", "export")  # the rest runs on the serving install
+TRAINING_COMMANDS = (*LIGHTNING_COMMANDS, "data", "sweep", "export", "explain")  # the rest runs on the serving install
+# Commands of their own: "module:function" taking the remaining arguments, returning the exit code.
+ENTRY_POINTS = {
+    "data": "sigverify.data.commands:run_data_command",
+    "sweep": "sigverify.sweep:main",
+    "export": "sigverify.serving.export:main",
+    "verify": "sigverify.serving.commands:verify_main",
+    "serve": "sigverify.serving.commands:serve_main",
+    "explain": "sigverify.explain.commands:main",
+    "push": "sigverify.serving.commands:push_main",
+    "app": "sigverify.app.launch:main",
+}
 COMMANDS = {
     "fit": "train a model: --config configs/lsc_plus.yaml [--config configs/presets/cpu_tiny.yaml] [--key value]",
     "validate": "figures on the validation signers only, for screening recipes (validate-<protocol>/)",
@@ -21,6 +32,9 @@ COMMANDS = {
     "export": "a checkpoint as a self-contained model folder (ONNX, safetensors, threshold, model card)",
     "verify": "a questioned signature against reference signatures with an exported model, as JSON",
     "serve": "the verification service: HTTP API, web page, PostgreSQL + pgvector (embedded by default)",
+    "explain": "explanation maps (Grad-CAM) of one comparison and their ink-attribution ratios",
+    "push": "upload an exported model folder to the Hugging Face hub (when the network allows it)",
+    "app": "the interactive app (Streamlit): upload references and a questioned signature, see the decision and maps",
 }
 
 
@@ -44,30 +58,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sigverify {command} needs the training install: pip install 'sigverify[train]' "
               "(this one serves models only)", file=sys.stderr)
         sys.exit(2)
-    if command == "data":
-        from sigverify.data.commands import run_data_command
-
-        sys.exit(run_data_command(argv[1:]))
-    if command == "sweep":
-        from sigverify.sweep import main as sweep
-
-        sys.exit(sweep(argv[1:]))
-    if command == "export":
-        from sigverify.serving.export import main as export
-
-        sys.exit(export(argv[1:]))
-    if command == "verify":
-        from sigverify.serving.commands import verify_main
-
-        sys.exit(verify_main(argv[1:]))
-    if command == "serve":
-        from sigverify.serving.commands import serve_main
-
-        sys.exit(serve_main(argv[1:]))
+    if command in ENTRY_POINTS:
+        module, function = ENTRY_POINTS[command].split(":")
+        sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
     if command not in LIGHTNING_COMMANDS:
         print(f"sigverify: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    run_lightning(argv)
+    run_lightning(with_explain_option(argv))
+
+
+def with_explain_option(argv: list[str]) -> list[str]:
+    """``sigverify test ... --explain N`` is ``--model.evaluation.explain N``: maps of the N most
+    confident test errors and the ink-attribution distribution in the report."""
+    out, args = [], iter(argv)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key == "--explain":
+            out += ["--model.evaluation.explain", value if sep else next(args, "")]
+        else:
+            out.append(arg)
+    return out
 
 
 def _log_to_console() -> None:

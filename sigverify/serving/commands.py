@@ -95,3 +95,25 @@ def _stop(database) -> None:
     when uvicorn ends on a signal), unless another process still uses it."""
     if database is not None:
         database.cleanup()
+
+
+def push_main(argv: list[str] | None = None) -> int:
+    """``sigverify push MODEL_DIR --repo user/name``: the exported folder, checked, to a hub model repository."""
+    parser = argparse.ArgumentParser(prog="sigverify push", description=push_main.__doc__)
+    parser.add_argument("model_dir", help="an exported model folder (`sigverify export`)")
+    parser.add_argument("--repo", required=True, help="the hub repository, user/name (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", help="branch to push to (default: main)")
+    parser.add_argument("--token", help="hub token (default: the one `hf auth login` stored, or HF_TOKEN)")
+    parser.add_argument("--message", default="Upload signature verifier (sigverify export)")
+    args = parser.parse_args(argv)
+    try:
+        from sigverify.serving.pretrained import push_model_dir
+
+        url = push_model_dir(args.model_dir, args.repo, private=args.private, revision=args.revision,
+                             token=args.token, message=args.message)
+    except (ModelDirError, ValueError, OSError) as err:
+        print(f"sigverify push: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"repo": args.repo, "url": url}))
+    return 0

@@ -115,7 +115,7 @@ def _plain(value):
 
 
 def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data: str | None = None,
-           overwrite: bool = False, n_references: int | None = None) -> Path:
+           overwrite: bool = False, n_references: int | None = None, scripts: str | None = None) -> Path:
     """Write the model folder; returns its path. Nothing is left at ``out`` if any step fails."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -194,6 +194,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
                            "global_step": checkpoint.get("global_step")},
             "training_config": training,
             "training_config_sha256": config_hash(training),
+            "scripts": scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
             "split": record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
         }
         (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
@@ -230,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-references", type=int, help="references per validation signer when the threshold "
                         "is chosen (default: the run's model.evaluation.n_references); enrol as many when serving")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.add_argument("--scripts", help="the scripts of the training signatures, for the model card "
+                                          "(e.g. 'Latin' for CEDAR, 'Bengali, Devanagari' for BHSig260)")
     args = parser.parse_args(argv)
     try:
-        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite, args.n_references)
+        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite, args.n_references, args.scripts)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"sigverify export: {err}", file=sys.stderr)
         return 1

@@ -7,6 +7,12 @@ def _percent(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _interval(values, percent: bool = True) -> str:
+    if not values or any(v is None for v in values):
+        return "n/a"
+    return " - ".join(_percent(v) if percent else f"{v:.3f}" for v in values)
+
+
 def model_card(config: dict, test_report: dict | None = None) -> str:
     threshold, protocol, pre = config["threshold"], config["protocol"], config["preprocess"]
     split, data = config["split"], config["training_config"]["data"]
@@ -56,12 +62,24 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
         "",
     ]
     if test_report:
+        r = test_report
         lines += [
-            f"On {test_report.get('n_signers', '?')} test signers never seen in training or validation, same "
-            f"protocol: EER {_percent(test_report.get('eer'))} (a posteriori), AUC {test_report.get('auc', float('nan')):.3f}; "
-            f"at this threshold FRR {_percent(test_report.get('frr'))}, FAR skilled {_percent(test_report.get('far_skilled'))}, "
-            f"HTER {_percent(test_report.get('hter'))}. Shortcut floor (image statistics alone): "
-            f"{_percent(test_report.get('image_statistics_eer'))} EER.",
+            f"On {r.get('n_signers', '?')} test signers never seen in training or validation, same protocol, "
+            "95 % intervals from a bootstrap over test signers:",
+            "",
+            "| figure | value | 95 % interval |",
+            "|---|---|---|",
+            f"| EER (a posteriori, threshold found on the test signers) | {_percent(r.get('eer'))} | {_interval(r.get('eer_ci95'))} |",
+            f"| AUC | {r.get('auc', float('nan')):.3f} | {_interval(r.get('auc_ci95'), percent=False)} |",
+            f"| HTER at this threshold | {_percent(r.get('hter'))} | {_interval(r.get('hter_ci95'))} |",
+            f"| FRR / FAR skilled / FAR random at this threshold | {_percent(r.get('frr'))} / "
+            f"{_percent(r.get('far_skilled'))} / {_percent(r.get('far_random'))} | |",
+            f"| shortcut floor: EER of image statistics alone (ink amount, darkness, size) | "
+            f"{_percent(r.get('image_statistics_eer'))} | |",
+            "",
+            "The shortcut floor is what a verifier reaches without looking at the signature's form; a model close "
+            "to it may have learned a shortcut. `sigverify test --explain N` and `sigverify explain` show where "
+            "its attribution falls.",
         ]
     else:
         lines += ["No test report was found beside the checkpoint; run `sigverify test` on the run and re-export "
@@ -82,6 +100,12 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
         "",
         "## Limitations",
         "",
+        "- Writer-independent: it compares a questioned signature with a person's references; it was never "
+        "trained on the signers it verifies, and it does not identify writers.",
+        "- Offline only: scanned or photographed signatures on paper, preprocessed as above; not pen-tablet "
+        "(online) signatures, and not signatures cut from cluttered documents without cropping.",
+        f"- Scripts seen in training: {config.get('scripts') or 'not stated at export (sigverify export --scripts)'}; "
+        "other scripts are untested.",
         "- Validated only on signers like those of its data set; a new population (script, scanner, pen) needs "
         "its own validation signers and a new threshold.",
         "- The threshold rests on a handful of validation signers; its error rates there are estimates.",

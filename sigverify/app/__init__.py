@@ -1,0 +1,1 @@
+"""The interactive app (Streamlit): ``sigverify app --model MODEL_DIR``."""

@@ -1,0 +1,138 @@
+"""The Streamlit page of ``sigverify app``: upload a signer's references and a questioned signature; see
+the decision, where the score falls among the validation signers' scores, and the explanation maps.
+
+Decisions come from the exported ONNX model (``Verifier``, as ``sigverify verify`` and the service
+make them); the maps from its PyTorch twin (``model.safetensors``), when torch is installed.
+The model folder: ``--model DIR`` after ``--`` on the streamlit command line, or ``SIGVERIFY_MODEL``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import streamlit as st
+
+from sigverify.data.errors import DataError
+from sigverify.data.images import decode_grayscale
+from sigverify.serving.model_dir import ModelDirError
+
+MAX_MAPS = 3  # maps drawn per verification (one per reference): each costs a backward pass
+
+
+def model_folder() -> str | None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model")
+    return parser.parse_known_args(sys.argv[1:])[0].model or os.environ.get("SIGVERIFY_MODEL")
+
+
+@st.cache_resource
+def load_verifier(folder: str):
+    from sigverify.serving.verifier import Verifier
+
+    return Verifier(folder)
+
+
+@st.cache_resource
+def load_explainer(folder: str):
+    """The maps' network, or None (with the reason) when torch or grad-cam is not installed."""
+    try:
+        from sigverify.explain.attribution import Explainer
+        from sigverify.serving.pretrained import SignatureModel
+    except ImportError as err:
+        return None, f"explanation maps need the training install (pip install 'sigverify[train]'): {err}"
+    model = SignatureModel.from_pretrained(folder)
+    return Explainer(model.embedder, model.preprocess_config.height), None
+
+
+def distribution_figure(verifier, score: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    calibration = verifier.model.calibration
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    bins = np.linspace(min(calibration.skilled.min(), calibration.genuine.min(), score),
+                       max(calibration.skilled.max(), calibration.genuine.max(), score), 40)
+    ax.hist(calibration.genuine, bins=bins, alpha=0.6, density=True, label="validation genuine", color="tab:green")
+    ax.hist(calibration.skilled, bins=bins, alpha=0.6, density=True, label="validation skilled forgeries", color="tab:red")
+    ax.axvline(verifier.model.threshold, color="black", linestyle="--", label="threshold")
+    ax.axvline(score, color="tab:blue", linewidth=2.5, label="this signature")
+    ax.set_xlabel("score")
+    ax.set_yticks([])
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def read_uploads(verifier, files) -> np.ndarray:
+    """Uploaded files, decoded and preprocessed; a bad one stops with an error naming it."""
+    return np.stack([verifier.preprocess_gray(decode_grayscale(f.getvalue(), f.name)[0]) for f in files])
+
+
+def show_verdict(verifier, verdict) -> None:
+    text = (f"**{'Genuine' if verdict.genuine else 'Forgery'}**: score {verdict.score:.4f} against threshold "
+            f"{verdict.threshold:.4f}; confidence {100 * verdict.confidence:.1f} %")
+    (st.success if verdict.genuine else st.error)(text)
+    if verdict.n_references != verdict.n_references_validated:
+        st.warning(f"{verdict.n_references} reference(s) given; the threshold was validated with "
+                   f"{verdict.n_references_validated}: its error rates hold for that number.")
+    st.caption(f"At this score, on the validation signers: FAR {100 * verdict.far_at_score:.1f} % of skilled "
+               f"forgeries score as high, FRR {100 * verdict.frr_at_score:.1f} % of genuine signatures score lower.")
+    st.pyplot(distribution_figure(verifier, verdict.score))
+
+
+def show_maps(folder: str, references: np.ndarray, questioned: np.ndarray, names: list[str]) -> None:
+    from sigverify.explain.render import overlay
+
+    explainer, problem = load_explainer(folder)
+    if explainer is None:
+        st.info(problem)
+        return
+    st.subheader("Explanation maps")
+    st.caption(f"{explainer.method} on `{explainer.layer_name}`: what drives each similarity. Ink ratio: the share "
+               f"of positive attribution within {explainer.reach} px of a stroke; low values mean the model looks "
+               "at the paper, not the signature.")
+    n = min(MAX_MAPS, len(references))
+    for reference, name, pair in zip(references, names, explainer.pairs(references[:n], np.repeat(questioned[None], n, 0))):
+        left, right = st.columns(2)
+        left.image(overlay(reference, pair.reference), caption=f"{name} (ink ratio {pair.reference_ink_ratio:.2f})",
+                   width="stretch")
+        right.image(overlay(questioned, pair.questioned), width="stretch",
+                    caption=f"questioned vs {name}: similarity {pair.similarity:.3f}, ink ratio {pair.questioned_ink_ratio:.2f}")
+
+
+def main() -> None:
+    st.set_page_config(page_title="sigverify", layout="centered")
+    st.title("Signature verification")
+    folder = model_folder()
+    if not folder:
+        st.error("No model: start with `sigverify app --model MODEL_DIR` (or set SIGVERIFY_MODEL).")
+        return
+    try:
+        verifier = load_verifier(folder)
+    except (ModelDirError, OSError) as err:
+        st.error(f"Cannot load the model: {err}")
+        return
+    st.caption(f"Model `{folder}`: {verifier.protocol} protocol, threshold {verifier.model.threshold:.4f}, validated "
+               f"with {verifier.validated_references} reference(s) per signer.")
+    references = st.file_uploader("Reference signatures (genuine, of one signer)", accept_multiple_files=True,
+                                  type=["png", "jpg", "jpeg", "tif", "tiff", "bmp"], key="references")
+    questioned = st.file_uploader("Questioned signature", type=["png", "jpg", "jpeg", "tif", "tiff", "bmp"],
+                                  key="questioned")
+    if not st.button("Verify", type="primary", disabled=not (references and questioned)):
+        return
+    try:
+        images = read_uploads(verifier, [*references, questioned])
+        embeddings = verifier.embed(images)
+        verdict = verifier.verdict(embeddings[-1], embeddings[:-1])
+    except (DataError, ValueError) as err:
+        st.error(str(err))
+        return
+    show_verdict(verifier, verdict)
+    show_maps(folder, images[:-1], images[-1], [f.name for f in references])
+
+
+main()

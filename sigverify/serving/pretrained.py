@@ -1,0 +1,126 @@
+"""Share a model in one line: ``SignatureModel.from_pretrained(dir_or_repo_id)`` and ``save_pretrained``.
+
+The folder is the one ``sigverify export`` writes (``model_dir.py``), read from a local path or from a
+Hugging Face hub repository (through ``huggingface_hub``'s ``ModelHubMixin``; offline, from its local
+cache). The network is rebuilt from the folder's training config and ``model.safetensors``, so its
+embeddings are bit-identical to those of the checkpoint it was exported from.
+
+    model = SignatureModel.from_pretrained("user/signature-verifier")   # or a folder
+    embeddings = model.embed_files(["ref.png", "questioned.png"])
+    model.save_pretrained("copy")           # the same folder, byte for byte
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub import ModelHubMixin, snapshot_download
+from torch import nn
+
+from sigverify.data.preprocess import PreprocessConfig, preprocess_file
+from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams
+from sigverify.models.tta import ShiftAveraged
+from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDir, ModelDirError, read_model_dir
+
+FILES = (CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD)
+
+
+class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipeline_tag="image-feature-extraction",
+                     tags=["signature-verification", "sigverify"], repo_url="https://github.com/sigverify/sigverify"):
+    """An exported model in PyTorch: uint8 images [B, 1, H, W] (preprocessed) -> unit embeddings, with the
+    folder's preprocessing, protocol, threshold and calibration."""
+
+    def __init__(self, embedder: SignatureEmbedder, folder: ModelDir):
+        super().__init__()
+        self.embedder, self.folder = embedder.eval(), folder
+        shift = float(folder.config.get("tta_shift") or 0.0)
+        self.network = ShiftAveraged(self.embedder, shift).eval() if shift else self.embedder
+        self.preprocess_config = PreprocessConfig(**folder.preprocess)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    @property
+    def threshold(self) -> float:
+        return self.folder.threshold
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Embeddings of preprocessed uint8 images [N, H, W], as ``model.onnx`` computes them."""
+        out = [self(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None]))).numpy()
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.folder.config["embedding_dim"]), np.float32)
+
+    def embed_files(self, paths) -> np.ndarray:
+        return self.embed(np.stack([preprocess_file(p, self.preprocess_config) for p in paths]))
+
+    # -- ModelHubMixin ---------------------------------------------------------------------------
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool,
+                         local_files_only: bool, token, **kwargs) -> "SignatureModel":
+        if os.path.isdir(model_id):
+            folder = Path(model_id)
+        else:
+            folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
+                                            force_download=force_download, local_files_only=local_files_only,
+                                            token=token))
+        return cls(load_embedder(folder), read_model_dir(folder))
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The folder's files as they are: its threshold and calibration belong to these weights, so
+        weights changed since loading (fine-tuned) are refused rather than saved with a stale threshold."""
+        saved = load_embedder(self.folder.path).state_dict()
+        for name, value in self.embedder.state_dict().items():
+            if not torch.equal(value, saved[name]):
+                raise ValueError(f"the weights differ from {self.folder.path / WEIGHTS} ({name}); the threshold and "
+                                 "calibration would be stale: train a checkpoint and `sigverify export` it instead")
+        save_directory = Path(save_directory)
+        for name in FILES:
+            if (save_directory / name).resolve() != (self.folder.path / name).resolve():
+                shutil.copyfile(self.folder.path / name, save_directory / name)
+
+
+def load_embedder(folder: str | Path) -> SignatureEmbedder:
+    """The embedding network of an exported folder: built from its training config, weights from
+    ``model.safetensors``; every problem names the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model = read_model_dir(folder)
+    weights = model.path / WEIGHTS
+    if not weights.is_file():
+        raise ModelDirError(f"{weights}: missing; re-export the model with `sigverify export`")
+    try:
+        hparams = model.config["training_config"]["model"]
+    except (KeyError, TypeError):
+        raise ModelDirError(f"{model.path / CONFIG}: no training_config.model entry; re-export the model") from None
+    network = embedder_from_hparams(hparams, weights_from_checkpoint=True)
+    try:
+        network.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError, OSError) as err:  # unreadable, or of another network
+        raise ModelDirError(f"{weights}: does not fit the network in {CONFIG} ({str(err)[:300]})") from err
+    return network.eval()
+
+
+def push_model_dir(folder: str | Path, repo: str, private: bool = False, revision: str | None = None,
+                   token: str | None = None, message: str = "Upload signature verifier") -> str:
+    """Upload an exported folder to a hub model repository (created if missing); returns the commit URL.
+    The folder is checked first (it must load, weights included), so a broken model is never published."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    model = read_model_dir(folder)
+    load_embedder(model.path)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(model.path), repo_id=repo, repo_type="model", revision=revision,
+                                   commit_message=message, allow_patterns=list(FILES))
+    except OfflineModeIsEnabled as err:
+        raise OSError(f"the hub is not reachable here (HF_HUB_OFFLINE is set): {err}") from err
+    except Exception as err:  # the hub's HTTP errors, and its HTTP client's network errors (no common base)
+        raise OSError(f"upload to {repo} failed: {type(err).__name__}: {err}") from err
+    return str(getattr(commit, "commit_url", commit))
