@@ -1,6 +1,7 @@
 """The built-in synthetic signatures: format, determinism, and no shortcut through image statistics."""
 import cv2
 import numpy as np
+import pytest
 
 from sigverify.data.manifest import read_manifest, summarize
 from sigverify.data.synth import synthesize_dataset, synthesize_signer
@@ -41,10 +42,11 @@ def image_statistics(image: np.ndarray) -> list[float]:
     return [ink.sum(), image[ink].mean(), np.ptp(xs), np.ptp(ys), ink.mean(), image.shape[0], image.shape[1]]
 
 
-def test_image_statistics_do_not_separate_genuine_from_forgeries():
+@pytest.mark.parametrize("style", ["classic", "skilled"])
+def test_image_statistics_do_not_separate_genuine_from_forgeries(style):
     features, signers, genuine = [], [], []
     for s in range(30):
-        for label, image, _ in synthesize_signer(s, 8, 8, seed=11):
+        for label, image, _ in synthesize_signer(s, 8, 8, seed=11, var=style):
             features.append(image_statistics(image))
             signers.append(s)
             genuine.append(label == "genuine")
@@ -58,3 +60,30 @@ def test_image_statistics_do_not_separate_genuine_from_forgeries():
         same.append(-diff_gg), forged.append(-diff_gf)
     baseline_eer, _ = eer(np.concatenate(same), np.concatenate(forged))
     assert baseline_eer >= 0.25, f"image statistics separate forgeries too well (EER {baseline_eer:.3f})"
+
+
+def _shape_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - IoU of the two signatures' ink, each cropped and resized to one box (what the model sees)."""
+    from sigverify.data.preprocess import PreprocessConfig, preprocess_array
+
+    config = PreprocessConfig(height=64, width=128)
+    ink_a, ink_b = preprocess_array(a, config) > 127, preprocess_array(b, config) > 127
+    ink_a, ink_b = (cv2.dilate(x.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for x in (ink_a, ink_b))
+    return 1 - (ink_a & ink_b).sum() / max(1, (ink_a | ink_b).sum())
+
+
+def test_skilled_style_forgeries_follow_the_genuine_shape():
+    """`skilled` forgeries imitate the genuine trajectory: closer to their signer's genuine signatures
+    than `classic` ones (which look like another person's), yet not as close as the genuine ones are."""
+    distances = {}
+    for style in ("classic", "skilled"):
+        gg, gf = [], []
+        for s in range(12):
+            images = synthesize_signer(s, 4, 4, seed=5, var=style)
+            genuine = [img for label, img, _ in images if label == "genuine"]
+            forged = [img for label, img, _ in images if label == "forgery"]
+            gg += [_shape_distance(genuine[0], g) for g in genuine[1:]]
+            gf += [_shape_distance(genuine[0], f) for f in forged]
+        distances[style] = (np.mean(gg), np.mean(gf))
+    assert distances["skilled"][1] < distances["classic"][1] - 0.05, distances
+    assert distances["skilled"][0] < distances["skilled"][1], distances

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--forgeries", type=int, default=12)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=0)
+    synth.add_argument("--style", default="classic", choices=["classic", "skilled"],
+                       help="skilled: forgeries that follow the genuine trajectory with a forger's errors")
 
     prep = sub.add_parser("prepare", help="build (or reuse) the preprocessed cache of a manifest")
     prep.add_argument("manifest")
@@ -118,7 +120,7 @@ def _print_summary(records, as_json: bool, problems: list[str] = ()) -> int:
 
 def _synth(args) -> int:
     start = time.perf_counter()
-    path = synthesize_dataset(args.out, args.signers, args.genuine, args.forgeries, args.seed, args.workers)
+    path = synthesize_dataset(args.out, args.signers, args.genuine, args.forgeries, args.seed, args.workers, args.style)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     return _print_summary(read_manifest(path), as_json=False)
 

@@ -32,6 +32,7 @@ class SyntheticConfig:
     genuine: int = 12
     forgeries: int = 12
     seed: int = 0
+    style: str = "classic"  # classic | skilled (forgeries that follow the genuine trajectory; see synth.py)
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
@@ -96,10 +97,12 @@ class SignatureDataModule(L.LightningDataModule):
                 raise ValueError(f"data.root lists {len(paths)} manifests; this step needs exactly one")
             return paths[0]
         s = self.synthetic
-        folder = self.cache_dir / f"synthetic-n{s.signers}-g{s.genuine}-f{s.forgeries}-seed{s.seed}"
+        style = "" if s.style == "classic" else f"-{s.style}"  # classic keeps the folder name it always had
+        folder = self.cache_dir / f"synthetic-n{s.signers}-g{s.genuine}-f{s.forgeries}-seed{s.seed}{style}"
         if not (folder / "manifest.csv").is_file():
             log.info("data.root not set: generating the built-in synthetic set (%d signers) in %s", s.signers, folder)
-            synthesize_dataset(folder, s.signers, s.genuine, s.forgeries, s.seed, workers=self.num_workers)
+            synthesize_dataset(folder, s.signers, s.genuine, s.forgeries, s.seed, workers=self.num_workers,
+                               style_name=s.style)
         else:
             log.info("data.root not set: using the built-in synthetic set in %s", folder)
         return folder / "manifest.csv"

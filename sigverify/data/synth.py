@@ -10,6 +10,13 @@ A spline model in the spirit of the neuromotor approach (Ferrer et al., TPAMI 20
   size and ink come from the same distributions as the genuine ones, so image statistics (ink
   amount, darkness, bounding box) do not give the forgeries away.
 Images are grayscale PNG, dark ink on light paper, written with a ``manifest.csv``.
+
+Two styles (``STYLES``). ``classic``: the forger deviates freely (shape noise four times the
+genuine's), so forgeries look like another person's signature. ``skilled``: the forger follows the
+genuine trajectory closely and makes the errors of careful imitation: slower strokes (no thinning
+where a fluent writer speeds up), blunt starts and ends where the pen rests, pen lifts with retouched
+joins, small proportion and slant drift, simplified flourishes; every image of that style (genuine
+too) also gets pen pressure along the strokes, paper texture and scanner blur and noise.
 """
 from __future__ import annotations
 
@@ -34,9 +41,10 @@ class SignerPlan:
     slant: float
     pen_width: float
     rotation: float
+    flourish: bool = False  # the last stroke is a flourish
 
 
-@dataclass
+@dataclass(frozen=True)
 class SynthVariability:
     """How much executions differ. Raising ``forgery_*`` makes forgeries easier to spot."""
 
@@ -48,6 +56,19 @@ class SynthVariability:
     forgery_tremor: float = 0.05  # tremor amplitude, letter heights
     forgery_breaks: float = 0.5  # chance that a stroke is broken by a hesitation
     forgery_slant: float = 0.12  # the forger's own slant habit (sd)
+    forgery_slowness: float = 0.0  # 1: no fast, thin mid-stroke (a forger draws slowly and evenly)
+    forgery_blunt: float = 0.0  # chance that a stroke starts and ends in a blot (the pen rests)
+    forgery_retouch: float = 0.0  # chance that a pen lift is joined by a retouch (overlapping, offset)
+    forgery_simplify: float = 0.0  # chance that the flourish is simplified (fewer turns, smaller)
+    scan: bool = False  # pen pressure, paper texture, scanner blur and noise (every image)
+
+
+STYLES = {
+    "classic": SynthVariability(),
+    "skilled": SynthVariability(forgery_shape=0.07, forgery_proportion=0.08, forgery_tremor=0.035,
+                                forgery_breaks=0.5, forgery_slant=0.05, forgery_slowness=0.8, forgery_blunt=0.6,
+                                forgery_retouch=0.6, forgery_simplify=0.7, scan=True),
+}
 
 
 def make_plan(rng: np.random.Generator) -> SignerPlan:
@@ -57,10 +78,11 @@ def make_plan(rng: np.random.Generator) -> SignerPlan:
         word, x = _word(rng, x, int(rng.integers(3, 8)))
         strokes.append(word)
         x += rng.uniform(0.4, 0.9)
-    if rng.random() < 0.6:
+    flourish = rng.random() < 0.6
+    if flourish:
         strokes.append(_flourish(rng, x))
     return SignerPlan(tuple(strokes), slant=rng.uniform(-0.45, 0.35), pen_width=rng.uniform(1.6, 3.6),
-                      rotation=rng.uniform(-4, 4))
+                      rotation=rng.uniform(-4, 4), flourish=flourish)
 
 
 def _word(rng: np.random.Generator, x: float, letters: int) -> tuple[np.ndarray, float]:
@@ -96,17 +118,29 @@ def _flourish(rng: np.random.Generator, end_x: float) -> np.ndarray:
 
 def execute(plan: SignerPlan, rng: np.random.Generator, forged: bool, var: SynthVariability) -> np.ndarray:
     """Render one signature by the plan's owner (genuine) or by a forger imitating it."""
-    strokes = [_perturb_stroke(s, rng, forged, var) for s in plan.strokes]
+    planned = list(plan.strokes)
+    if forged and plan.flourish and rng.random() < var.forgery_simplify:
+        planned[-1] = _simplify(planned[-1])
+    strokes = [_perturb_stroke(s, rng, forged, var) for s in planned]
     strokes = [_catmull_rom(s) for s in strokes]
     if forged:
         strokes = [_tremble(s, rng, var.forgery_tremor) for s in strokes]
-        strokes = [piece for s in strokes for piece in _hesitate(s, rng, var.forgery_breaks)]
+        strokes = [piece for s in strokes for piece in _hesitate(s, rng, var.forgery_breaks, var.forgery_retouch)]
     slant = plan.slant + rng.normal(0, var.genuine_slant) + (rng.normal(0, var.forgery_slant) if forged else 0.0)
     rotation = plan.rotation + rng.normal(0, 2.0)
     size = UNIT_PX * (1 + rng.uniform(-var.genuine_size, var.genuine_size))
     strokes = [_transform(s, slant, rotation, size) for s in strokes]
     pen = plan.pen_width * rng.uniform(0.8, 1.2)
-    return _render(strokes, pen, rng)
+    slowness = var.forgery_slowness if forged else 0.0
+    blunt = var.forgery_blunt if forged else 0.0
+    return _render(strokes, pen, rng, slowness, blunt, var.scan)
+
+
+def _simplify(flourish: np.ndarray) -> np.ndarray:
+    """A forger's flourish: every other turn, and a third smaller around its middle line."""
+    kept = flourish[::2] if len(flourish) > 3 else flourish
+    middle = kept[:, 1].mean()
+    return np.stack([kept[:, 0], middle + 0.67 * (kept[:, 1] - middle)], axis=1)
 
 
 def _perturb_stroke(points, rng, forged, var):
@@ -145,11 +179,15 @@ def _tremble(path: np.ndarray, rng: np.random.Generator, amplitude: float) -> np
     return path + smooth
 
 
-def _hesitate(path: np.ndarray, rng: np.random.Generator, chance: float) -> list[np.ndarray]:
-    """Pen lifts where the forger stops to look: the stroke breaks, with a small gap."""
+def _hesitate(path: np.ndarray, rng: np.random.Generator, chance: float, retouch: float = 0.0) -> list[np.ndarray]:
+    """Pen lifts where the forger stops to look: the stroke breaks, with a small gap; or, retouched,
+    the pen comes down again a little before the break and slightly off the line."""
     if len(path) < 12 or rng.random() >= chance:
         return [path]
     cut = int(rng.integers(4, len(path) - 4))
+    if rng.random() < retouch:
+        back = int(rng.integers(1, 4))
+        return [path[:cut], path[cut - back:] + rng.normal(0, 0.03, 2)]
     return [path[:cut], path[cut + 1 :]]
 
 
@@ -160,35 +198,54 @@ def _transform(path: np.ndarray, slant: float, rotation_deg: float, size: float)
     return sheared @ rot.T * size
 
 
-def _render(strokes: list[np.ndarray], pen: float, rng: np.random.Generator) -> np.ndarray:
+def _render(strokes: list[np.ndarray], pen: float, rng: np.random.Generator, slowness: float = 0.0,
+            blunt: float = 0.0, scan: bool = False) -> np.ndarray:
     allpts = np.vstack(strokes)
     lo = allpts.min(axis=0)
     margin = rng.uniform(10, 30, 2)
     size = np.ceil(allpts.max(axis=0) - lo + 2 * margin).astype(int)
     canvas = np.zeros((size[1] * SUPERSAMPLE, size[0] * SUPERSAMPLE), np.uint8)
     for stroke in strokes:
-        _draw_stroke(canvas, (stroke - lo + margin) * SUPERSAMPLE, pen * SUPERSAMPLE, rng)
+        _draw_stroke(canvas, (stroke - lo + margin) * SUPERSAMPLE, pen * SUPERSAMPLE, rng, slowness, blunt, scan)
     ink = cv2.resize(canvas, (size[0], size[1]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     paper = rng.uniform(232, 250) + rng.normal(0, 2.5, ink.shape)
+    if scan:  # paper fibre and uneven lighting: low-frequency texture
+        texture = cv2.GaussianBlur(rng.normal(0, 1, ink.shape).astype(np.float32), (0, 0), rng.uniform(3, 8))
+        paper = paper + texture / (texture.std() + 1e-6) * rng.uniform(1.5, 4.0)
     darkness = rng.uniform(150, 215)
-    return np.clip(paper - ink * darkness, 0, 255).astype(np.uint8)
+    image = paper - ink * darkness
+    if scan:  # the scanner's optics and sensor
+        image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), rng.uniform(0.3, 0.8)) + rng.normal(0, 1.5, ink.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _draw_stroke(canvas: np.ndarray, path: np.ndarray, pen: float, rng: np.random.Generator) -> None:
-    """Draw in chunks whose width follows a lognormal-like speed profile: fast mid-stroke = thinner."""
+def _draw_stroke(canvas: np.ndarray, path: np.ndarray, pen: float, rng: np.random.Generator, slowness: float = 0.0,
+                 blunt: float = 0.0, pressure: bool = False) -> None:
+    """Draw in chunks whose width follows a lognormal-like speed profile: fast mid-stroke = thinner
+    (``slowness`` flattens it: a slow, careful hand keeps the width). ``blunt``: the chance of a blot
+    where the pen starts and stops; ``pressure``: ink intensity varies smoothly along the stroke."""
     n = len(path)
     u = (np.arange(n) + 0.5) / n
-    speed = np.exp(-((np.log(u * 2 + 0.2)) ** 2) / (2 * 0.5**2))
-    width = pen * (1.15 - 0.35 * speed / speed.max()) * rng.uniform(0.9, 1.1)
+    speed = np.exp(-((np.log(u * 2 + 0.2)) ** 2) / (2 * 0.5**2)) * (1.0 - slowness)
+    width = pen * (1.15 - 0.35 * speed / max(speed.max(), 1e-6) * (1.0 - slowness)) * rng.uniform(0.9, 1.1)
+    level = np.full(n, 255.0)
+    if pressure:
+        level = 255 * np.clip(0.85 + np.cumsum(rng.normal(0, 0.03, n)), 0.6, 1.0)
     for start in range(0, n - 1, 6):
         chunk = np.round(path[start : start + 7]).astype(np.int32)
         thickness = max(1, int(round(width[min(start + 3, n - 1)])))
-        cv2.polylines(canvas, [chunk], False, 255, thickness=thickness, lineType=cv2.LINE_AA)
+        cv2.polylines(canvas, [chunk], False, int(level[start]), thickness=thickness, lineType=cv2.LINE_AA)
+    if blunt and rng.random() < blunt:
+        for end in (path[0], path[-1]):
+            cv2.circle(canvas, tuple(int(v) for v in np.round(end)), max(1, int(round(0.75 * pen))), 255, -1,
+                       lineType=cv2.LINE_AA)
 
 
 def synthesize_signer(signer: int, genuine: int, forgeries: int, seed: int,
-                      var: SynthVariability = SynthVariability()) -> list[tuple[str, np.ndarray, int]]:
-    """All images of one signer as (label, image, index); independent of other signers."""
+                      var: SynthVariability | str = "classic") -> list[tuple[str, np.ndarray, int]]:
+    """All images of one signer as (label, image, index); independent of other signers. ``var``: a
+    style name (``STYLES``) or the variability itself."""
+    var = style(var) if isinstance(var, str) else var
     rng = np.random.default_rng((seed, signer))
     plan = make_plan(rng)
     out = [(GENUINE, execute(plan, rng, False, var), i + 1) for i in range(genuine)]
@@ -196,12 +253,18 @@ def synthesize_signer(signer: int, genuine: int, forgeries: int, seed: int,
     return out
 
 
+def style(name: str) -> SynthVariability:
+    if name not in STYLES:
+        raise ValueError(f"unknown synthetic style {name!r}; valid: {', '.join(STYLES)}")
+    return STYLES[name]
+
+
 def _write_signer(args) -> list[Record]:
-    out, signer, genuine, forgeries, seed = args
+    out, signer, genuine, forgeries, seed, style_name = args
     folder = Path(out) / f"s{signer:04d}"
     folder.mkdir(parents=True, exist_ok=True)
     records = []
-    for label, image, index in synthesize_signer(signer, genuine, forgeries, seed):
+    for label, image, index in synthesize_signer(signer, genuine, forgeries, seed, style_name):
         path = folder / f"{label[0]}_{index:02d}.png"
         cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         records.append(Record(path.resolve(), str(signer), label, index))
@@ -209,12 +272,13 @@ def _write_signer(args) -> list[Record]:
 
 
 def synthesize_dataset(out: str | Path, signers: int = 60, genuine: int = 12, forgeries: int = 12,
-                       seed: int = 0, workers: int = 0) -> Path:
+                       seed: int = 0, workers: int = 0, style_name: str = "classic") -> Path:
     """Write a synthetic data set and its ``manifest.csv`` into ``out``; return the manifest path."""
     if signers < 1 or genuine < 1 or forgeries < 0:
         raise ValueError(f"need signers >= 1, genuine >= 1, forgeries >= 0; got {signers}, {genuine}, {forgeries}")
+    style(style_name)
     out = Path(out)
-    jobs = [(str(out), s, genuine, forgeries, seed) for s in range(1, signers + 1)]
+    jobs = [(str(out), s, genuine, forgeries, seed, style_name) for s in range(1, signers + 1)]
     if workers and workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(_write_signer, jobs, chunksize=4))
