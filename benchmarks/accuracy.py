@@ -9,12 +9,16 @@ Members run through ``sigverify sweep``'s member runner, so they are the sweep's
 folders, reused on a rerun) and both protocols are evaluated at once; ``--protocol`` chooses the one
 the JSON line leads with. ``--screen`` reports on the validation signers instead: that is how a
 recipe is chosen; the test folds stay untouched until it is fixed. Other options go to ``sigverify``
-(e.g. ``--model.neck multiscale``); the JSON line records them.
+(e.g. ``--model.neck multiscale``); the JSON line records them. The folder is named by the recipe (data,
+folds, seed, the config files' contents, the options) and records it: a folder of another recipe is
+refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
+this machine's.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -35,16 +39,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol", default="references", choices=PROTOCOLS)
     parser.add_argument("--screen", action="store_true", help="validation signers only (choosing a recipe)")
-    parser.add_argument("--out", default=None, help="default: sweeps/bench-<preset>-<loss>[-<hash of the extra options>]")
+    parser.add_argument("--out", default=None, help="default: sweeps/bench-<preset>-<loss>-<hash of the recipe>")
     args, args.extra = parser.parse_known_args(argv)
     if args.folds < 2:
         parser.error("--folds must be at least 2 (the k-fold signer protocol)")
-    # A finished member is reused, so a different recipe must not share its folder.
-    recipe = hashlib.sha1(" ".join(args.extra).encode()).hexdigest()[:8] if args.extra else ""
-    args.out = args.out or "-".join(filter(None, ["sweeps/bench", Path(args.preset).stem, args.loss, recipe]))
+    args.recipe = recipe(args)
+    # A finished member is reused, so another recipe (data, folds, config files, options) gets another folder.
+    digest = hashlib.sha256(json.dumps(args.recipe, sort_keys=True).encode()).hexdigest()[:8]
+    args.out = args.out or f"sweeps/bench-{Path(args.preset).stem}-{args.loss}-{digest}"
     # What the member runner reads from a sweep's arguments.
     args.protocols, args.force, args.retest = list(PROTOCOLS), False, False
     return args
+
+
+def recipe(args: argparse.Namespace) -> dict:
+    """What the folds' figures depend on: the data, the fold split, the seed, the config files' contents
+    and the extra options."""
+    def sha(path: str | Path) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+    return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
+            "preset_sha256": sha(args.preset), "loss_config_sha256": sha(f"configs/{args.loss}.yaml"),
+            "extra": list(args.extra)}
+
+
+def claim_folder(args: argparse.Namespace) -> None:
+    """Record the recipe in the folder, or refuse a folder holding this loss's members of another recipe."""
+    file = Path(args.out) / f"bench-recipe-{args.loss}.json"
+    if file.is_file():
+        stored = json.loads(file.read_text())
+        if stored != args.recipe:
+            changed = sorted(k for k in set(stored) | set(args.recipe) if stored.get(k) != args.recipe.get(k))
+            raise SystemExit(f"{args.out} holds {args.loss} members of another recipe ({', '.join(changed)} differ, "
+                             f"see {file}); give another --out or remove that folder")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(args.recipe, indent=1))
 
 
 def summarise(reports: list[dict], fit_seconds: list[float | None]) -> dict:
@@ -61,18 +90,23 @@ def summarise(reports: list[dict], fit_seconds: list[float | None]) -> dict:
             "image_statistics_eer_mean": stat("image_statistics_eer", np.mean),
             "auc_mean": stat("auc", np.mean), "far_random_mean": stat("far_random", np.mean),
             "folds_finished": len(ok),
-            "train_minutes": round(float(np.mean(timed)) / 60, 2) if timed else None}
+            # the fit subprocess's wall time per fold (start-up and, on a first run, the cache build included)
+            "train_minutes": round(float(np.mean(timed)) / 60, 2) if len(timed) == len(fit_seconds) else None}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    claim_folder(args)
+    runs = [Path(args.out) / sweep.member_name(args.loss, args.seed, fold) for fold in range(args.folds)]
+    reused = sum((run / sweep.FIT_DONE).is_file() for run in runs)
     reports = [sweep.run_member(args.loss, args.seed, fold, args) for fold in range(args.folds)]
-    fits = [sweep.fit_seconds(Path(args.out) / sweep.member_name(args.loss, args.seed, fold)) for fold in range(args.folds)]
+    fits = [sweep.fit_seconds(run) for run in runs]
     by_protocol = {p: summarise([r[p] for r in reports], fits) for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
           "folds": args.folds, "seed": args.seed, "protocol": args.protocol,
           "stage": "validation signers (screen)" if args.screen else "test signers",
-          **by_protocol[args.protocol], "device": machine(), "extra_args": args.extra,
+          **by_protocol[args.protocol], "std": "population standard deviation over folds (ddof 0)",
+          "device": machine(), "reused_folds": reused, "extra_args": args.extra,
           "other_protocols": {p: v for p, v in by_protocol.items() if p != args.protocol}, "out": args.out})
     return 0 if by_protocol[args.protocol]["folds_finished"] == args.folds else 1
 

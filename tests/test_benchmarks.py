@@ -98,4 +98,9 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert screen["stage"].startswith("validation signers") and screen["protocol"] == "pairs"
     assert (out / "co_tuplet-seed0-fold1" / "validate-pairs" / "report.json").is_file()
     assert (out / "co_tuplet-seed0-fold0" / "test-references" / "report.json").stat().st_mtime_ns == tested
-    assert accuracy.parse(["--model.neck", "multiscale"]).out != accuracy.parse([]).out
+    # Another recipe gets another folder, and a folder of another recipe is refused rather than reused.
+    outs = {accuracy.parse(a).out for a in ([], ["--model.neck", "multiscale"], ["--folds", "4"], ["--data", "x.csv"])}
+    assert len(outs) == 4
+    with pytest.raises(SystemExit, match="holds co_tuplet members of another recipe .*folds"):
+        accuracy.main([*args[:-len(TINY)], "--folds", "3", *TINY])
+    assert line["reused_folds"] == 0 and screen["reused_folds"] == 2

@@ -60,6 +60,23 @@ def test_importer_names_a_file_that_breaks_the_naming(layout, tmp_path):
     assert not (tmp_path / "manifest.csv").exists()
 
 
+def test_importers_ignore_archive_debris_and_case(tmp_path):
+    _image(tmp_path / "0002" / "0002V00.BMP")  # another copy's upper-case names
+    _image(tmp_path / "0002" / "0003_0002F01.bmp")
+    _image(tmp_path / "__MACOSX" / "0002" / "._0002v00.bmp")
+    _image(tmp_path / "0002" / ".0002v09.bmp")
+    records = read_manifest(import_layout(tmp_path, "mcyt75"))
+    assert sorted((r.signer, r.label, r.index) for r in records) == [("2", "forgery", 1), ("2", "genuine", 0)]
+
+
+def test_sigcomp_refuses_two_languages_under_one_root(tmp_path):
+    _image(tmp_path / "Dutch" / "Offline Genuine" / "001_01.PNG")
+    _image(tmp_path / "Chinese" / "Offline Genuine" / "001_01.PNG")
+    with pytest.raises(ValueError, match="more than one of Dutch, Chinese"):
+        import_layout(tmp_path, "sigcomp2011")
+    assert len(read_manifest(import_layout(tmp_path / "Dutch", "sigcomp2011"))) == 1
+
+
 def test_utsig_leaves_out_the_opposite_hand_on_purpose(tmp_path):
     _image(tmp_path / "Genuine/3/1.tif")
     _image(tmp_path / "Forgery/Opposite Hand/3/1.tif")
@@ -77,7 +94,7 @@ def test_sigverify_data_import_knows_the_layouts(tmp_path, capsys):
 def _dataset(folder, signers, genuine=4, forgeries=2):
     for s in range(signers):
         for n in range(genuine + forgeries):
-            _image(folder / f"{s}" / (f"g{n}.png" if n < genuine else f"forg{n}.png"), s + n)
+            _image(folder / f"{s}" / f"{folder.name}-{'g' if n < genuine else 'forg'}{n}.png", s + n)
     from sigverify.data.importers import import_folders
 
     return import_folders(folder, forgery_pattern="forg")
@@ -92,6 +109,18 @@ def test_several_manifests_keep_their_signers_apart(tmp_path):
     _dataset(tmp_path / "x" / "alpha", 1)
     with pytest.raises(Exception, match="folder name 'alpha' is also that of"):
         read_manifests([a, tmp_path / "x" / "alpha" / "manifest.csv"])
+    _dataset(tmp_path / "a:b", 1)
+    with pytest.raises(Exception, match="cannot name a data set"):
+        read_manifests([a, tmp_path / "a:b" / "manifest.csv"])
+    from sigverify.data.manifest import write_manifest
+
+    write_manifest(read_manifest(a)[:2], tmp_path / "copy" / "manifest.csv")  # the same images, another name
+    with pytest.raises(Exception, match="which .*alpha/manifest.csv lists too"):
+        read_manifests([a, tmp_path / "copy" / "manifest.csv"])
+    from sigverify.data.datamodule import SignatureDataModule
+
+    with pytest.raises(ValueError, match="data.root is an empty list"):
+        SignatureDataModule(root=[]).manifest_paths()
 
 
 @pytest.mark.parametrize("mode", ["ratios", "kfold"])
@@ -104,9 +133,11 @@ def test_split_is_made_within_each_data_set(mode):
         assert {datasets[s] for s in split[part]} == {"big", "small"}, part  # every data set in every part
     assert sorted(sum(split.values(), []), key=str) == sorted(signers, key=str)
     assert Counter(datasets[s] for s in split["test"]) == {"big": 8, "small": 2}
-    # The same split as each data set alone would get.
-    alone = make_split([s for s in signers if s.startswith("small")], config)
-    assert [s for s in split["test"] if s.startswith("small")] == alone["test"]
+    # Each data set gets the split it would get alone, on its own ids (natural order: 2 before 10).
+    for name, n in (("big", 40), ("small", 10)):
+        alone = make_split([str(i) for i in range(n)], config)
+        for part in ("train", "val", "test"):
+            assert sorted(s.split(":")[1] for s in split[part] if datasets[s] == name) == sorted(alone[part]), part
     with pytest.raises(ValueError, match="data set 'small'"):
         make_split(signers, SplitConfig(test_ratio=0.9, val_ratio=0.5), datasets)  # none left to train on
 
@@ -140,6 +171,14 @@ def test_fit_on_two_manifests_and_a_cross_dataset_test(tmp_path):
     assert gamma_carried["threshold_source"].startswith(f"carried over from {carried_from}")
     assert gamma_carried["threshold"] == own["threshold"]
     assert gamma_carried["eer"] == gamma_own["eer"]  # same model, same test signers: only the threshold moved
+    # Without any validation signer in the new data set: every signer tested, the threshold carried over.
+    everyone = json.dumps([str(i) for i in range(8)])
+    assert cli("test", *common, "--vars.name", "gamma-all", "--ckpt_path", ckpt, "--data.root", str(other),
+               "--data.split.mode", "lists", "--data.split.test", everyone,
+               "--model.evaluation.threshold_from", str(run)) == 0
+    gamma_all = json.loads((tmp_path / "runs" / "gamma-all" / "test-references" / "report.json").read_text())
+    assert gamma_all["n_signers"] == 8 and gamma_all["threshold"] == own["threshold"]
+    assert "carried over" in gamma_all["hter_ci95_note"]
     # A report whose scores mean something else cannot lend its threshold.
     with pytest.raises(ValueError, match=r"report.json: its threshold was chosen with other score settings \(normalize"):
         cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
@@ -147,3 +186,20 @@ def test_fit_on_two_manifests_and_a_cross_dataset_test(tmp_path):
     with pytest.raises(ValueError, match="not a readable report.json"):
         cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
             "--model.evaluation.threshold_from", str(tmp_path))
+
+
+def test_a_model_of_several_data_sets_is_refused_on_one_of_them_alone():
+    """Trained on alpha + beta, tested on alpha alone: alpha's signers are the same people under bare ids."""
+    from sigverify.data.splits import refuse_seen_signers, split_record
+
+    trained = split_record({"train": ["alpha:1", "beta:1"], "val": ["alpha:2"], "test": ["alpha:3", "beta:2"]},
+                           "AB", {"alpha": "A", "beta": "B"})
+    refuse_seen_signers(trained, split_record({"train": ["1"], "val": ["2"], "test": ["3"]}, "A"), "m")  # same split
+    with pytest.raises(ValueError, match="1 of this run's validation/test signers"):
+        refuse_seen_signers(trained, split_record({"train": ["2"], "val": ["3"], "test": ["1"]}, "A"), "m")
+    with pytest.raises(ValueError, match="1 of this run's validation/test signers"):  # and the other way round
+        refuse_seen_signers(split_record({"train": ["1"], "val": [], "test": []}, "B"),
+                            split_record({"train": [], "val": [], "test": ["alpha:1", "beta:1"]}, "AB",
+                                         {"alpha": "A", "beta": "B"}), "m")
+    with pytest.warns(UserWarning, match="another data set"):  # other data, same names: a warning only
+        refuse_seen_signers(trained, split_record({"train": [], "val": [], "test": ["alpha:1"]}, "C"), "m")

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
-from sigverify.data.manifest import data_fingerprint, dataset_of, read_manifests, resolve_manifest, signer_warnings
+from sigverify.data.manifest import (data_fingerprint, dataset_of, read_manifest, read_manifests, resolve_manifest,
+                                     signer_warnings)
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
@@ -81,9 +82,12 @@ class SignatureDataModule(L.LightningDataModule):
     # -- data preparation -------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
         """The manifests of ``data.root`` (one path or a list), or the built-in synthetic set's."""
-        if self.root:
-            return [resolve_manifest(r) for r in ([self.root] if isinstance(self.root, (str, Path)) else self.root)]
-        return [self.manifest_path()]
+        if self.root is not None and not isinstance(self.root, (str, Path)):
+            if not self.root:
+                raise ValueError("data.root is an empty list; give one manifest or several (or leave it unset "
+                                 "for the built-in synthetic set)")
+            return [resolve_manifest(r) for r in self.root]
+        return [resolve_manifest(self.root)] if self.root else [self.manifest_path()]
 
     def manifest_path(self) -> Path:
         if self._manifest is None:
@@ -129,6 +133,9 @@ class SignatureDataModule(L.LightningDataModule):
         datasets = {s: dataset_of(s) for s in self.signer_names} if len(paths) > 1 else None
         self.split = make_split(self.signer_names, self.split_config, datasets)
         self.data_fingerprint = data_fingerprint(records)  # the manifest's, before any bad image is skipped
+        # Several data sets: each one's fingerprint as a run on it alone computes it (unprefixed ids).
+        self.dataset_fingerprints = {path.resolve().parent.name: data_fingerprint(read_manifest(path))
+                                     for path in paths} if len(paths) > 1 else None
         self._save_split()
         log.info("split: %s", {k: len(v) for k, v in self.split.items()})
 
@@ -142,7 +149,7 @@ class SignatureDataModule(L.LightningDataModule):
 
     def split_record(self) -> dict:
         """This run's signers, as checkpoints store them (see ``splits.refuse_seen_signers``)."""
-        return split_record(self.split, self.data_fingerprint)
+        return split_record(self.split, self.data_fingerprint, self.dataset_fingerprints)
 
     def positions(self, part: str) -> np.ndarray:
         members = set(self.split[part])

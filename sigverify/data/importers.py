@@ -63,24 +63,28 @@ class Layout:
     genuine: tuple[str, ...]
     signer_prefix: str | None = None  # a group whose value prefixes the signer id (BHSig260's script)
     ignore: str | None = None
+    one_of: tuple[str, ...] = ()  # folders that must not be imported together (their writer numbers overlap)
 
 
 LAYOUTS: dict[str, Layout] = {
     # BHSig260: <signer>/B-S-<signer>-G-01.tif (Bengali) and H-S-... (Hindi); F = skilled forgery.
     # Signer ids B1, H1, ...: both scripts number their signers from 1.
-    "bhsig260": Layout(r"(?P<script>[BH])-S-(?P<signer>\d+)-(?P<kind>[GF])-(?P<index>\d+)\.\w+", ("G",),
+    # Import Bengali/ or Hindi/ alone for per-script figures (published results are per script).
+    "bhsig260": Layout(r"(?P<script>[BH])-S-(?P<signer>\d+)-(?P<kind>[GF])-(?P<index>\d+)\.\w+", ("g",),
                        signer_prefix="script"),
     # GPDS (GPDS-960 gray, GPDS-300, GPDS Synthetic): <signer>/c-001-01.jpg genuine, cf-001-01.jpg forgery.
     "gpds": Layout(r"(?P<kind>cf|c)-(?P<signer>\d+)-(?P<index>\d+)\.\w+", ("c",)),
     # MCYT-75 offline: 0002v00.bmp genuine ("verdadera"); 0003_0002f00.bmp: forger 0003 imitating 0002.
     "mcyt75": Layout(r"(?:\d+_)?(?P<signer>\d{4})(?P<kind>[vf])(?P<index>\d+)\.\w+", ("v",)),
-    # UTSig: Genuine/<signer>/<n>.tif; Forgery/Skilled/... and Forgery/Simple/... are forgeries by
-    # other writers. Forgery/Opposite Hand/ (the owner's other hand) is neither: left out.
+    # UTSig: Genuine/<signer>/<n>.tif; Forgery/Skilled/... and Forgery/Simple/... are imitations by other
+    # writers, both labelled forgery (drop the Simple rows from the manifest for skilled-only figures).
+    # Forgery/Opposite Hand/ (the owner's other hand) is neither: left out.
     "utsig": Layout(r"(?P<kind>Genuine|Forgery/Skilled|Forgery/Simple)/(?P<signer>[^/]+)/(?P<index>\d+)\.\w+",
-                    ("Genuine",), ignore=r"(?i)Forgery/Opposite[ _]Hand/"),
+                    ("genuine",), ignore=r"(?i)Forgery/Opposite[ _]Hand/"),
     # SigComp 2011 offline (Dutch or Chinese; import one language's folder at a time): 001_01.PNG is
     # signer 001's; 0119001_01.PNG is forger 0119 imitating signer 001 (the 7-digit names).
-    "sigcomp2011": Layout(r"(?P<kind>\d{4})?(?P<signer>\d{3})_(?P<index>\d+)\.\w+", ("",)),
+    "sigcomp2011": Layout(r"(?P<kind>\d{4})?(?P<signer>\d{3})_(?P<index>\d+)\.\w+", ("",),
+                          one_of=("Dutch", "Chinese")),
 }
 
 
@@ -91,10 +95,16 @@ def import_layout(root: str | Path, layout: str, out: str | Path | None = None) 
     spec, root = LAYOUTS[layout], Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder not found")
-    pattern, ignore = re.compile(r"(?:^|/)" + spec.pattern + "$"), re.compile(spec.ignore) if spec.ignore else None
+    pattern = re.compile(r"(?:^|/)" + spec.pattern + "$", re.IGNORECASE)  # file names' case varies between copies
+    ignore = re.compile(spec.ignore) if spec.ignore else None
+    if spec.one_of and sum(any(root.rglob(name)) for name in spec.one_of) > 1:
+        raise ValueError(f"{root}: holds more than one of {', '.join(spec.one_of)}, whose writer numbers overlap; "
+                         "import each folder on its own")
     records = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         relative = path.relative_to(root).as_posix()
+        if path.name.startswith(".") or "__MACOSX" in path.parts:  # archive debris (macOS resource forks)
+            continue
         match = pattern.search(relative)
         if match is None:
             if ignore and ignore.search(relative):
@@ -102,8 +112,8 @@ def import_layout(root: str | Path, layout: str, out: str | Path | None = None) 
             raise ValueError(f"{path}: does not follow the {layout} naming ({spec.pattern})")
         signer = str(int(match["signer"])) if match["signer"].isdigit() else match["signer"]
         if spec.signer_prefix:
-            signer = match[spec.signer_prefix] + signer
-        label = GENUINE if (match["kind"] or "") in spec.genuine else FORGERY
+            signer = match[spec.signer_prefix].upper() + signer
+        label = GENUINE if (match["kind"] or "").lower() in spec.genuine else FORGERY
         records.append(Record(path.resolve(), signer, label, int(match["index"])))
     return _write(records, Path(out) if out else root / "manifest.csv")
 

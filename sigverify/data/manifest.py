@@ -52,14 +52,22 @@ def read_manifests(roots: str | Path | Sequence[str | Path]) -> list[Record]:
     if len(paths) == 1:
         return read_manifest(paths[0])
     seen: dict[str, Path] = {}
+    images: dict[Path, Path] = {}
     records = []
     for path in paths:
-        name = path.parent.name
+        name = path.resolve().parent.name
         if name in seen:
             raise DataError(path, f"its folder name {name!r} is also that of {seen[name]}; data sets in one run "
                                   "are told apart by their folder names, so give each its own folder")
+        if DATASET_SEPARATOR in name or not name:
+            raise DataError(path, f"its folder name {name!r} cannot name a data set (empty, or with "
+                                  f"{DATASET_SEPARATOR!r}); move the manifest into a folder named for its data set")
         seen[name] = path
-        records += [replace(r, signer=f"{name}{DATASET_SEPARATOR}{r.signer}") for r in read_manifest(path)]
+        for r in read_manifest(path):
+            if r.path in images:  # one image in two data sets would be two people, perhaps on both sides of the split
+                raise DataError(path, f"lists {r.path}, which {images[r.path]} lists too")
+            images[r.path] = path
+            records.append(replace(r, signer=f"{name}{DATASET_SEPARATOR}{r.signer}"))
     return records
 
 

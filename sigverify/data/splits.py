@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sigverify.data.manifest import DATASET_SEPARATOR
+
 MODES = ("ratios", "lists", "kfold", "file")
 
 
@@ -51,15 +53,23 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
     elif datasets and len(set(datasets.values())) > 1:
         split = {"train": [], "val": [], "test": []}
         for name in sorted(set(datasets.values())):
+            # Each data set is split on its own ids, exactly as a run on it alone would split it: a model
+            # trained on several data sets never trained on the test signers of one of them alone.
+            own = {bare_signer(s): s for s in signers if datasets[s] == name}
             try:
-                part = _random_split([s for s in signers if datasets[s] == name], config)
+                part = _random_split(sorted(own, key=_natural), config)
             except ValueError as err:
                 raise ValueError(f"data set {name!r}: {err}") from err
             for key in split:
-                split[key] += part[key]
+                split[key] += [own[s] for s in part[key]]
     else:
         split = _random_split(signers, config)
     return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them
+
+
+def bare_signer(signer: str) -> str:
+    """A signer's id within its own data set (``cedar:12`` -> ``12``; see ``manifest.read_manifests``)."""
+    return str(signer).split(DATASET_SEPARATOR, 1)[-1]
 
 
 def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
@@ -67,6 +77,8 @@ def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str
     if config.mode == "kfold":
         if not 0 <= config.fold < config.folds or config.folds < 2:
             raise ValueError(f"kfold needs 0 <= fold < folds and folds >= 2, got fold={config.fold}, folds={config.folds}")
+        if len(signers) < config.folds:
+            raise ValueError(f"{len(signers)} signers cannot make {config.folds} folds")
         test = [s for i, s in enumerate(order) if i % config.folds == config.fold]
     else:
         test = order[: int(round(config.test_ratio * len(order)))]
@@ -117,9 +129,26 @@ def _natural(s: str):
 SPLIT_KEY = "signer_split"  # the checkpoint entry holding a model's split_record
 
 
-def split_record(split: dict[str, list[str]], data: str) -> dict:
-    """What a checkpoint stores about the signers its model saw: the data set's fingerprint and the split."""
-    return {"data": data, **{part: list(split[part]) for part in ("train", "val", "test")}}
+def split_record(split: dict[str, list[str]], data: str, datasets: dict[str, str] | None = None) -> dict:
+    """What a checkpoint stores about the signers its model saw: the data set's fingerprint and the split;
+    for a run over several data sets also each one's own fingerprint (``datasets``: name -> fingerprint),
+    so a later run on one of them alone is checked against the signers it had there."""
+    record = {"data": data, **{part: list(split[part]) for part in ("train", "val", "test")}}
+    if datasets:
+        record["datasets"] = dict(datasets)
+    return record
+
+
+def _views(record: dict) -> list[tuple[str, dict[str, set[str]]]]:
+    """(fingerprint, {part: signer ids}) of a record as a whole and, for several data sets, of each one
+    with its own (unprefixed) ids."""
+    parts = ("train", "val", "test")
+    views = [(record.get("data"), {p: set(record.get(p, [])) for p in parts})]
+    for name, fingerprint in (record.get("datasets") or {}).items():
+        prefix = f"{name}{DATASET_SEPARATOR}"
+        views.append((fingerprint, {p: {s[len(prefix):] for s in record.get(p, []) if s.startswith(prefix)}
+                                    for p in parts}))
+    return views
 
 
 def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow: bool = False) -> None:
@@ -135,25 +164,27 @@ def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow:
         _refuse(f"{source} does not record which signers it was trained on (saved before sigverify stored splits)",
                 allow)
         return
-    overlap = _seen(record, this_run)
-    if record.get("data") != this_run["data"]:
-        if overlap:  # another data set, or the same one re-imported or with images added or skipped
-            warnings.warn(f"{source} was trained on another data set (fingerprint {record.get('data')} vs "
-                          f"{this_run['data']}) whose signer names include {len(overlap)} of this run's "
-                          f"validation/test signers ({_names(overlap)}); if it is the same data, its scores for "
-                          "them are optimistic")
-    elif overlap:
+    # The same data set on both sides, as a whole or as one of several (signer ids compared within it).
+    same = [(theirs, ours) for fp, theirs in _views(record) for fp2, ours in _views(this_run) if fp == fp2]
+    overlap = sorted({s for theirs, ours in same for s in _seen(theirs, ours)}, key=_natural)
+    if overlap:
         _refuse(f"{source} was trained or validated on {len(overlap)} of this run's validation/test signers "
                 f"({_names(overlap)})", allow)
+    elif not same:
+        names = _seen(_views(record)[0][1], _views(this_run)[0][1])
+        if names:  # another data set, or the same one re-imported or with images added or skipped
+            warnings.warn(f"{source} was trained on another data set (fingerprint {record.get('data')} vs "
+                          f"{this_run['data']}) whose signer names include {len(names)} of this run's "
+                          f"validation/test signers ({_names(names)}); if it is the same data, its scores for "
+                          "them are optimistic")
     if record.get("init"):
         refuse_seen_signers(record["init"], this_run, f"{source} (through the model it was initialised from)", allow)
 
 
-def _seen(record: dict, this_run: dict) -> list[str]:
+def _seen(theirs: dict[str, set[str]], ours: dict[str, set[str]]) -> list[str]:
     """Trained on this run's validation or test signers, or chose its checkpoint on this run's test
     signers. (Validated on this run's validation signers is fine: the same split does that.)"""
-    overlap = (set(record["train"]) & (set(this_run["val"]) | set(this_run["test"]))) | \
-        (set(record["val"]) & set(this_run["test"]))
+    overlap = (theirs["train"] & (ours["val"] | ours["test"])) | (theirs["val"] & ours["test"])
     return sorted(overlap, key=_natural)
 
 

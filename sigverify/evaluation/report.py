@@ -62,7 +62,7 @@ def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity
 
 
 # Settings that change what a score means: a threshold carries over only between reports that agree on them.
-SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize", "tta_shift")
+SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize", "tta_shift", "ensemble")
 
 
 def carried_report(source: str | Path, protocol: str) -> Path:
@@ -77,10 +77,10 @@ def carried_report(source: str | Path, protocol: str) -> Path:
     return sibling if path.parent.name != f"{stage}-{protocol}" and sibling.is_file() else path
 
 
-def carried_threshold(config: EvalConfig, protocol: str | None = None) -> tuple[float, str]:
+def carried_threshold(config: EvalConfig, protocol: str | None = None, model_sha256: str | None = None) -> tuple[float, str]:
     """The threshold of another run's report (``threshold_from``) for ``protocol`` (default: the
     config's): for cross-dataset tests that keep the operating point of the data set the model was
-    validated on."""
+    validated on. With ``model_sha256`` (the network under test), a report of another network is refused."""
     protocol = protocol or config.protocol
     path = carried_report(config.threshold_from, protocol)
     try:
@@ -94,6 +94,10 @@ def carried_threshold(config: EvalConfig, protocol: str | None = None) -> tuple[
     if differ:
         raise ValueError(f"{path}: its threshold was chosen with other score settings ("
                          + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in differ) + ")")
+    theirs_model = report.get("model_sha256")
+    if model_sha256 and theirs_model and theirs_model != model_sha256:
+        raise ValueError(f"{path}: its threshold belongs to another network (weights {theirs_model}, this one "
+                         f"{model_sha256}); carry a threshold over only from a report of the same checkpoint")
     return threshold, f"carried over from {path} ({report.get('threshold_source', 'validation signers')})"
 
 
@@ -137,7 +141,8 @@ def evaluate(test: Scores, threshold: float, threshold_source: str, config: Eval
     report["hter_ci95"] = _hter_interval(test, threshold, config, validation)
     report["hter_ci95_note"] = ("signer bootstrap over test signers and over the validation signers the threshold "
                                 "is chosen on (re-chosen on every resample)" if validation is not None else
-                                "signer bootstrap over test signers (threshold held fixed)")
+                                "signer bootstrap over test signers (threshold held fixed"
+                                + (", carried over)" if config.threshold_from else ")"))
     return report
 
 

@@ -11,9 +11,13 @@ Every positive that is not clearly closer than the hardest negative, and every n
 clearly farther than the hardest positive, contributes: a soft-margin tuplet over many positives and
 negatives, weighted towards the informative ones. Gradients flow through d_p* and d_n* too, as in
 the authors' code (``co_tuplet_loss.py``, ``TupletLoss``; eps 0.2 or 0.3 in their config). Total:
-mean over valid anchors. Two differences, both stated: the authors' negatives are the anchor's own
-five skilled forgeries, ours are all of the batch's negatives (its skilled forgeries and other
-signers'); and a term whose difference is exactly 0 counts here (theirs drops it, a measure-zero case).
+mean over valid anchors. Differences from the authors' setting, all stated: their negatives are the
+anchor's own five skilled forgeries, ours are all of the batch's negatives (its skilled forgeries and
+other signers'); their embeddings are not L2-normalised before the loss (1024-d, distances unbounded),
+ours are unit vectors (distances in [0, 4], so eps and the exp terms act on another scale); their
+total adds the same loss on six regional embeddings (weight 1), ours is the global one; and a term
+whose difference is exactly 0 counts here (theirs drops it, a measure-zero case). PyTorch Metric
+Learning has no co-tuplet loss, so the only cross-check is the per-anchor loop of the tests.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ checkpoint and is the operating threshold applied, unchanged, to the test signer
 """
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,7 +26,7 @@ from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers
 from sigverify.evaluation.collector import EmbeddingCollector
 from sigverify.evaluation.metrics import auc, eer
 from sigverify.evaluation.protocols import pair_scores
-from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate, protocol_scores
+from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_threshold, evaluate, protocol_scores
 from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
@@ -302,7 +304,9 @@ class SignatureVerifier(L.LightningModule):
 
     def _report(self, val, test, config: EvalConfig, threshold_note: str | None):
         validation = None
-        if len(val[0]):
+        if config.threshold_from:  # carried over: needs no validation signers here, and is held fixed
+            threshold, source = carried_threshold(config, model_sha256=self.weights_sha256())
+        elif len(val[0]):
             validation = protocol_scores(*val[:3], config)
             threshold, source = choose_threshold(validation, config)
         elif config.protocol == "pairs" and self.val_threshold is not None:
@@ -312,10 +316,19 @@ class SignatureVerifier(L.LightningModule):
         scores = protocol_scores(*test[:3], config)
         report = evaluate(scores, threshold, threshold_note or source, config,
                           validation if validation is not None and val is not test else None)
+        report["model_sha256"] = self.weights_sha256()
         if val[3] is not None and test[3] is not None and len(val[0]):
             floor = statistics_floor((val[3], *val[1:3]), (test[3], *test[1:3]), config)
             report["image_statistics"], report["image_statistics_eer"] = floor, floor["eer"]
         return report, scores
+
+    def weights_sha256(self) -> str:
+        """Names the network a report's threshold belongs to (``threshold_from`` refuses another's)."""
+        digest = hashlib.sha256()
+        for name, value in sorted(self.embedder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def _val_loss(self, emb, signers, genuine) -> float:
         """The training loss on a fixed subset of validation embeddings (the loss is O(B^2) or O(B^3))."""
