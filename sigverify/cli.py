@@ -10,7 +10,7 @@ import tempfile
 import warnings
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TRAINING_COMMANDS = (*LIGHTNING_COMMANDS, "data", "sweep", "export", "explain")  # the rest runs on the serving install
+TRAINING_COMMANDS = (*LIGHTNING_COMMANDS, "data", "sweep", "export", "explain", "push")  # the rest runs on the serving install
 # Commands of their own: "module:function" taking the remaining arguments, returning the exit code.
 ENTRY_POINTS = {
     "data": "sigverify.data.commands:run_data_command",

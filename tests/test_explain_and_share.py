@@ -43,6 +43,36 @@ def test_ink_ratio_of_constructed_maps():
         ink_ratio(np.ones((10, 10)), ink)
 
 
+def test_the_warning_fires_for_background_attribution_and_no_lift():
+    from sigverify.explain.errors import attribution_warning
+
+    assert attribution_warning(0.8, 0.3) is None  # mostly on ink, well above an even spread
+    assert "mostly on background" in attribution_warning(0.3, 0.1)
+    no_lift = attribution_warning(0.55, 0.5)
+    assert "hardly more on ink" in no_lift and "mostly on background" not in no_lift
+    assert attribution_warning(None, None) is None
+
+
+def test_maps_belong_to_their_image_and_work_with_frozen_stages():
+    """Each image's map is of its similarity to the other: swapping the pair swaps the maps. Frozen stages
+    (no gradient on their weights) still give maps, and no .grad is left on the model."""
+    from sigverify.models.embedding import SignatureEmbedder
+
+    torch.manual_seed(0)
+    network = SignatureEmbedder("test_efficientnet", freeze=2, dim=16, hidden=(32,)).eval()
+    rng = np.random.default_rng(0)
+    images = np.zeros((2, 32, 64), np.uint8)
+    images[0, 10:14, 5:50], images[1, 5:25, 30:34] = 255, 255
+    images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
+    explainer = Explainer(network, 32)
+    ab, ba = explainer.pairs(images[:1], images[1:])[0], explainer.pairs(images[1:], images[:1])[0]
+    np.testing.assert_allclose(ab.reference, ba.questioned, atol=1e-6)
+    np.testing.assert_allclose(ab.questioned, ba.reference, atol=1e-6)
+    assert not np.allclose(ab.reference, ab.questioned)
+    assert all(p.grad is None for p in network.parameters())
+    assert [p.requires_grad for p in network.parameters()].count(False) > 0  # the frozen ones stay frozen
+
+
 def test_most_confident_errors_are_errors_ranked_by_margin():
     similarity = np.array([0.9, 0.2, 0.5, 0.1, 0.95, 0.6])
     genuine = np.array([True, True, True, False, False, False])
@@ -82,7 +112,14 @@ def test_explain_command_on_a_checkpoint_and_a_model_folder(served_model, tmp_pa
         assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
     assert results["ckpt"]["similarity"] == pytest.approx(results["dir"]["similarity"], abs=1e-6)  # the same network
     assert 0 <= results["dir"]["questioned_ink_ratio"] <= 1 and results["dir"]["map_size"] == [32, 64]
-    assert "references protocol" in results["dir"]["note"]
+    assert "references protocol" in results["dir"]["note"] and "decision" not in results["dir"]
+    # A pairs model's threshold holds for one reference against one questioned: explain decides with it.
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "pairs"), "--protocol", "pairs") == 0
+    capsys.readouterr()
+    assert cli("explain", "--model", str(tmp_path / "pairs"), genuine[0], forged[0], "--out", str(tmp_path / "p.png")) == 0
+    pairs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    threshold = json.loads((tmp_path / "pairs" / "config.json").read_text())["threshold"]["value"]
+    assert pairs["decision"] == ("genuine" if pairs["score"] >= threshold else "forgery")
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     assert cli("explain", "--model", str(model_dir), genuine[0], str(bad), "--out", str(tmp_path / "x.png")) == 1
@@ -106,8 +143,12 @@ def test_sigverify_test_explain_writes_error_maps_and_the_ink_distribution(serve
         margins.append(abs(entry["similarity"] - threshold))
     assert margins == sorted(margins, reverse=True)  # the most confident first
     ink = explanations["ink_ratio"]
-    assert ink["n"] == 48 and 0 <= ink["p10"] <= ink["median"] <= ink["p90"] <= 1
-    assert (explanations["warning"] is not None) == (ink["median"] < 0.5)
+    assert ink["n"] + ink["n_no_positive"] == 48 and 0 <= ink["p10"] <= ink["median"] <= ink["p90"] <= 1
+    from sigverify.explain.errors import attribution_warning
+
+    assert explanations["warning"] == attribution_warning(ink["median"], explanations["ink_share_median"])
+    assert explanations["ink_lift"] == pytest.approx(ink["median"] / explanations["ink_share_median"])
+    assert explanations["stroke_ratio"]["n"] + explanations["stroke_ratio"]["n_no_positive"] == 48
     assert (folder / "explain" / "ink_ratio.png").is_file() and "## Explanation maps" in (folder / "report.md").read_text()
     assert "explanations" not in json.loads((tmp_path / "runs" / "x" / "test-pairs" / "report.json").read_text())
 
@@ -129,6 +170,9 @@ def test_a_model_loaded_from_its_folder_embeds_bit_identically_to_its_checkpoint
     assert np.array_equal(model.embed(images), expected)
     assert np.abs(onnx_embed(model_dir / "model.onnx", images) - expected).max() < 1e-4
 
+    before = {name: (model_dir / name).read_bytes() for name in os.listdir(model_dir)}
+    model.save_pretrained(model_dir)  # into its own folder: nothing to write, nothing lost
+    assert {name: (model_dir / name).read_bytes() for name in os.listdir(model_dir)} == before
     model.save_pretrained(tmp_path / "copy")  # round trip: the same files, the same embeddings
     for name in os.listdir(model_dir):
         assert (tmp_path / "copy" / name).read_bytes() == (model_dir / name).read_bytes(), name
@@ -194,9 +238,16 @@ def test_push_checks_the_folder_and_uploads_it_or_says_why_not(served_model, tmp
 
 
 def test_model_card_states_data_protocol_threshold_figures_floor_and_limits(served_model):
+    from sigverify.serving.model_card import model_card
+
     card = (served_model[3] / CARD).read_text()
     config = json.loads((served_model[3] / "config.json").read_text())
     report = json.loads((served_model[1] / "test-references" / "report.json").read_text())
+    with_intervals = model_card(config, {**report, "eer": 0.12, "image_statistics_eer": 0.30, "eer_ci95": [0.08, 0.17],
+                                         "hter_ci95": [0.1, 0.2], "auc_ci95": [0.9, 0.95]})
+    assert "| 12.0 % | 8.0 % - 17.0 % |" in with_intervals and "10.0 % - 20.0 %" in with_intervals
+    assert "0.900 - 0.950" in with_intervals and "Do not deploy" not in with_intervals
+    assert "Do not deploy it" in model_card(config, {**report, "eer": 0.28, "image_statistics_eer": 0.30})
     assert "built-in synthetic set" in card and f"{len(config['split']['train'])} training" in card
     assert "Protocol: **references**" in card and f"{config['threshold']['value']:.4f}" in card
     assert "validation signers" in card and "95 % interval" in card
@@ -245,7 +296,11 @@ def _free_port() -> int:
 def test_the_app_renders_in_a_real_browser(served_model, tmp_path):
     from test_service_page import CHROMIUM, CHROMIUM_FLAGS, _browser_or_skip
 
+    from sigverify.serving.verifier import Verifier
+
     playwright_api = _browser_or_skip()
+    genuine, forged, _ = signer_files(served_model)
+    expected = Verifier(served_model[3]).verify_files(genuine[:3], forged[0])
     port = _free_port()
     app = subprocess.Popen([sys.executable, "-m", "sigverify.cli", "app", "--model", str(served_model[3]),
                             "--port", str(port), "--headless"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -262,7 +317,13 @@ def test_the_app_renders_in_a_real_browser(served_model, tmp_path):
             page.goto(f"http://127.0.0.1:{port}/")
             page.get_by_text("Signature verification").wait_for(timeout=60000)
             page.get_by_text("Reference signatures").wait_for(timeout=30000)
-            page.screenshot(path=str(tmp_path / "app.png"))
+            uploads = page.locator("input[type='file']")
+            uploads.nth(0).set_input_files(genuine[:3])
+            uploads.nth(1).set_input_files(forged[0])
+            page.get_by_role("button", name="Verify").click()
+            page.get_by_text(f"score {expected.score:.4f}").wait_for(timeout=120000)
+            page.get_by_text("Explanation maps").wait_for(timeout=60000)
+            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             browser.close()
         assert (tmp_path / "app.png").stat().st_size > 5000
     finally:

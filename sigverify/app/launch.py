@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -33,4 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("sigverify app needs Streamlit: pip install 'sigverify[app]'", file=sys.stderr)
         return 2
-    return subprocess.call(streamlit_command(args.model, args.port, args.address, args.headless))
+    command = streamlit_command(args.model, args.port, args.address, args.headless)
+    sys.stdout.flush()
+    os.execv(command[0], command)  # streamlit takes this process's place: a stop signal reaches it directly

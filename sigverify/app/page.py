@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -27,23 +29,32 @@ def model_folder() -> str | None:
     return parser.parse_known_args(sys.argv[1:])[0].model or os.environ.get("SIGVERIFY_MODEL")
 
 
+def folder_stamp(folder: str) -> float:
+    """Changes when the folder is exported again (--overwrite): the cached model is then reloaded."""
+    try:
+        return max(p.stat().st_mtime for p in Path(folder).iterdir())
+    except (OSError, ValueError):
+        return 0.0
+
+
 @st.cache_resource
-def load_verifier(folder: str):
+def load_verifier(folder: str, stamp: float):
     from sigverify.serving.verifier import Verifier
 
     return Verifier(folder)
 
 
 @st.cache_resource
-def load_explainer(folder: str):
-    """The maps' network, or None (with the reason) when torch or grad-cam is not installed."""
+def load_explainer(folder: str, stamp: float):
+    """(the maps' explainer, a lock for it, None), or (None, None, the reason) when torch or grad-cam is
+    missing. One explainer serves every session; the lock keeps two sessions' maps apart."""
     try:
         from sigverify.explain.attribution import Explainer
         from sigverify.serving.pretrained import SignatureModel
     except ImportError as err:
-        return None, f"explanation maps need the training install (pip install 'sigverify[train]'): {err}"
+        return None, None, f"explanation maps need the training install (pip install 'sigverify[train]'): {err}"
     model = SignatureModel.from_pretrained(folder)
-    return Explainer(model.embedder, model.preprocess_config.height), None
+    return Explainer(model.embedder, model.preprocess_config.height), threading.Lock(), None
 
 
 def distribution_figure(verifier, score: float):
@@ -64,7 +75,7 @@ def distribution_figure(verifier, score: float):
     ax.set_yticks([])
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    return fig
+    return fig  # closed by the caller once shown
 
 
 def read_uploads(verifier, files) -> np.ndarray:
@@ -81,22 +92,28 @@ def show_verdict(verifier, verdict) -> None:
                    f"{verdict.n_references_validated}: its error rates hold for that number.")
     st.caption(f"At this score, on the validation signers: FAR {100 * verdict.far_at_score:.1f} % of skilled "
                f"forgeries score as high, FRR {100 * verdict.frr_at_score:.1f} % of genuine signatures score lower.")
-    st.pyplot(distribution_figure(verifier, verdict.score))
+    figure = distribution_figure(verifier, verdict.score)
+    st.pyplot(figure)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def show_maps(folder: str, references: np.ndarray, questioned: np.ndarray, names: list[str]) -> None:
-    from sigverify.explain.render import overlay
-
-    explainer, problem = load_explainer(folder)
+    explainer, lock, problem = load_explainer(folder, folder_stamp(folder))
     if explainer is None:
         st.info(problem)
         return
+    from sigverify.explain.render import overlay
+
     st.subheader("Explanation maps")
     st.caption(f"{explainer.method} on `{explainer.layer_name}`: what drives each similarity. Ink ratio: the share "
                f"of positive attribution within {explainer.reach} px of a stroke; low values mean the model looks "
                "at the paper, not the signature.")
     n = min(MAX_MAPS, len(references))
-    for reference, name, pair in zip(references, names, explainer.pairs(references[:n], np.repeat(questioned[None], n, 0))):
+    with lock:
+        pairs = explainer.pairs(references[:n], np.repeat(questioned[None], n, 0))
+    for reference, name, pair in zip(references, names, pairs):
         left, right = st.columns(2)
         left.image(overlay(reference, pair.reference), caption=f"{name} (ink ratio {pair.reference_ink_ratio:.2f})",
                    width="stretch")
@@ -112,7 +129,7 @@ def main() -> None:
         st.error("No model: start with `sigverify app --model MODEL_DIR` (or set SIGVERIFY_MODEL).")
         return
     try:
-        verifier = load_verifier(folder)
+        verifier = load_verifier(folder, folder_stamp(folder))
     except (ModelDirError, OSError) as err:
         st.error(f"Cannot load the model: {err}")
         return

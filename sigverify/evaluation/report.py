@@ -46,6 +46,10 @@ class EvalConfig:
         check_reference_options(self.reduce, self.normalize)
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
+        from sigverify.explain import METHODS
+
+        if self.explain_method not in METHODS:
+            raise ValueError(f"explain_method must be one of {METHODS}, got {self.explain_method!r}")
         if self.explain < 0 or self.explain_sample < 0:
             raise ValueError(f"explain and explain_sample count maps and pairs (>= 0), got {self.explain}, "
                              f"{self.explain_sample}")
@@ -259,12 +263,15 @@ def _explanation_lines(r: dict) -> list[str]:
     if ink.get("n"):
         lines.append(f"Ink-attribution ratio over {ink['n']} images of sampled test pairs: median {ink['median']:.2f} "
                      f"(10-90 %: {ink['p10']:.2f}-{ink['p90']:.2f}); a map spread evenly would give "
-                     f"{e['ink_share_median']:.2f}. Histogram: `explain/ink_ratio.png`.")
+                     f"{e['ink_share_median']:.2f} (lift {e['ink_lift']:.2f}); on the stroke pixels alone: median "
+                     f"{e['stroke_ratio'].get('median', float('nan')):.2f}. {ink['n_no_positive']} map(s) without "
+                     "positive attribution left out. Histogram: `explain/ink_ratio.png`.")
     if e.get("warning"):
         lines.append(f"**Warning**: {e['warning']}.")
     lines += ["", "| map | kind | signer | similarity | ink ratio (reference / questioned) |", "|---|---|---|---|---|"]
+    ratio = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     lines += [f"| `explain/{m['file']}` | {m['kind']} | {m['signer']} | {m['similarity']:.3f} | "
-              f"{m['reference_ink_ratio']:.2f} / {m['questioned_ink_ratio']:.2f} |" for m in e["maps"]]
+              f"{ratio(m['reference_ink_ratio'])} / {ratio(m['questioned_ink_ratio'])} |" for m in e["maps"]]
     return lines + [""]
 
 

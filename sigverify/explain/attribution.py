@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam")
+from sigverify.explain import METHODS
+
 MIN_MAP_HEIGHT = 8
 
 
@@ -38,11 +39,17 @@ class PairMaps:
     questioned_ink_ratio: float
     reference_ink_share: float  # share of the image counted as ink: what an evenly spread map would score
     questioned_ink_share: float
+    reference_stroke_ratio: float  # the ratio on the stroke pixels themselves (no reach)
+    questioned_stroke_ratio: float
 
     def summary(self) -> dict:
-        return {"similarity": self.similarity, "reference_ink_ratio": self.reference_ink_ratio,
-                "questioned_ink_ratio": self.questioned_ink_ratio, "reference_ink_share": self.reference_ink_share,
-                "questioned_ink_share": self.questioned_ink_share}
+        """JSON-ready figures (NaN, a map with no positive attribution, becomes null)."""
+        values = {"similarity": self.similarity, "reference_ink_ratio": self.reference_ink_ratio,
+                  "questioned_ink_ratio": self.questioned_ink_ratio, "reference_ink_share": self.reference_ink_share,
+                  "questioned_ink_share": self.questioned_ink_share,
+                  "reference_stroke_ratio": self.reference_stroke_ratio,
+                  "questioned_stroke_ratio": self.questioned_stroke_ratio}
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
 
 
 def ink_mask(image: np.ndarray, reach: int = 0) -> np.ndarray:
@@ -111,8 +118,6 @@ def _cam(method: str, network: nn.Module, layer: nn.Module):
 
     kinds = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM,
              "layercam": LayerCAM, "eigengradcam": EigenGradCAM}
-    if method not in kinds:
-        raise ValueError(f"unknown explanation method {method!r}; valid: {', '.join(METHODS)}")
     return kinds[method](model=network, target_layers=[layer])
 
 
@@ -127,8 +132,9 @@ class Explainer:
         except AttributeError:
             names = ", ".join(name for name, _ in feature_stages(network))
             raise ValueError(f"no layer {self.layer_name!r} in the network; its stages: {names}") from None
-        self.method = method
-        self.cam = _cam(method, network, layer_module)
+        if method not in METHODS:
+            raise ValueError(f"unknown explanation method {method!r}; valid: {', '.join(METHODS)}")
+        self.method, self.layer = method, layer_module
         reduction = dict(feature_stages(network)).get(self.layer_name, 1)
         self.reach = reduction // 2  # half a map cell, in input pixels
 
@@ -145,11 +151,21 @@ class Explainer:
     def maps(self, images: np.ndarray, targets: torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """[N, H, W] maps of each image's similarity to its row of ``targets`` (fixed unit embeddings)."""
         out = []
-        with torch.inference_mode(False), torch.enable_grad():  # Lightning's test loop runs in inference mode
-            for start in range(0, len(images), batch_size):
-                chunk = self._tensor(images[start:start + batch_size])
-                concepts = [SimilarityTarget(t.detach().clone()) for t in targets[start:start + batch_size]]
-                out.append(self.cam(input_tensor=chunk, targets=concepts))
+        parameters = list(self.network.parameters())
+        trainable = [p.requires_grad for p in parameters]
+        # Gradients reach the activations through the input, not the weights: frozen stages work, and no
+        # .grad is left on the model. The CAM's hooks live only for this call (the context releases them).
+        with torch.inference_mode(False), torch.enable_grad(), _cam(self.method, self.network, self.layer) as cam:
+            try:
+                for p in parameters:
+                    p.requires_grad_(False)
+                for start in range(0, len(images), batch_size):
+                    chunk = self._tensor(images[start:start + batch_size]).requires_grad_(True)
+                    concepts = [SimilarityTarget(t.detach().clone()) for t in targets[start:start + batch_size]]
+                    out.append(cam(input_tensor=chunk, targets=concepts))
+            finally:
+                for p, flag in zip(parameters, trainable):
+                    p.requires_grad_(flag)
         return np.nan_to_num(np.concatenate(out).astype(np.float32))
 
     def ink(self, image: np.ndarray) -> np.ndarray:
@@ -164,7 +180,7 @@ class Explainer:
         for s, rm, qm, r, q in zip(similarity, ref_maps, q_maps, references, questioned):
             r_ink, q_ink = self.ink(r), self.ink(q)
             out.append(PairMaps(s, rm, qm, ink_ratio(rm, r_ink), ink_ratio(qm, q_ink), float(r_ink.mean()),
-                                float(q_ink.mean())))
+                                float(q_ink.mean()), ink_ratio(rm, ink_mask(r)), ink_ratio(qm, ink_mask(q))))
         return out
 
     def describe(self) -> dict:

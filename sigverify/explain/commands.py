@@ -24,8 +24,9 @@ def load_network(path: str | Path) -> tuple[nn.Module, PreprocessConfig, dict]:
         from sigverify.serving.pretrained import SignatureModel
 
         model = SignatureModel.from_pretrained(str(path))
+        # Decisions use the folder's scoring network (shift-averaged if exported so): its threshold's scale.
         return model.embedder, model.preprocess_config, {"protocol": model.folder.protocol["name"],
-                                                         "threshold": model.threshold}
+                                                         "threshold": model.threshold, "model": model}
     from sigverify.models.embedding import read_checkpoint
     from sigverify.serving.export import datamodule_from_checkpoint, evaluation_network
 
@@ -46,9 +47,11 @@ def explain_pair(model: str | Path, reference: str | Path, questioned: str | Pat
               "questioned": str(questioned), "map_size": list(maps.questioned.shape)}
     title = f"similarity {maps.similarity:.3f}"
     if decision_info.get("protocol") == "pairs":  # the threshold is for one reference against one questioned
-        genuine = maps.similarity >= decision_info["threshold"]
-        result.update(threshold=decision_info["threshold"], decision="genuine" if genuine else "forgery")
-        title += f" ({result['decision']} at threshold {decision_info['threshold']:.3f})"
+        embeddings = decision_info["model"].embed(images)
+        score = float(embeddings[0] @ embeddings[1])
+        genuine = score >= decision_info["threshold"]
+        result.update(score=score, threshold=decision_info["threshold"], decision="genuine" if genuine else "forgery")
+        title += f" ({result['decision']}: score {score:.3f}, threshold {decision_info['threshold']:.3f})"
     elif decision_info:
         result["note"] = ("the model's threshold is for its references protocol: decide with `sigverify verify` "
                           "and several references; the maps explain this one comparison")

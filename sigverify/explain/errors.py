@@ -20,6 +20,7 @@ from sigverify.explain.attribution import Explainer
 from sigverify.explain.render import save_pair_figure
 
 MOSTLY_BACKGROUND = 0.5  # median ink ratio below this: most positive attribution is off the strokes
+NO_LIFT = 1.2  # median ratio / ink share below this: hardly more on ink than a map spread evenly
 
 
 def within_signer_pairs(signers: np.ndarray, genuine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,24 +42,47 @@ def confident_errors(similarity: np.ndarray, is_genuine: np.ndarray, threshold: 
 
 
 def _distribution(values: list[float]) -> dict:
+    """Summary of ink ratios; maps without positive attribution (NaN) are counted apart."""
     v = np.asarray([x for x in values if np.isfinite(x)])
+    out = {"n": int(len(v)), "n_no_positive": int(len(values) - len(v))}
     if not len(v):
-        return {"n": 0}
-    return {"n": int(len(v)), "mean": float(v.mean()), "median": float(np.median(v)),
-            "p10": float(np.quantile(v, 0.1)), "p90": float(np.quantile(v, 0.9)),
-            "share_below_half": float((v < 0.5).mean())}
+        return out
+    return {**out, "mean": float(v.mean()), "median": float(np.median(v)), "p10": float(np.quantile(v, 0.1)),
+            "p90": float(np.quantile(v, 0.9)), "share_below_half": float((v < 0.5).mean())}
+
+
+def attribution_warning(median_ratio: float | None, median_share: float | None) -> str | None:
+    """The report's warning: attribution mostly off the strokes, or no more on them than an even spread."""
+    if median_ratio is None:
+        return None
+    lift = median_ratio / median_share if median_share else float("inf")
+    problems = []
+    if median_ratio < MOSTLY_BACKGROUND:
+        problems.append(f"attribution sits mostly on background (median ink ratio {median_ratio:.2f})")
+    if lift < NO_LIFT:
+        problems.append(f"it is hardly more on ink than a map spread evenly ({median_ratio:.2f} against an ink "
+                        f"share of {median_share:.2f}: lift {lift:.2f})")
+    if not problems:
+        return None
+    return "; ".join(problems) + ("; check the maps for shortcuts (paper texture, borders, ink darkness) before "
+                                  "trusting this model")
 
 
 def explain_test_errors(network: nn.Module, images: np.ndarray, signers: np.ndarray, genuine: np.ndarray,
                         val: tuple[np.ndarray, np.ndarray, np.ndarray], folder: str | Path, n: int,
-                        sample: int = 200, method: str = "gradcam", names=None, seed: int = 0) -> dict:
+                        sample: int = 200, method: str = "gradcam", names=None, seed: int = 0,
+                        target_far: float | None = None) -> dict:
     """Maps of the ``n`` most confident test errors into ``folder``, and the ink-ratio distribution over
-    up to ``sample`` random test pairs. ``val``: the validation signers' (images, signers, genuine)."""
+    up to ``sample`` random test pairs. ``val``: the validation signers' (images, signers, genuine);
+    ``target_far``: the run's operating point (None: the validation EER)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     explainer = Explainer(network, images.shape[1], method)
+    if not len(val[0]):
+        raise ValueError("--explain needs validation signers to fix the pairs threshold on")
     val_embeddings = explainer.embed(val[0]).numpy()
-    threshold, source = choose_threshold(pair_scores(val_embeddings, val[1], val[2]), EvalConfig(protocol="pairs"))
+    threshold, source = choose_threshold(pair_scores(val_embeddings, val[1], val[2]),
+                                         EvalConfig(protocol="pairs", target_far=target_far))
     embeddings = explainer.embed(images).numpy()
     pairs, is_genuine = within_signer_pairs(signers, genuine)
     similarity = (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(1)
@@ -79,6 +103,7 @@ def explain_test_errors(network: nn.Module, images: np.ndarray, signers: np.ndar
     picked = rng.choice(len(pairs), min(sample, len(pairs)), replace=False) if len(pairs) else np.zeros(0, int)
     sampled = explainer.pairs(images[pairs[picked, 0]], images[pairs[picked, 1]]) if len(picked) else []
     ratios = [r for p in sampled for r in (p.reference_ink_ratio, p.questioned_ink_ratio)]
+    strokes = [r for p in sampled for r in (p.reference_stroke_ratio, p.questioned_stroke_ratio)]
     shares = [s for p in sampled for s in (p.reference_ink_share, p.questioned_ink_share)]
     by_kind = {kind: _distribution([r for p, g in zip(sampled, is_genuine[picked]) if g == want
                                     for r in (p.reference_ink_ratio, p.questioned_ink_ratio)])
@@ -87,13 +112,12 @@ def explain_test_errors(network: nn.Module, images: np.ndarray, signers: np.ndar
                "pairs_threshold": float(threshold), "pairs_threshold_source": source,
                "n_errors": int(np.sum(np.where(is_genuine, similarity < threshold, similarity >= threshold))),
                "n_pairs": int(len(pairs)), "maps": maps, "ink_ratio": _distribution(ratios),
+               "stroke_ratio": _distribution(strokes),
                "ink_share_median": float(np.median(shares)) if shares else None, "ink_ratio_by_pair": by_kind}
-    median = summary["ink_ratio"].get("median")
-    summary["warning"] = None if median is None or median >= MOSTLY_BACKGROUND else (
-        f"attribution sits mostly on background: the median ink ratio is {median:.2f} (a map spread evenly "
-        f"would give {summary['ink_share_median']:.2f}); check the maps for shortcuts (paper texture, borders, "
-        "ink darkness) before trusting this model")
-    _plot_ratios(ratios, summary["ink_share_median"], folder / "ink_ratio.png")
+    median, share = summary["ink_ratio"].get("median"), summary["ink_share_median"]
+    summary["ink_lift"] = median / share if median is not None and share else None
+    summary["warning"] = attribution_warning(median, share)
+    _plot_ratios(ratios, share, folder / "ink_ratio.png")
     return summary
 
 

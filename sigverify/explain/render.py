@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sigverify.explain.attribution import PairMaps
+if TYPE_CHECKING:  # the app draws overlays without torch
+    from sigverify.explain.attribution import PairMaps
 
 
 def overlay(image: np.ndarray, attribution: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -17,7 +19,7 @@ def overlay(image: np.ndarray, attribution: np.ndarray, alpha: float = 0.5) -> n
     return np.uint8((1 - alpha) * np.repeat(paper[..., None], 3, axis=2) + alpha * heat)
 
 
-def save_pair_figure(maps: PairMaps, reference: np.ndarray, questioned: np.ndarray, file: str | Path,
+def save_pair_figure(maps: "PairMaps", reference: np.ndarray, questioned: np.ndarray, file: str | Path,
                      title: str = "") -> Path:
     """A 2 x 2 figure: reference and questioned signature (rows), as seen by the model and with its map."""
     import matplotlib

@@ -81,6 +81,11 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
             "to it may have learned a shortcut. `sigverify test --explain N` and `sigverify explain` show where "
             "its attribution falls.",
         ]
+        floor = r.get("image_statistics_eer")
+        if floor is not None and r.get("eer") is not None and r["eer"] > floor - 0.05:
+            lines += ["", f"**Warning**: this model's EER ({_percent(r['eer'])}) is within 5 points of the shortcut "
+                          f"floor ({_percent(floor)}) or above it: it may rest on ink amount, darkness or size rather "
+                          "than the signature's form. Do not deploy it on this evidence."]
     else:
         lines += ["No test report was found beside the checkpoint; run `sigverify test` on the run and re-export "
                   "to include its figures."]

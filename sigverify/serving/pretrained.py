@@ -35,6 +35,7 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
 
     def __init__(self, embedder: SignatureEmbedder, folder: ModelDir):
         super().__init__()
+        self._hub_mixin_config = None  # the folder's own config.json is the config; nothing for the mixin to write
         self.embedder, self.folder = embedder.eval(), folder
         shift = float(folder.config.get("tta_shift") or 0.0)
         self.network = ShiftAveraged(self.embedder, shift).eval() if shift else self.embedder
@@ -49,8 +50,10 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
 
     @torch.no_grad()
     def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Embeddings of preprocessed uint8 images [N, H, W], as ``model.onnx`` computes them."""
-        out = [self(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None]))).numpy()
+        """Embeddings of preprocessed uint8 images [N, H, W], as ``model.onnx`` computes them (on the
+        model's device; returned on the CPU)."""
+        device = next(self.parameters()).device
+        out = [self(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None])).to(device)).cpu().numpy()
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.folder.config["embedding_dim"]), np.float32)
 
@@ -69,14 +72,25 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
                                             token=token))
         return cls(load_embedder(folder), read_model_dir(folder))
 
+    def save_pretrained(self, save_directory, **kwargs):
+        """Write the folder to ``save_directory`` (see :meth:`_save_pretrained`). Into the folder it was
+        loaded from, there is nothing to write (the mixin would first delete its config.json)."""
+        if Path(save_directory).resolve() == self.folder.path.resolve():
+            self._check_unchanged()
+            return None
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _check_unchanged(self) -> None:
+        saved = load_embedder(self.folder.path).state_dict()
+        for name, value in self.embedder.state_dict().items():
+            if not torch.equal(value.cpu(), saved[name]):
+                raise ValueError(f"the weights differ from {self.folder.path / WEIGHTS} ({name}); the threshold and "
+                                 "calibration would be stale: train a checkpoint and `sigverify export` it instead")
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """The folder's files as they are: its threshold and calibration belong to these weights, so
         weights changed since loading (fine-tuned) are refused rather than saved with a stale threshold."""
-        saved = load_embedder(self.folder.path).state_dict()
-        for name, value in self.embedder.state_dict().items():
-            if not torch.equal(value, saved[name]):
-                raise ValueError(f"the weights differ from {self.folder.path / WEIGHTS} ({name}); the threshold and "
-                                 "calibration would be stale: train a checkpoint and `sigverify export` it instead")
+        self._check_unchanged()
         save_directory = Path(save_directory)
         for name in FILES:
             if (save_directory / name).resolve() != (self.folder.path / name).resolve():
@@ -109,18 +123,20 @@ def push_model_dir(folder: str | Path, repo: str, private: bool = False, revisio
                    token: str | None = None, message: str = "Upload signature verifier") -> str:
     """Upload an exported folder to a hub model repository (created if missing); returns the commit URL.
     The folder is checked first (it must load, weights included), so a broken model is never published."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import OfflineModeIsEnabled
+    import huggingface_hub
+    from huggingface_hub.errors import HFValidationError, HTTPError, OfflineModeIsEnabled
 
     model = read_model_dir(folder)
     load_embedder(model.path)
-    api = HfApi(token=token)
+    api = huggingface_hub.HfApi(token=token)
     try:
         api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo, branch=revision, repo_type="model", exist_ok=True)
         commit = api.upload_folder(folder_path=str(model.path), repo_id=repo, repo_type="model", revision=revision,
                                    commit_message=message, allow_patterns=list(FILES))
     except OfflineModeIsEnabled as err:
         raise OSError(f"the hub is not reachable here (HF_HUB_OFFLINE is set): {err}") from err
-    except Exception as err:  # the hub's HTTP errors, and its HTTP client's network errors (no common base)
+    except (HTTPError, HFValidationError) as err:  # the hub's answers and the HTTP client's network errors
         raise OSError(f"upload to {repo} failed: {type(err).__name__}: {err}") from err
     return str(getattr(commit, "commit_url", commit))

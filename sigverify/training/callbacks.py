@@ -257,7 +257,8 @@ class ReportWriter(L.Callback):
             positions = data.positions(part)
             parts[part] = (np.asarray(data.images[positions]), data.signer_ids[positions], data.genuine[positions])
         summary = explain_test_errors(pl_module.embedder, *parts["test"], parts["val"], folder, config.explain,
-                                      config.explain_sample, config.explain_method, names=data.signer_names)
+                                      config.explain_sample, config.explain_method, names=data.signer_names,
+                                      target_far=config.target_far)
         if summary["warning"]:
             log.warning("explanation maps: %s", summary["warning"])
         return summary
