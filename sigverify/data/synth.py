@@ -119,7 +119,8 @@ def _flourish(rng: np.random.Generator, end_x: float) -> np.ndarray:
 def execute(plan: SignerPlan, rng: np.random.Generator, forged: bool, var: SynthVariability) -> np.ndarray:
     """Render one signature by the plan's owner (genuine) or by a forger imitating it."""
     planned = list(plan.strokes)
-    if forged and plan.flourish and rng.random() < var.forgery_simplify:
+    # Draws only where a style uses them: the classic style's random stream, hence its images, stay as they were.
+    if forged and plan.flourish and var.forgery_simplify and rng.random() < var.forgery_simplify:
         planned[-1] = _simplify(planned[-1])
     strokes = [_perturb_stroke(s, rng, forged, var) for s in planned]
     strokes = [_catmull_rom(s) for s in strokes]
@@ -185,7 +186,7 @@ def _hesitate(path: np.ndarray, rng: np.random.Generator, chance: float, retouch
     if len(path) < 12 or rng.random() >= chance:
         return [path]
     cut = int(rng.integers(4, len(path) - 4))
-    if rng.random() < retouch:
+    if retouch and rng.random() < retouch:
         back = int(rng.integers(1, 4))
         return [path[:cut], path[cut - back:] + rng.normal(0, 0.03, 2)]
     return [path[:cut], path[cut + 1 :]]
