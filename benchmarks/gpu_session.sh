@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session, prepared to run once: throughput benchmarks (RUNS runs each, medians), then a
 # CEDAR loss sweep that gets whatever is left of BUDGET seconds (its table is rewritten after each
-# loss, so a sweep cut off by the budget still reports the losses it finished).
+# loss, so a sweep cut off by the budget still reports the losses it finished). ACCURACY=1 runs the
+# accuracy benchmark instead of both (issue #13's GPU preset: gpu_cedar, 5 folds, LOSS, JSON last line).
 # Expects the wheels in .whl/ (../shared/tools/device-wheels.sh) and CEDAR in .devdata/cedar/
 # (a copy of ../shared/data/cedar). Figures go to $OUT (default ./gpu-out). SMOKE=1 shrinks
 # everything to check the script itself on a CPU.
@@ -31,6 +32,17 @@ else
          --trainer.max_epochs "${EPOCHS:-10}" --model.ema_decay 0.98)
   # The sweep preset's own step (b0, 1x128x256, PKFM 16x(4+2+2)): is its fit path network-bound?
   SWEEP_STEP=(--backbone tf_efficientnetv2_b0 --height 128 --width 256 --p 16 --k 4 --f 2 --m 2 --workers 8)
+fi
+if [ -n "${ACCURACY:-}" ]; then
+  ACC=(--preset configs/presets/gpu_cedar.yaml --loss "${LOSS:-triplet_hard}" --folds "${FOLDS:-5}" --out /tmp/accuracy
+       --config configs/trainer/csv_only.yaml)
+  [ -n "${SMOKE:-}" ] && ACC=(--preset configs/presets/cpu_tiny.yaml --loss triplet_hard --folds 2 --out /tmp/accuracy
+       --trainer.max_epochs 1 --data.sampler.batches_per_epoch 2 --config configs/trainer/csv_only.yaml)
+  { date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+    timeout -s INT "$(( ${BUDGET:-580} - ($(date +%s) - BEGIN) - 15 ))" $PY -m benchmarks.accuracy --data $CEDAR "${ACC[@]}" 2>&1 \
+      | grep --line-buffered -E '^(\[sweep\]|\{)'; } 2>&1 | tee "$OUT/accuracy.log"
+  tar czf "$OUT/accuracy_members.tgz" -C /tmp/accuracy --exclude='*.ckpt' --exclude='*.npz' --exclude='wandb' . 2>/dev/null
+  exit 0
 fi
 {
   date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; $PY -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__)"
