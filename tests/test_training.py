@@ -114,7 +114,7 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
 
 
 def test_unknown_names_list_the_choices(tmp_path, capsys):
-    with pytest.raises(ValueError, match="valid choices: lsc_plus"):
+    with pytest.raises(ValueError, match="valid choices: co_tuplet, lsc_plus"):
         run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, "--model.loss", "nope")
     with pytest.raises(ValueError, match="unknown backbone 'tf_efficientnetv2_mm'.*tf_efficientnetv2_m"):
         run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, "--model.backbone", "tf_efficientnetv2_mm")
