@@ -87,3 +87,27 @@ def test_skilled_style_forgeries_follow_the_genuine_shape():
         distances[style] = (np.mean(gg), np.mean(gf))
     assert distances["skilled"][1] < distances["classic"][1] - 0.05, distances
     assert distances["skilled"][0] < distances["skilled"][1], distances
+
+
+def test_a_styles_generated_set_is_named_by_its_settings(tmp_path):
+    """A retuned style must not reuse images drawn with its old settings: the data module's folder for it
+    carries a hash of them (classic keeps its plain name)."""
+    from dataclasses import replace
+
+    from sigverify.data import synth
+    from sigverify.data.datamodule import SignatureDataModule, SyntheticConfig
+
+    def folder(style):
+        dm = SignatureDataModule(synthetic=SyntheticConfig(signers=2, genuine=2, forgeries=1, style=style),
+                                 cache_dir=str(tmp_path), num_workers=0)
+        return dm.manifest_path().parent.name
+
+    assert folder("classic") == "synthetic-n2-g2-f1-seed0"
+    before = folder("skilled")
+    assert before.startswith("synthetic-n2-g2-f1-seed0-skilled-")
+    original = synth.STYLES["skilled"]
+    try:
+        synth.STYLES["skilled"] = replace(original, forgery_shape=original.forgery_shape + 0.01)
+        assert folder("skilled") != before
+    finally:
+        synth.STYLES["skilled"] = original

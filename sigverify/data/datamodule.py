@@ -19,7 +19,7 @@ from sigverify.data.manifest import (data_fingerprint, dataset_of, read_manifest
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
-from sigverify.data.synth import synthesize_dataset
+from sigverify.data.synth import style_fingerprint, synthesize_dataset
 from sigverify.evaluation.report import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class SignatureDataModule(L.LightningDataModule):
                 raise ValueError(f"data.root lists {len(paths)} manifests; this step needs exactly one")
             return paths[0]
         s = self.synthetic
-        style = "" if s.style == "classic" else f"-{s.style}"  # classic keeps the folder name it always had
+        # Classic keeps the folder name it always had; another style's name carries a hash of its settings,
+        # so a retuned style never reuses images drawn with the old ones.
+        style = "" if s.style == "classic" else f"-{s.style}-{style_fingerprint(s.style)}"
         folder = self.cache_dir / f"synthetic-n{s.signers}-g{s.genuine}-f{s.forgeries}-seed{s.seed}{style}"
         if not (folder / "manifest.csv").is_file():
             log.info("data.root not set: generating the built-in synthetic set (%d signers) in %s", s.signers, folder)
