@@ -8,7 +8,9 @@ signers), and summarised as mean ± std over the folds.
 Members run through ``sigverify sweep``'s member runner, so they are the sweep's members (same
 folders, reused on a rerun) and both protocols are evaluated at once; ``--protocol`` chooses the one
 the JSON line leads with. ``--screen`` reports on the validation signers instead: that is how a
-recipe is chosen; the test folds stay untouched until it is fixed. Other options go to ``sigverify``
+recipe is chosen; the test folds stay untouched until it is fixed. ``--ckpt CKPT`` evaluates one trained
+checkpoint on every fold instead of fitting (a transfer figure: each fold's threshold still comes
+from its validation signers). Other options go to ``sigverify``
 (e.g. ``--model.neck multiscale``); the JSON line records them. The folder is named by the recipe (data,
 folds, seed, the config files' contents, the options) and records it: a folder of another recipe is
 refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
@@ -39,6 +41,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol", default="references", choices=PROTOCOLS)
     parser.add_argument("--screen", action="store_true", help="validation signers only (choosing a recipe)")
+    parser.add_argument("--ckpt", default=None, help="evaluate this trained checkpoint on every fold instead of "
+                        "fitting one per fold: a transfer figure (e.g. a model trained on synthetic signers only)")
     parser.add_argument("--out", default=None, help="default: sweeps/bench-<preset>-<loss>-<hash of the recipe>")
     args, args.extra = parser.parse_known_args(argv)
     if args.folds < 2:
@@ -60,7 +64,7 @@ def recipe(args: argparse.Namespace) -> dict:
 
     return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
             "preset_sha256": sha(args.preset), "loss_config_sha256": sha(f"configs/{args.loss}.yaml"),
-            "extra": list(args.extra)}
+            "extra": list(args.extra), "ckpt_sha256": sha(args.ckpt) if args.ckpt else None}
 
 
 def claim_folder(args: argparse.Namespace) -> None:
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     fits = [sweep.fit_seconds(run) for run in runs]
     by_protocol = {p: summarise([r[p] for r in reports], fits) for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
+          "trained": f"not on this data: {args.ckpt}" if args.ckpt else "on each fold's training signers",
           "folds": args.folds, "seed": args.seed, "protocol": args.protocol,
           "stage": "validation signers (screen)" if args.screen else "test signers",
           **by_protocol[args.protocol], "std": "population standard deviation over folds (ddof 0)",

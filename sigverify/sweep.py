@@ -69,7 +69,8 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     stage = "validate" if args.screen else "test"
     report_paths = {protocol: run / f"{stage}-{protocol}" / "report.json" for protocol in args.protocols}
     # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
-    fitted = ((run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))) and not args.force
+    given = getattr(args, "ckpt", None)  # a trained checkpoint to evaluate as it is (no fit)
+    fitted = given is not None or (((run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))) and not args.force)
     missing = [p for p, path in report_paths.items() if args.force or args.retest or not path.is_file()]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
@@ -86,7 +87,7 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
         shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     steps = [] if fitted else [["fit"]]
     # Every missing protocol in one evaluation process: the embeddings are computed once.
-    steps += [[stage, "--ckpt_path", "best", "--model.evaluation.protocol", missing[0],
+    steps += [[stage, "--ckpt_path", given or "best", "--model.evaluation.protocol", missing[0],
                "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]"]]
     log = Path(args.out) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -104,3 +104,13 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     with pytest.raises(SystemExit, match="holds co_tuplet members of another recipe .*folds"):
         accuracy.main([*args[:-len(TINY)], "--folds", "3", *TINY])
     assert line["reused_folds"] == 0 and screen["reused_folds"] == 2
+
+    # --ckpt: one trained model evaluated on every fold (a transfer figure), nothing fitted.
+    ckpt = next((out / "co_tuplet-seed0-fold0" / "checkpoints").glob("best*.ckpt"))
+    transfer = tmp_path / "transfer"
+    assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2",
+                          "--out", str(transfer), "--ckpt", str(ckpt), *TINY, "--model.allow_seen_signers", "true"]) == 0
+    moved = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert moved["trained"].startswith("not on this data") and moved["train_minutes"] is None
+    member = transfer / "co_tuplet-seed0-fold1"
+    assert (member / "test-references" / "report.json").is_file() and not (member / "checkpoints").exists()
