@@ -105,11 +105,16 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
         accuracy.main([*args[:-len(TINY)], "--folds", "3", *TINY])
     assert line["reused_folds"] == 0 and screen["reused_folds"] == 2
 
-    # --ckpt: one trained model evaluated on every fold (a transfer figure), nothing fitted.
-    ckpt = next((out / "co_tuplet-seed0-fold0" / "checkpoints").glob("best*.ckpt"))
+    # --ckpt: one model trained on another data set evaluated on every fold, nothing fitted.
+    from conftest import cli
+
+    assert cli("fit", "--config", "configs/co_tuplet.yaml", "--config", "configs/presets/cpu_tiny.yaml", *TINY,
+               "--data.synthetic.seed", "7", "--data.synthetic.signers", "14",  # another data set (fingerprint)
+               "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "other") == 0
+    ckpt = next((tmp_path / "runs" / "other" / "checkpoints").glob("best*.ckpt"))
     transfer = tmp_path / "transfer"
     assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2",
-                          "--out", str(transfer), "--ckpt", str(ckpt), *TINY, "--model.allow_seen_signers", "true"]) == 0
+                          "--out", str(transfer), "--ckpt", str(ckpt), *TINY]) == 0
     moved = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert moved["trained"].startswith("not on this data") and moved["train_minutes"] is None
     member = transfer / "co_tuplet-seed0-fold1"

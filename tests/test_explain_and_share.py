@@ -64,13 +64,26 @@ def test_maps_belong_to_their_image_and_work_with_frozen_stages():
     images = np.zeros((2, 32, 64), np.uint8)
     images[0, 10:14, 5:50], images[1, 5:25, 30:34] = 255, 255
     images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
+    flags = [p.requires_grad for p in network.parameters()]
     explainer = Explainer(network, 32)
     ab, ba = explainer.pairs(images[:1], images[1:])[0], explainer.pairs(images[1:], images[:1])[0]
     np.testing.assert_allclose(ab.reference, ba.questioned, atol=1e-6)
     np.testing.assert_allclose(ab.questioned, ba.reference, atol=1e-6)
     assert not np.allclose(ab.reference, ab.questioned)
     assert all(p.grad is None for p in network.parameters())
-    assert [p.requires_grad for p in network.parameters()].count(False) > 0  # the frozen ones stay frozen
+    assert [p.requires_grad for p in network.parameters()] == flags and False in flags  # frozen stay frozen, others not
+    with pytest.raises(RuntimeError):  # an error half-way still gives the weights their flags back
+        explainer.maps(images, torch.zeros(2, 7))  # targets of the wrong size
+    assert [p.requires_grad for p in network.parameters()] == flags
+
+
+def test_a_map_without_positive_attribution_is_null_in_json():
+    from sigverify.explain.attribution import PairMaps
+
+    blank = np.zeros((4, 8), np.float32)
+    summary = PairMaps(0.5, blank, blank, float("nan"), 0.25, 0.1, 0.1, float("nan"), 0.1).summary()
+    assert summary["reference_ink_ratio"] is None and summary["questioned_ink_ratio"] == 0.25
+    assert "NaN" not in json.dumps(summary)
 
 
 def test_most_confident_errors_are_errors_ranked_by_margin():
@@ -225,6 +238,9 @@ def test_push_checks_the_folder_and_uploads_it_or_says_why_not(served_model, tmp
         def create_repo(self, repo_id, **kwargs):
             calls.append(("create", repo_id, kwargs["private"]))
 
+        def create_branch(self, repo_id, branch, **kwargs):
+            calls.append(("branch", repo_id, branch))
+
         def upload_folder(self, **kwargs):
             calls.append(("upload", kwargs["folder_path"], kwargs["repo_id"], sorted(kwargs["allow_patterns"])))
             return type("Commit", (), {"commit_url": "https://hub.example/commit/1"})()
@@ -235,6 +251,9 @@ def test_push_checks_the_folder_and_uploads_it_or_says_why_not(served_model, tmp
     assert calls == [("token", "t"), ("create", "someone/model", True),
                      ("upload", str(served_model[3]), "someone/model",
                       sorted(["README.md", "calibration.json", "config.json", "model.onnx", "model.safetensors"]))]
+    calls.clear()
+    assert cli("push", str(served_model[3]), "--repo", "someone/model", "--revision", "v2") == 0
+    assert ("branch", "someone/model", "v2") in calls
 
 
 def test_model_card_states_data_protocol_threshold_figures_floor_and_limits(served_model):
@@ -323,6 +342,7 @@ def test_the_app_renders_in_a_real_browser(served_model, tmp_path):
             page.get_by_role("button", name="Verify").click()
             page.get_by_text(f"score {expected.score:.4f}").wait_for(timeout=120000)
             page.get_by_text("Explanation maps").wait_for(timeout=60000)
+            page.get_by_text("questioned vs", exact=False).first.wait_for(timeout=120000)  # the maps themselves
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             browser.close()
         assert (tmp_path / "app.png").stat().st_size > 5000

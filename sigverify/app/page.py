@@ -37,23 +37,28 @@ def folder_stamp(folder: str) -> float:
         return 0.0
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=2)  # a re-exported folder replaces the old model rather than piling up
 def load_verifier(folder: str, stamp: float):
     from sigverify.serving.verifier import Verifier
 
     return Verifier(folder)
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=2)
 def load_explainer(folder: str, stamp: float):
     """(the maps' explainer, a lock for it, None), or (None, None, the reason) when torch or grad-cam is
     missing. One explainer serves every session; the lock keeps two sessions' maps apart."""
     try:
+        import pytorch_grad_cam  # noqa: F401  (imported by the maps only when they are drawn)
+
         from sigverify.explain.attribution import Explainer
         from sigverify.serving.pretrained import SignatureModel
     except ImportError as err:
         return None, None, f"explanation maps need the training install (pip install 'sigverify[train]'): {err}"
-    model = SignatureModel.from_pretrained(folder)
+    try:
+        model = SignatureModel.from_pretrained(folder)
+    except ModelDirError as err:
+        return None, None, f"explanation maps need the folder's PyTorch weights: {err}"
     return Explainer(model.embedder, model.preprocess_config.height), threading.Lock(), None
 
 
@@ -92,11 +97,13 @@ def show_verdict(verifier, verdict) -> None:
                    f"{verdict.n_references_validated}: its error rates hold for that number.")
     st.caption(f"At this score, on the validation signers: FAR {100 * verdict.far_at_score:.1f} % of skilled "
                f"forgeries score as high, FRR {100 * verdict.frr_at_score:.1f} % of genuine signatures score lower.")
-    figure = distribution_figure(verifier, verdict.score)
-    st.pyplot(figure)
     import matplotlib.pyplot as plt
 
-    plt.close(figure)
+    figure = distribution_figure(verifier, verdict.score)
+    try:
+        st.pyplot(figure)
+    finally:
+        plt.close(figure)
 
 
 def show_maps(folder: str, references: np.ndarray, questioned: np.ndarray, names: list[str]) -> None:

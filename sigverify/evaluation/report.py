@@ -263,7 +263,7 @@ def _explanation_lines(r: dict) -> list[str]:
     if ink.get("n"):
         lines.append(f"Ink-attribution ratio over {ink['n']} images of sampled test pairs: median {ink['median']:.2f} "
                      f"(10-90 %: {ink['p10']:.2f}-{ink['p90']:.2f}); a map spread evenly would give "
-                     f"{e['ink_share_median']:.2f} (lift {e['ink_lift']:.2f}); on the stroke pixels alone: median "
+                     f"{e['ink_share_median']:.2f} (lift {_num(e['ink_lift'])}); on the stroke pixels alone: median "
                      f"{e['stroke_ratio'].get('median', float('nan')):.2f}. {ink['n_no_positive']} map(s) without "
                      "positive attribution left out. Histogram: `explain/ink_ratio.png`.")
     if e.get("warning"):

@@ -154,19 +154,22 @@ class Explainer:
         parameters = list(self.network.parameters())
         trainable = [p.requires_grad for p in parameters]
         # Gradients reach the activations through the input, not the weights: frozen stages work, and no
-        # .grad is left on the model. The CAM's hooks live only for this call (the context releases them).
-        with torch.inference_mode(False), torch.enable_grad(), _cam(self.method, self.network, self.layer) as cam:
-            try:
+        # .grad is left on the model. The CAM's hooks live only for this call. (Not its context manager:
+        # its __exit__ swallows IndexErrors, which would silently drop maps.)
+        cam = _cam(self.method, self.network, self.layer)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():  # Lightning's test loop runs in inference mode
                 for p in parameters:
                     p.requires_grad_(False)
                 for start in range(0, len(images), batch_size):
                     chunk = self._tensor(images[start:start + batch_size]).requires_grad_(True)
                     concepts = [SimilarityTarget(t.detach().clone()) for t in targets[start:start + batch_size]]
                     out.append(cam(input_tensor=chunk, targets=concepts))
-            finally:
-                for p, flag in zip(parameters, trainable):
-                    p.requires_grad_(flag)
-        return np.nan_to_num(np.concatenate(out).astype(np.float32))
+        finally:
+            cam.activations_and_grads.release()
+            for p, flag in zip(parameters, trainable):
+                p.requires_grad_(flag)
+        return np.nan_to_num(np.concatenate(out).astype(np.float32)) if out else np.zeros((0, *images.shape[1:]), np.float32)
 
     def ink(self, image: np.ndarray) -> np.ndarray:
         return ink_mask(image, self.reach)

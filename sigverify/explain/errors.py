@@ -2,8 +2,9 @@
 of the ink-attribution ratio over test comparisons, for the report.
 
 Maps explain single comparisons, so errors are read under the pairs protocol (every genuine-genuine
-and genuine-skilled pair within a test signer, cosine similarity) at the pairs threshold chosen on
-the validation signers, whatever protocol the report is for. "Most confident" = farthest from the
+and genuine-skilled pair within a test signer, cosine similarity of the bare network) at the pairs
+threshold chosen on this run's validation signers (at the run's ``target_far`` if set), whatever
+protocol the report is for; a threshold carried over with ``threshold_from`` is not used here. "Most confident" = farthest from the
 threshold on the wrong side: skilled forgeries scored far above it (false accepts) and genuine pairs
 far below it (false rejects).
 """

@@ -35,7 +35,6 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
 
     def __init__(self, embedder: SignatureEmbedder, folder: ModelDir):
         super().__init__()
-        self._hub_mixin_config = None  # the folder's own config.json is the config; nothing for the mixin to write
         self.embedder, self.folder = embedder.eval(), folder
         shift = float(folder.config.get("tta_shift") or 0.0)
         self.network = ShiftAveraged(self.embedder, shift).eval() if shift else self.embedder
@@ -77,6 +76,9 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         loaded from, there is nothing to write (the mixin would first delete its config.json)."""
         if Path(save_directory).resolve() == self.folder.path.resolve():
             self._check_unchanged()
+            if kwargs.pop("push_to_hub", False):  # the mixin pushes from a copy it saves itself
+                kwargs.pop("config", None), kwargs.pop("model_card_kwargs", None)
+                return self.push_to_hub(kwargs.pop("repo_id", None) or self.folder.path.name, **kwargs)
             return None
         return super().save_pretrained(save_directory, **kwargs)
 
