@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -158,3 +159,13 @@ def read_checkpoint(path: str | Path, what: str) -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: {what} not found")
     return torch.load(file, map_location="cpu", weights_only=False)
+
+
+@torch.no_grad()
+def embed_images(network: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Preprocessed uint8 images [N, H, W] -> embeddings [N, D] (float32, on the CPU), computed on the
+    network's device."""
+    device = next(network.parameters()).device
+    out = [network(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None])).to(device)).float().cpu().numpy()
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -293,19 +293,20 @@ class SignatureVerifier(L.LightningModule):
         # and a key logged twice in one hook is averaged by Lightning.
         stage = "test" if self.trainer.state.fn == "test" else "validate"
         self.test_reports, self.test_scores = {}, {}
+        weights = self.weights_sha256()  # once per pass: hashing a large network takes a while
         for protocol in (self.evaluation.protocol, *self.evaluation.also_protocols):
             config = replace(self.evaluation, protocol=protocol, also_protocols=[])
-            report, scores = self._report(val, test, config, threshold_note)
+            report, scores = self._report(val, test, config, threshold_note, weights)
             self.test_reports[protocol], self.test_scores[protocol] = report, scores
             prefix = stage if protocol == self.evaluation.protocol else f"{stage}/{protocol}"
             numbers = {f"{prefix}/{k}": float(v) for k, v in report.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
             self.log_dict(numbers, sync_dist=False)
 
-    def _report(self, val, test, config: EvalConfig, threshold_note: str | None):
+    def _report(self, val, test, config: EvalConfig, threshold_note: str | None, weights: str):
         validation = None
         if config.threshold_from:  # carried over: needs no validation signers here, and is held fixed
-            threshold, source = carried_threshold(config, model_sha256=self.weights_sha256())
+            threshold, source = carried_threshold(config, model_sha256=weights)
         elif len(val[0]):
             validation = protocol_scores(*val[:3], config)
             threshold, source = choose_threshold(validation, config)
@@ -316,7 +317,7 @@ class SignatureVerifier(L.LightningModule):
         scores = protocol_scores(*test[:3], config)
         report = evaluate(scores, threshold, threshold_note or source, config,
                           validation if validation is not None and val is not test else None)
-        report["model_sha256"] = self.weights_sha256()
+        report["model_sha256"] = weights
         if val[3] is not None and test[3] is not None and len(val[0]):
             floor = statistics_floor((val[3], *val[1:3]), (test[3], *test[1:3]), config)
             report["image_statistics"], report["image_statistics_eer"] = floor, floor["eer"]

@@ -28,7 +28,7 @@ from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SPLIT_KEY, SplitConfig
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
-from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.embedding import embed_images, embedder_from_hparams, embedder_weights, read_checkpoint
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
 from sigverify.serving.model_card import model_card
@@ -78,13 +78,6 @@ def evaluation_config(hparams: dict, report: dict | None, protocol: str, n_refer
         raise ValueError(f"--n-references must be at least 2, got {n_references}")
     return EvalConfig(**{**stored, "protocol": protocol, "also_protocols": [], "ensemble": [],
                          "n_references": n_references or stored.get("n_references", EvalConfig.n_references)})
-
-
-@torch.no_grad()
-def embed(network: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    out = [network(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None]))).numpy()
-           for i in range(0, len(images), batch_size)]
-    return np.concatenate(out).astype(np.float32)
 
 
 def export_onnx(network: torch.nn.Module, height: int, width: int, file: Path) -> None:
@@ -140,7 +133,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     if not len(positions):
         raise ValueError(f"{ckpt}: its split has no validation signers to fix the threshold on")
     images = np.asarray(datamodule.images[positions])
-    embeddings = embed(network, images)
+    embeddings = embed_images(network, images)
     validation = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
     threshold, source = choose_threshold(validation, config)
     rates = rates_at(threshold, validation.genuine, validation.skilled, validation.random)

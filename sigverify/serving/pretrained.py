@@ -21,7 +21,7 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import nn
 
 from sigverify.data.preprocess import PreprocessConfig, preprocess_file
-from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams
+from sigverify.models.embedding import SignatureEmbedder, embed_images, embedder_from_hparams
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDir, ModelDirError, read_model_dir
 
@@ -47,14 +47,10 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
     def threshold(self) -> float:
         return self.folder.threshold
 
-    @torch.no_grad()
     def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Embeddings of preprocessed uint8 images [N, H, W], as ``model.onnx`` computes them (on the
         model's device; returned on the CPU)."""
-        device = next(self.parameters()).device
-        out = [self(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None])).to(device)).cpu().numpy()
-               for i in range(0, len(images), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.folder.config["embedding_dim"]), np.float32)
+        return embed_images(self.network, images, batch_size)
 
     def embed_files(self, paths) -> np.ndarray:
         return self.embed(np.stack([preprocess_file(p, self.preprocess_config) for p in paths]))
