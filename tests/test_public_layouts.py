@@ -142,6 +142,43 @@ def test_split_is_made_within_each_data_set(mode):
         make_split(signers, SplitConfig(test_ratio=0.9, val_ratio=0.5), datasets)  # none left to train on
 
 
+def test_training_only_data_sets_give_every_signer_to_training():
+    signers = [f"real:{i}" for i in range(20)] + [f"synth:{i}" for i in range(30)]
+    datasets = {s: s.split(":")[0] for s in signers}
+    config = SplitConfig(mode="kfold", val_ratio=0.25, min_val=2, folds=5, fold=3)
+    split = make_split(signers, config, datasets, train_only=["synth"])
+    assert {s for s in split["train"] if datasets[s] == "synth"} == {f"synth:{i}" for i in range(30)}
+    alone = make_split([str(i) for i in range(20)], config)  # the real data set's split as if alone
+    for part in ("train", "val", "test"):
+        assert sorted(s.split(":")[1] for s in split[part] if datasets[s] == "real") == sorted(alone[part]), part
+    with pytest.raises(ValueError, match=r"training-only data sets \['other'\] are not among"):
+        make_split(signers, config, datasets, train_only=["other"])
+    with pytest.raises(ValueError, match="none is left for validation and test"):
+        make_split(signers, config, datasets, train_only=["real", "synth"])
+
+
+def test_fit_with_a_training_only_data_set_then_test_on_the_main_one_alone(tmp_path):
+    """`--data.train_extra`: the extra data set's signers only train; the main data set is validated and
+    tested on the signers a run on it alone would use, so its test on it alone is accepted."""
+    from conftest import SERVED_TINY
+
+    main, extra = _dataset(tmp_path / "main", 8), _dataset(tmp_path / "extra", 6)
+    common = ["--config", "configs/triplet_hard.yaml", "--vars.runs_root", str(tmp_path / "runs"), *SERVED_TINY,
+              "--data.cache_dir", str(tmp_path / "cache"), "--data.split.min_val", "2", "--data.root", str(main),
+              "--data.sampler.batches_per_epoch", "2", "--trainer.max_epochs", "1"]
+    assert cli("fit", *common, "--vars.name", "mixed", "--data.train_extra", f"[{extra}]") == 0
+    run = tmp_path / "runs" / "mixed"
+    split = json.loads((run / "split.json").read_text())
+    assert {s for s in split["train"] if s.startswith("extra:")} == {f"extra:{i}" for i in range(6)}
+    assert all(s.startswith("main:") for s in split["val"] + split["test"]) and split["val"] and split["test"]
+    ckpt = str(next((run / "checkpoints").glob("best-*.ckpt")))
+    assert cli("test", *common, "--vars.name", "main-alone", "--ckpt_path", ckpt) == 0
+    report = json.loads((tmp_path / "runs" / "main-alone" / "test-references" / "report.json").read_text())
+    assert report["n_signers"] == len(split["test"])
+    with pytest.raises(Exception, match="manifest not found"):
+        cli("fit", *common, "--vars.name", "bad", "--data.train_extra", f"[{tmp_path / 'nowhere'}]")
+
+
 def test_fit_on_two_manifests_and_a_cross_dataset_test(tmp_path):
     """Train on two data sets through `sigverify fit`; test on a third, with its own validation signers'
     threshold and with the first run's carried over, and the report says which."""

@@ -55,6 +55,7 @@ class SignatureDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | list[str] | None = None,  # a manifest, or several (signers kept apart per data set)
+        train_extra: list[str] | None = None,  # manifests whose signers all train (never validated or tested)
         synthetic: SyntheticConfig = SyntheticConfig(),
         preprocess: PreprocessConfig = PreprocessConfig(),
         augment: AugmentConfig = AugmentConfig(),
@@ -70,6 +71,7 @@ class SignatureDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.root, self.synthetic, self.preprocess = root, synthetic, preprocess
+        self.train_extra = list(train_extra or [])
         self.augment, self.split_config, self.sampler_config = augment, split, sampler
         self.eval_batch_size, self.num_workers, self.pin_memory = eval_batch_size, num_workers, pin_memory
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_root()
@@ -81,7 +83,12 @@ class SignatureDataModule(L.LightningDataModule):
 
     # -- data preparation -------------------------------------------------------------------
     def manifest_paths(self) -> list[Path]:
-        """The manifests of ``data.root`` (one path or a list), or the built-in synthetic set's."""
+        """The manifests of ``data.root`` (one path or a list, or the built-in synthetic set's), then
+        those of ``data.train_extra``: auxiliary data sets (a synthetic set, another collection) whose
+        signers all go to training, so the validation and test signers are those of ``data.root`` alone."""
+        return self._root_paths() + [resolve_manifest(p) for p in self.train_extra]
+
+    def _root_paths(self) -> list[Path]:
         if self.root is not None and not isinstance(self.root, (str, Path)):
             if not self.root:
                 raise ValueError("data.root is an empty list; give one manifest or several (or leave it unset "
@@ -96,7 +103,7 @@ class SignatureDataModule(L.LightningDataModule):
 
     def _find_or_make_manifest(self) -> Path:
         if self.root:
-            paths = self.manifest_paths()
+            paths = self._root_paths()
             if len(paths) > 1:
                 raise ValueError(f"data.root lists {len(paths)} manifests; this step needs exactly one")
             return paths[0]
@@ -133,7 +140,8 @@ class SignatureDataModule(L.LightningDataModule):
         self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
         self.genuine = np.array([r.genuine for r in self.records])
         datasets = {s: dataset_of(s) for s in self.signer_names} if len(paths) > 1 else None
-        self.split = make_split(self.signer_names, self.split_config, datasets)
+        train_only = [path.resolve().parent.name for path in paths[len(paths) - len(self.train_extra):]]
+        self.split = make_split(self.signer_names, self.split_config, datasets, train_only)
         self.data_fingerprint = data_fingerprint(records)  # the manifest's, before any bad image is skipped
         # Several data sets: each one's fingerprint as a run on it alone computes it (unprefixed ids).
         self.dataset_fingerprints = {path.resolve().parent.name: data_fingerprint(read_manifest(path))

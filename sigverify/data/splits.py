@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,15 @@ class SplitConfig:
     file: str | None = None  # file: a split.json written by an earlier run
 
 
-def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str] | None = None) -> dict[str, list[str]]:
+def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str] | None = None,
+               train_only: Sequence[str] = ()) -> dict[str, list[str]]:
     """Return {"train", "val", "test"}: disjoint, sorted signer lists covering ``signers``.
 
     ``datasets`` (signer -> data set name), for a run over several data sets: the ratio and k-fold
     splits are then made within each data set and joined, so every data set has its share of
-    training, validation and test signers (and fold ``fold`` of each is tested).
+    training, validation and test signers (and fold ``fold`` of each is tested). The data sets named
+    in ``train_only`` give all their signers to training instead (``data.train_extra``); the
+    ``lists`` and ``file`` modes place every signer themselves.
     """
     if config.mode not in MODES:
         raise ValueError(f"split mode must be one of {MODES}, got {config.mode!r}")
@@ -51,8 +55,13 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
         saved = json.loads(Path(config.file).read_text())
         split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
     elif datasets and len(set(datasets.values())) > 1:
+        names = sorted(set(datasets.values()))
+        check_train_only(train_only, names)
         split = {"train": [], "val": [], "test": []}
-        for name in sorted(set(datasets.values())):
+        for name in names:
+            if name in train_only:
+                split["train"] += [s for s in signers if datasets[s] == name]
+                continue
             # Each data set is split on its own ids, exactly as a run on it alone would split it: a model
             # trained on several data sets never trained on the test signers of one of them alone.
             own = {bare_signer(s): s for s in signers if datasets[s] == name}
@@ -65,6 +74,15 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
     else:
         split = _random_split(signers, config)
     return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them
+
+
+def check_train_only(train_only: Sequence[str], names: Sequence[str]) -> None:
+    unknown = sorted(set(train_only) - set(names))
+    if unknown:
+        raise ValueError(f"training-only data sets {unknown} are not among the run's data sets {list(names)}")
+    if set(names) <= set(train_only):
+        raise ValueError(f"every data set of the run ({', '.join(names)}) is training-only: none is left for "
+                         "validation and test signers (data.root gives those; data.train_extra only adds training signers)")
 
 
 def bare_signer(signer: str) -> str:
