@@ -82,13 +82,14 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
         common += ["--data.root", args.data]
     if fold is not None:
         common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
-    common += args.extra
+    fit_options, evaluation_options = split_evaluation_only(args.extra)
+    common += fit_options
     if not fitted:
         shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     steps = [] if fitted else [["fit"]]
     # Every missing protocol in one evaluation process: the embeddings are computed once.
     steps += [[stage, "--ckpt_path", given or "best", "--model.evaluation.protocol", missing[0],
-               "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]"]]
+               "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]", *evaluation_options]]
     log = Path(args.out) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start, failure = time.perf_counter(), None
@@ -108,6 +109,22 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     if failure is None:
         print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return {p: json.loads(path.read_text()) if p in valid else failure for p, path in report_paths.items()}
+
+
+# Options that only validate/test accept: fit refuses them (an ensemble scores trained models together).
+EVALUATION_ONLY = ("--model.evaluation.ensemble",)
+
+
+def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
+    """(options for every step, options for the evaluation step only); ``--key value`` and ``--key=value``."""
+    common, evaluation, i = [], [], 0
+    while i < len(options):
+        key = options[i].split("=", 1)[0]
+        takes_value = "=" not in options[i] and i + 1 < len(options) and not options[i + 1].startswith("--")
+        part = options[i:i + 2] if takes_value else options[i:i + 1]
+        (evaluation if key in EVALUATION_ONLY else common).extend(part)
+        i += len(part)
+    return common, evaluation
 
 
 def fit_seconds(run: Path) -> float | None:

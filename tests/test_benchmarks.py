@@ -119,3 +119,19 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert moved["trained"].startswith("not on this data") and moved["train_minutes"] is None
     member = transfer / "co_tuplet-seed0-fold1"
     assert (member / "test-references" / "report.json").is_file() and not (member / "checkpoints").exists()
+
+    # An evaluation-only option (an ensemble member) reaches validate/test, not the fit that refuses it.
+    ensemble = tmp_path / "ensemble"
+    assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2", "--screen",
+                          "--out", str(ensemble), "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+    for fold in (0, 1):
+        report = json.loads((ensemble / f"co_tuplet-seed0-fold{fold}" / "validate-references" / "report.json").read_text())
+        assert report["config"]["ensemble"] == [str(ckpt)]
+
+
+def test_evaluation_only_options_are_kept_from_the_fit():
+    from sigverify.sweep import split_evaluation_only
+
+    assert split_evaluation_only(["--model.lr", "0.1", "--model.evaluation.ensemble", "[a.ckpt]", "--x=1",
+                                  "--model.evaluation.ensemble=[b]", "--flag"]) == (
+        ["--model.lr", "0.1", "--x=1", "--flag"], ["--model.evaluation.ensemble", "[a.ckpt]", "--model.evaluation.ensemble=[b]"])

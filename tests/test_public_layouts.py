@@ -155,6 +155,12 @@ def test_training_only_data_sets_give_every_signer_to_training():
         make_split(signers, config, datasets, train_only=["other"])
     with pytest.raises(ValueError, match="none is left for validation and test"):
         make_split(signers, config, datasets, train_only=["real", "synth"])
+    # Listed splits: the training-only signers train, whether listed or not, and are never validated or tested.
+    listed = SplitConfig(mode="lists", train=["real:0"], val=["real:1"], test=["real:2"])
+    split = make_split(signers, listed, datasets, train_only=["synth"])
+    assert set(split["train"]) == {"real:0"} | {f"synth:{i}" for i in range(30)}
+    with pytest.raises(ValueError, match=r"training-only data sets .* for validation or test: \['synth:3'\]"):
+        make_split(signers, SplitConfig(mode="lists", test=["synth:3"]), datasets, train_only=["synth"])
 
 
 def test_fit_with_a_training_only_data_set_then_test_on_the_main_one_alone(tmp_path):
@@ -175,6 +181,12 @@ def test_fit_with_a_training_only_data_set_then_test_on_the_main_one_alone(tmp_p
     assert cli("test", *common, "--vars.name", "main-alone", "--ckpt_path", ckpt) == 0
     report = json.loads((tmp_path / "runs" / "main-alone" / "test-references" / "report.json").read_text())
     assert report["n_signers"] == len(split["test"])
+    with pytest.raises(ValueError, match=r"trained or validated on \d+ of this run"):  # it trained on every one
+        cli("test", *common, "--vars.name", "extra-alone", "--ckpt_path", ckpt, "--data.root", str(extra))
+    extra.rename(tmp_path / "moved")  # export needs data.root's validation signers only
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "model")) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"training signers also from `{extra}` (training only)" in card
     with pytest.raises(Exception, match="manifest not found"):
         cli("fit", *common, "--vars.name", "bad", "--data.train_extra", f"[{tmp_path / 'nowhere'}]")
 

@@ -47,13 +47,16 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
     if config.mode not in MODES:
         raise ValueError(f"split mode must be one of {MODES}, got {config.mode!r}")
     signers = sorted(set(signers), key=_natural)
-    if config.mode == "lists":
-        split = _from_lists(signers, config.train, config.val, config.test)
-    elif config.mode == "file":
-        if not config.file:
+    if config.mode in ("lists", "file"):
+        if config.mode == "lists":
+            split = _from_lists(signers, config.train, config.val, config.test)
+        elif not config.file:
             raise ValueError("split mode 'file' needs split.file")
-        saved = json.loads(Path(config.file).read_text())
-        split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
+        else:
+            saved = json.loads(Path(config.file).read_text())
+            split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
+        if train_only and datasets:
+            split = _all_train(split, [s for s in signers if datasets[s] in train_only], train_only, datasets)
     elif datasets and len(set(datasets.values())) > 1:
         names = sorted(set(datasets.values()))
         check_train_only(train_only, names)
@@ -74,6 +77,17 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
     else:
         split = _random_split(signers, config)
     return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them
+
+
+def _all_train(split: dict[str, list[str]], extra: list[str], train_only: Sequence[str],
+               datasets: dict[str, str]) -> dict[str, list[str]]:
+    """A listed split with every signer of the training-only data sets in training, none elsewhere."""
+    check_train_only(train_only, sorted(set(datasets.values())))
+    misplaced = sorted(s for s in split["val"] + split["test"] if s in set(extra))
+    if misplaced:
+        raise ValueError(f"the split lists signers of training-only data sets (data.train_extra) for validation "
+                         f"or test: {misplaced[:10]}")
+    return {**split, "train": split["train"] + [s for s in extra if s not in set(split["train"])]}
 
 
 def check_train_only(train_only: Sequence[str], names: Sequence[str]) -> None:
@@ -167,6 +181,17 @@ def _views(record: dict) -> list[tuple[str, dict[str, set[str]]]]:
         views.append((fingerprint, {p: {s[len(prefix):] for s in record.get(p, []) if s.startswith(prefix)}
                                     for p in parts}))
     return views
+
+
+def same_validation_signers(trained: dict, rebuilt: dict) -> bool:
+    """Whether data rebuilt from a checkpoint (its ``rebuilt`` split record) is what it trained with: each
+    data set of it, by fingerprint, with the validation signers the model had there (its training-only
+    data sets need not be rebuilt)."""
+    if trained.get("data") is None:  # a record without the data's fingerprint: the signers alone
+        return set(trained["val"]) == set(rebuilt["val"])
+    theirs = {fingerprint: view["val"] for fingerprint, view in _views(trained)}
+    ours = _views(rebuilt)
+    return all(theirs.get(fingerprint) == view["val"] for fingerprint, view in (ours[1:] or ours))
 
 
 def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow: bool = False) -> None:

@@ -25,7 +25,7 @@ import sigverify
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.splits import SPLIT_KEY, SplitConfig
+from sigverify.data.splits import SPLIT_KEY, SplitConfig, same_validation_signers
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
 from sigverify.models.embedding import embed_images, embedder_from_hparams, embedder_weights, read_checkpoint
@@ -52,6 +52,8 @@ def datamodule_from_checkpoint(checkpoint: dict, root: str | None = None) -> Sig
             stored[key] = kind(**{k: v for k, v in stored[key].items() if k in names})
     if root is not None:
         stored["root"] = root
+    # Validation signers come from data.root alone; a training-only data set need not be at hand.
+    stored["train_extra"] = []
     stored["num_workers"] = 0
     return SignatureDataModule(**stored)
 
@@ -125,8 +127,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     datamodule = datamodule_from_checkpoint(checkpoint, data)
     datamodule.setup("validate")
     record = checkpoint.get(SPLIT_KEY)
-    if record is not None and (sorted(record["val"]) != sorted(datamodule.split["val"])
-                               or record.get("data") not in (None, datamodule.data_fingerprint)):
+    if record is not None and not same_validation_signers(record, datamodule.split_record()):
         raise ValueError(f"{ckpt}: the data rebuilt from it (data set fingerprint, validation signers) is not "
                          "what it trained with; pass --data to point at its data")
     positions = datamodule.positions("val")

@@ -95,7 +95,8 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
         "",
         f"- Data: `{data.get('root') or 'built-in synthetic set'}` (fingerprint `{split.get('data')}`): "
         f"{len(split.get('train', []))} training, {len(split.get('val', []))} validation and "
-        f"{len(split.get('test', []))} test signers (lists in `config.json`, `split`).",
+        f"{len(split.get('test', []))} test signers (lists in `config.json`, `split`)"
+        + (f"; training signers also from `{'`, `'.join(data['train_extra'])}` (training only)." if data.get("train_extra") else "."),
         f"- Network: timm `{config['backbone']}` from {'pretrained weights' if model.get('pretrained') else 'scratch'}, "
         f"projection head {config['head_hidden']} -> {config['embedding_dim']}; loss `{model.get('loss')}`.",
         f"- Checkpoint: `{config['checkpoint']['file']}` (epoch {config['checkpoint']['epoch']}); training config "
