@@ -9,6 +9,11 @@ is reused on a rerun. Members of one sweep form one W&B group (fit and test runs
 ``--screen`` is for choosing a recipe: it fits and reports on the *validation* signers only and never
 touches the test signers. Run the test (without ``--screen``) once the recipe is fixed.
 
+Other options go to ``sigverify`` for every member; ``{fold}`` in one is replaced by the member's fold,
+and ``--model.evaluation.ensemble`` reaches only the evaluation (a fit trains one model), so
+``--model.evaluation.ensemble "[sweeps/other/supcon-seed0-fold{fold}]"`` scores each fold's model
+together with another sweep's model of the same fold.
+
     sigverify sweep --preset configs/presets/cpu_tiny.yaml --losses lsc_plus sct --seeds 0 1
     sigverify sweep --data ../shared/data/cedar/manifest.csv --folds 5 [--screen]
 """
@@ -82,7 +87,9 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
         common += ["--data.root", args.data]
     if fold is not None:
         common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
-    fit_options, evaluation_options = split_evaluation_only(args.extra)
+    # "{fold}" in an option is this member's fold: per-fold ensemble members, e.g. "[sweeps/s/supcon-seed0-fold{fold}]".
+    extra = [option.replace("{fold}", str(fold)) for option in args.extra] if fold is not None else args.extra
+    fit_options, evaluation_options = split_evaluation_only(extra)
     common += fit_options
     if not fitted:
         shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's

@@ -120,13 +120,15 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     member = transfer / "co_tuplet-seed0-fold1"
     assert (member / "test-references" / "report.json").is_file() and not (member / "checkpoints").exists()
 
-    # An evaluation-only option (an ensemble member) reaches validate/test, not the fit that refuses it.
+    # An evaluation-only option (an ensemble member) reaches validate/test, not the fit that refuses it;
+    # "{fold}" names each fold's own member (here the first benchmark's model of that fold, by its run folder).
     ensemble = tmp_path / "ensemble"
     assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2", "--screen",
-                          "--out", str(ensemble), "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+                          "--out", str(ensemble), "--model.evaluation.ensemble", f"[{out}/co_tuplet-seed0-fold{{fold}}]",
+                          *TINY]) == 0
     for fold in (0, 1):
         report = json.loads((ensemble / f"co_tuplet-seed0-fold{fold}" / "validate-references" / "report.json").read_text())
-        assert report["config"]["ensemble"] == [str(ckpt)]
+        assert report["config"]["ensemble"] == [f"{out}/co_tuplet-seed0-fold{fold}"]
 
 
 def test_evaluation_only_options_are_kept_from_the_fit():

@@ -57,6 +57,19 @@ def test_ensemble_similarity_is_the_mean_of_the_members(two_models):
     np.testing.assert_allclose(embeddings(tmp, a, [a]) @ embeddings(tmp, a, [a]).T, ea @ ea.T, atol=1e-5)
 
 
+def test_a_run_folder_stands_for_its_best_checkpoint(two_models, tmp_path):
+    import shutil
+
+    tmp, a, b = two_models
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(b, run / "checkpoints" / "best-epoch=000.ckpt")
+    shutil.copy(a, run / "checkpoints" / "last.ckpt")  # not the best: must not be taken
+    np.testing.assert_allclose(embeddings(tmp, a, [str(run)]), embeddings(tmp, a, [b]), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="no best checkpoint in"):
+        embeddings(tmp, a, [str(tmp_path)])
+
+
 def test_ensemble_test_report_names_its_members(two_models, tmp_path):
     tmp, a, b = two_models
     model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[b], bootstrap=0))

@@ -29,7 +29,7 @@ class EvalConfig:
     target_far: float | None = None  # None: threshold at the validation EER; else at this skilled FAR
     bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
     seed: int = 0
-    ensemble: list[str] = field(default_factory=list)  # other models' checkpoints, scored together with this one
+    ensemble: list[str] = field(default_factory=list)  # other models' checkpoints or run folders, scored with this one
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution

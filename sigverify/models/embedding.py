@@ -154,6 +154,15 @@ def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("embedder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("embedder.")}
 
 
+def run_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """A run's ``best`` or ``last`` checkpoint (the newest, in ``<run_dir>/checkpoints``, fit's folder)."""
+    folder = Path(run_dir) / "checkpoints"
+    found = sorted(folder.glob("last*.ckpt" if which == "last" else "best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no {which} checkpoint in {folder}; run `sigverify fit` with this config first")
+    return found[-1]
+
+
 def read_checkpoint(path: str | Path, what: str) -> dict:
     file = Path(path)
     if not file.is_file():

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from sigverify.data.splits import SPLIT_KEY
-from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.embedding import (SignatureEmbedder, embedder_from_hparams, embedder_weights, read_checkpoint,
+                                        run_checkpoint)
 
 
 class EmbeddingEnsemble(nn.Module):
@@ -40,7 +41,10 @@ def preprocess_differences(member, this_run) -> str:
 def load_member(path: str | Path, preprocess=None) -> tuple[SignatureEmbedder, dict | None]:
     """The embedding network of a sigverify checkpoint, frozen, for an ensemble, and the signers it
     saw (``None`` if the checkpoint predates that record). ``preprocess``: this run's image settings;
-    a member trained on other images (size, binarisation) is refused."""
+    a member trained on other images (size, binarisation) is refused. A run folder stands for its best
+    checkpoint."""
+    if Path(path).is_dir():
+        path = run_checkpoint(path)
     checkpoint = read_checkpoint(path, "ensemble member checkpoint")
     stored = (checkpoint.get("datamodule_hyper_parameters") or {}).get("preprocess")
     if preprocess is not None and stored is not None:

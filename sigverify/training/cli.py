@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
 from sigverify.data.datamodule import SignatureDataModule
+from sigverify.models.embedding import run_checkpoint
 from sigverify.models.module import SignatureVerifier
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,4 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: str | None) -> str | None
     """``best``/``last`` in a fresh process: look in ``<run_dir>/checkpoints`` (fit's ModelCheckpoint folder)."""
     if ckpt_path not in ("best", "last") or not run_dir:
         return ckpt_path
-    folder = Path(run_dir) / "checkpoints"
-    pattern = "last*.ckpt" if ckpt_path == "last" else "best*.ckpt"
-    found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no {ckpt_path} checkpoint in {folder}; run `sigverify fit` with this config first")
-    return str(found[-1])
+    return str(run_checkpoint(run_dir, ckpt_path))
