@@ -107,6 +107,14 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
             "--model.evaluation.ensemble", f"[{run / 'checkpoints' / 'last.ckpt'}]")
     config = json.loads((run / "test-references" / "report.json").read_text())["config"]
     assert config["n_references"] == 2 and config["ensemble"] == [str(run / "checkpoints" / "last.ckpt")]
+    # Under another split the file's model trained on some test signers: refused, unless the command allows it
+    # (Lightning would restore the stored allow_seen_signers=false and ignore the command's).
+    other = ["--config", "configs/lsc_plus.yaml", "--vars.name", "r-other", "--ckpt_path", best, *TINY,
+             "--data.split.seed", "7"]
+    with pytest.raises(ValueError, match="trained or validated on"):
+        run_cli(tmp_path, "test", *other)
+    with pytest.warns(UserWarning, match="allowed by model.allow_seen_signers"):
+        run_cli(tmp_path, "test", *other, "--model.allow_seen_signers", "true")
     run_cli(tmp_path, "predict", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", "best", *TINY)
     saved = np.load(run / "predict" / "embeddings.npz")
     assert saved["embedding"].shape == (16, 256) and saved["genuine"].sum() == 8  # 2 test signers x (4 + 4)

@@ -21,17 +21,22 @@ class SigverifyCLI(LightningCLI):
         super().__init__(SignatureVerifier, SignatureDataModule, save_config_kwargs={"overwrite": True},
                          parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
+    # How to evaluate a network, not what the network is: the command's settings, never the checkpoint's.
+    COMMAND_SETTINGS = ("evaluation", "allow_seen_signers")
+
     def _parse_ckpt_path(self) -> None:
         """Lightning rebuilds the model from a checkpoint file's stored hyperparameters; that would also
         bring back the evaluation settings it was trained with and silently drop the command's
-        (``test --ckpt_path F --model.evaluation.protocol references`` would test the pairs protocol).
-        The network must match the weights; how to evaluate it is the command's choice, as it is with
-        ``--ckpt_path best`` (resolved later, from the config alone)."""
+        (``test --ckpt_path F --model.evaluation.protocol references`` would test the pairs protocol, and
+        ``--model.allow_seen_signers true`` would be ignored). The network must match the weights; how to
+        evaluate it is the command's choice, as it is with ``--ckpt_path best`` (resolved later, from the
+        config alone)."""
         subcommand = self.config.get("subcommand")
-        evaluation = copy.deepcopy(self.config[subcommand].model.get("evaluation")) if subcommand else None
+        model = self.config[subcommand].model if subcommand else {}
+        kept = {key: copy.deepcopy(model.get(key)) for key in self.COMMAND_SETTINGS if model.get(key) is not None}
         super()._parse_ckpt_path()
-        if evaluation is not None:
-            self.config[subcommand].model.evaluation = evaluation
+        for key, value in kept.items():
+            setattr(self.config[subcommand].model, key, value)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
