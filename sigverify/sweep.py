@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 import numpy as np
 
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
@@ -76,7 +78,13 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
     # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
     given = getattr(args, "ckpt", None)  # a trained checkpoint to evaluate as it is (no fit)
     fitted = given is not None or (((run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))) and not args.force)
-    missing = [p for p, path in report_paths.items() if args.force or args.retest or not path.is_file()]
+    # "{fold}" in an option is this member's fold: per-fold ensemble members, e.g. "[sweeps/s/supcon-seed0-fold{fold}]".
+    extra = [option.replace("{fold}", str(fold)) for option in args.extra] if fold is not None else args.extra
+    fit_options, evaluation_options = split_evaluation_only(extra)
+    ensemble = requested_ensemble(evaluation_options)
+    # A report of another ensemble (or of the model alone) is not this one's.
+    missing = [p for p, path in report_paths.items()
+               if args.force or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
@@ -87,9 +95,6 @@ def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
         common += ["--data.root", args.data]
     if fold is not None:
         common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
-    # "{fold}" in an option is this member's fold: per-fold ensemble members, e.g. "[sweeps/s/supcon-seed0-fold{fold}]".
-    extra = [option.replace("{fold}", str(fold)) for option in args.extra] if fold is not None else args.extra
-    fit_options, evaluation_options = split_evaluation_only(extra)
     common += fit_options
     if not fitted:
         shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
@@ -132,6 +137,21 @@ def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
         (evaluation if key in EVALUATION_ONLY else common).extend(part)
         i += len(part)
     return common, evaluation
+
+
+def requested_ensemble(evaluation_options: list[str]) -> list[str]:
+    """The members an ``--model.evaluation.ensemble`` option names (the last one wins, as on the command line)."""
+    members: list[str] = []
+    for i, option in enumerate(evaluation_options):
+        key, _, value = option.partition("=")
+        if key == "--model.evaluation.ensemble":
+            value = value or (evaluation_options[i + 1] if i + 1 < len(evaluation_options) else "[]")
+            members = [str(m) for m in (yaml.safe_load(value) or [])]
+    return members
+
+
+def report_ensemble(path: Path) -> list[str]:
+    return list(json.loads(path.read_text()).get("config", {}).get("ensemble") or [])
 
 
 def fit_seconds(run: Path) -> float | None:

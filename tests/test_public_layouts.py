@@ -187,6 +187,13 @@ def test_fit_with_a_training_only_data_set_then_test_on_the_main_one_alone(tmp_p
     assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "model")) == 0
     card = (tmp_path / "model" / "README.md").read_text()
     assert f"training signers also from `{extra}` (training only)" in card
+    # A listed split names prefixed ids; export rebuilds data.root alone, whose ids are bare.
+    (tmp_path / "moved").rename(extra)
+    listed = ["--data.split.mode", "lists", "--data.split.val", "[main:0, main:1]", "--data.split.test", "[main:2, main:3]"]
+    assert cli("fit", *common, *listed, "--vars.name", "listed", "--data.train_extra", f"[{extra}]") == 0
+    listed_ckpt = str(next((tmp_path / "runs" / "listed" / "checkpoints").glob("best-*.ckpt")))
+    assert cli("export", "--ckpt", listed_ckpt, "--out", str(tmp_path / "listed-model")) == 0
+    assert json.loads((tmp_path / "listed-model" / "config.json").read_text())["split"]["val"] == ["main:0", "main:1"]
     with pytest.raises(Exception, match="manifest not found"):
         cli("fit", *common, "--vars.name", "bad", "--data.train_extra", f"[{tmp_path / 'nowhere'}]")
 
@@ -235,6 +242,24 @@ def test_fit_on_two_manifests_and_a_cross_dataset_test(tmp_path):
     with pytest.raises(ValueError, match="not a readable report.json"):
         cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
             "--model.evaluation.threshold_from", str(tmp_path))
+
+
+def test_export_rebuilds_every_validated_data_set_and_no_other():
+    from sigverify.data.splits import same_validation_signers, split_record
+
+    both = split_record({"train": ["alpha:1", "beta:1", "extra:1"], "val": ["alpha:2", "beta:2"],
+                         "test": ["alpha:3", "beta:3"]}, "ABX", {"alpha": "A", "beta": "B", "extra": "X"})
+    rebuilt = split_record({"train": ["alpha:1", "beta:1"], "val": ["alpha:2", "beta:2"], "test": ["alpha:3", "beta:3"]},
+                           "AB", {"alpha": "A", "beta": "B"})
+    assert same_validation_signers(both, rebuilt)  # the training-only data set need not be rebuilt
+    assert not same_validation_signers(both, split_record({"train": ["1"], "val": ["2"], "test": ["3"]}, "A"))  # beta missing
+    with_extra = split_record({"train": ["main:1", "extra:1"], "val": ["main:2"], "test": ["main:3"]}, "MX",
+                              {"main": "M", "extra": "X"})
+    assert same_validation_signers(with_extra, split_record({"train": ["1"], "val": ["2"], "test": ["3"]}, "M"))
+    assert not same_validation_signers(with_extra, split_record({"train": ["2"], "val": ["1"], "test": ["3"]}, "M"))
+    alone = split_record({"train": ["1"], "val": ["2"], "test": ["3"]}, "M")
+    assert same_validation_signers(alone, alone)
+    assert not same_validation_signers(alone, split_record({"train": ["1"], "val": ["2"], "test": ["3"]}, "other"))
 
 
 def test_a_model_of_several_data_sets_is_refused_on_one_of_them_alone():

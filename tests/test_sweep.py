@@ -47,6 +47,12 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert sweep.main([*args, "--retest", "--protocols", "references", "--model.evaluation.normalize", "none"]) == 0
     assert json.loads(report.read_text())["config"]["normalize"] == "none"
     assert checkpoint.stat().st_mtime_ns == fitted_at
+    # An ensemble is another evaluation: the model-alone reports are not reused for it, nor the fit refitted.
+    member = str(out / "lsc_plus-seed0")  # the model with itself: same split, allowed
+    assert sweep.main([*args, "--protocols", "references", "--model.evaluation.ensemble", f"[{member}]"]) == 0
+    assert json.loads(report.read_text())["config"]["ensemble"] == [member]
+    assert checkpoint.stat().st_mtime_ns == fitted_at
+    assert sweep.requested_ensemble(["--model.evaluation.ensemble=[a, b]"]) == ["a", "b"]
 
     # Screening: validation signers only, a table of its own; the test reports are left alone.
     tested = report.stat().st_mtime_ns

@@ -189,9 +189,10 @@ def same_validation_signers(trained: dict, rebuilt: dict) -> bool:
     data sets need not be rebuilt)."""
     if trained.get("data") is None:  # a record without the data's fingerprint: the signers alone
         return set(trained["val"]) == set(rebuilt["val"])
-    theirs = {fingerprint: view["val"] for fingerprint, view in _views(trained)}
-    ours = _views(rebuilt)
-    return all(theirs.get(fingerprint) == view["val"] for fingerprint, view in (ours[1:] or ours))
+    theirs, ours = _views(trained), _views(rebuilt)
+    # Every data set the model was validated or tested on, none missing and none added; one alone is the whole.
+    needed = {fp: view["val"] for fp, view in (theirs[1:] or theirs) if view["val"] or view["test"]}
+    return {fp: view["val"] for fp, view in (ours[1:] or ours)} == needed
 
 
 def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow: bool = False) -> None:

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,9 @@ import torch
 import sigverify
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+from sigverify.data.manifest import DATASET_SEPARATOR
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.splits import SPLIT_KEY, SplitConfig, same_validation_signers
+from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer, same_validation_signers
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
 from sigverify.models.embedding import embed_images, embedder_from_hparams, embedder_weights, read_checkpoint
@@ -53,9 +54,25 @@ def datamodule_from_checkpoint(checkpoint: dict, root: str | None = None) -> Sig
     if root is not None:
         stored["root"] = root
     # Validation signers come from data.root alone; a training-only data set need not be at hand.
-    stored["train_extra"] = []
+    extras, stored["train_extra"] = stored.get("train_extra"), []
     stored["num_workers"] = 0
-    return SignatureDataModule(**stored)
+    datamodule = SignatureDataModule(**stored)
+    record = checkpoint.get(SPLIT_KEY)
+    if extras and record and datamodule.split_config.mode in ("lists", "file"):
+        # Listed ids carry data set prefixes (cedar:12) that data.root alone does not have.
+        names = [path.resolve().parent.name for path in datamodule.manifest_paths()]
+        datamodule.split_config = root_split(record, names, datamodule.split_config)
+    return datamodule
+
+
+def root_split(record: dict, names: list[str], config: SplitConfig) -> SplitConfig:
+    """A checkpoint's split restricted to the data sets ``names`` as a listed split, with the ids those
+    data sets have in a run without the training-only ones (bare when there is one)."""
+    def kept(ids: list[str]) -> list[str]:
+        ours = [s for s in ids if s.split(DATASET_SEPARATOR, 1)[0] in names]
+        return [bare_signer(s) for s in ours] if len(names) == 1 else ours
+
+    return replace(config, mode="lists", file=None, **{part: kept(record[part]) for part in ("train", "val", "test")})
 
 
 def evaluation_network(hparams: dict, checkpoint: dict, tta_shift: float = 0.0) -> torch.nn.Module:

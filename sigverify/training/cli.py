@@ -33,7 +33,9 @@ class SigverifyCLI(LightningCLI):
         config alone)."""
         subcommand = self.config.get("subcommand")
         model = self.config[subcommand].model if subcommand else {}
-        kept = {key: copy.deepcopy(model.get(key)) for key in self.COMMAND_SETTINGS if model.get(key) is not None}
+        # Resuming a fit keeps the run's own allow_seen_signers (its init_from was checked under it).
+        keys = ("evaluation",) if subcommand == "fit" else self.COMMAND_SETTINGS
+        kept = {key: copy.deepcopy(model.get(key)) for key in keys if model.get(key) is not None}
         super()._parse_ckpt_path()
         for key, value in kept.items():
             setattr(self.config[subcommand].model, key, value)
