@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screen", action="store_true",
                         help="report on the validation signers only (validate-<protocol>/), for choosing a recipe")
     args, args.extra = parser.parse_known_args(argv)
+    if not args.folds and any("{fold}" in option for option in args.extra):
+        parser.error("an option names {fold}, but the sweep has no folds (give --folds)")
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]
     members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in args.losses}

@@ -2,6 +2,8 @@
 import csv
 import json
 
+import pytest
+
 from sigverify import sweep
 
 TINY = ["--data.synthetic.signers", "12", "--data.synthetic.genuine", "4", "--data.synthetic.forgeries", "4",
@@ -53,6 +55,9 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert json.loads(report.read_text())["config"]["ensemble"] == [member]
     assert checkpoint.stat().st_mtime_ns == fitted_at
     assert sweep.requested_ensemble(["--model.evaluation.ensemble=[a, b]"]) == ["a", "b"]
+    with pytest.raises(SystemExit):  # "{fold}" without folds: refused before any work
+        sweep.main([*args, "--model.evaluation.ensemble", "[x-fold{fold}]"])
+    assert "names {fold}, but the sweep has no folds" in capsys.readouterr().err
 
     # Screening: validation signers only, a table of its own; the test reports are left alone.
     tested = report.stat().st_mtime_ns
