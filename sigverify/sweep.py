@@ -28,9 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 import numpy as np
+import yaml
 
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
 

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
-from sigverify.data.manifest import (data_fingerprint, dataset_of, read_manifest, read_manifests, resolve_manifest,
-                                     signer_warnings)
+from sigverify.data.manifest import (data_fingerprint, dataset_name, dataset_of, read_manifest, read_manifests,
+                                     resolve_manifest, signer_warnings)
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
@@ -140,11 +140,11 @@ class SignatureDataModule(L.LightningDataModule):
         self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
         self.genuine = np.array([r.genuine for r in self.records])
         datasets = {s: dataset_of(s) for s in self.signer_names} if len(paths) > 1 else None
-        train_only = [path.resolve().parent.name for path in paths[len(paths) - len(self.train_extra):]]
+        train_only = [dataset_name(path) for path in paths[len(paths) - len(self.train_extra):]]
         self.split = make_split(self.signer_names, self.split_config, datasets, train_only)
         self.data_fingerprint = data_fingerprint(records)  # the manifest's, before any bad image is skipped
         # Several data sets: each one's fingerprint as a run on it alone computes it (unprefixed ids).
-        self.dataset_fingerprints = {path.resolve().parent.name: data_fingerprint(read_manifest(path))
+        self.dataset_fingerprints = {dataset_name(path): data_fingerprint(read_manifest(path))
                                      for path in paths} if len(paths) > 1 else None
         self._save_split()
         log.info("split: %s", {k: len(v) for k, v in self.split.items()})

@@ -43,6 +43,11 @@ def resolve_manifest(root: str | Path) -> Path:
 DATASET_SEPARATOR = ":"  # "cedar:12": signer 12 of the data set in folder cedar/ (several manifests in one run)
 
 
+def dataset_name(manifest: Path) -> str:
+    """A data set's name in a run over several: its manifest's folder name (the prefix of its signer ids)."""
+    return Path(manifest).resolve().parent.name
+
+
 def read_manifests(roots: str | Path | Sequence[str | Path]) -> list[Record]:
     """The records of one manifest, or of several: then every signer id is prefixed with its data set's
     name (the manifest's folder name, ``cedar:12``), so signers of different data sets never merge."""
@@ -55,7 +60,7 @@ def read_manifests(roots: str | Path | Sequence[str | Path]) -> list[Record]:
     images: dict[Path, Path] = {}
     records = []
     for path in paths:
-        name = path.resolve().parent.name
+        name = dataset_name(path)
         if name in seen:
             raise DataError(path, f"its folder name {name!r} is also that of {seen[name]}; data sets in one run "
                                   "are told apart by their folder names, so give each its own folder")

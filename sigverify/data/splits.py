@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +48,7 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
         raise ValueError(f"split mode must be one of {MODES}, got {config.mode!r}")
     signers = sorted(set(signers), key=_natural)
     if config.mode in ("lists", "file"):
-        if config.mode == "lists":
-            split = _from_lists(signers, config.train, config.val, config.test)
-        elif not config.file:
-            raise ValueError("split mode 'file' needs split.file")
-        else:
-            saved = json.loads(Path(config.file).read_text())
-            split = _from_lists(signers, saved["train"], saved["val"], saved["test"])
+        split = _listed(signers, config)
         if train_only and datasets:
             split = _all_train(split, [s for s in signers if datasets[s] in train_only], train_only, datasets)
     elif datasets and len(set(datasets.values())) > 1:
@@ -79,15 +73,26 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
     return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them
 
 
+def _listed(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
+    """The split the ``lists`` mode names, or the one a ``file`` holds."""
+    if config.mode == "lists":
+        return _from_lists(signers, config.train, config.val, config.test)
+    if not config.file:
+        raise ValueError("split mode 'file' needs split.file")
+    saved = json.loads(Path(config.file).read_text())
+    return _from_lists(signers, saved["train"], saved["val"], saved["test"])
+
+
 def _all_train(split: dict[str, list[str]], extra: list[str], train_only: Sequence[str],
                datasets: dict[str, str]) -> dict[str, list[str]]:
     """A listed split with every signer of the training-only data sets in training, none elsewhere."""
     check_train_only(train_only, sorted(set(datasets.values())))
-    misplaced = sorted(s for s in split["val"] + split["test"] if s in set(extra))
+    misplaced = sorted(set(split["val"] + split["test"]) & set(extra))
     if misplaced:
         raise ValueError(f"the split lists signers of training-only data sets (data.train_extra) for validation "
                          f"or test: {misplaced[:10]}")
-    return {**split, "train": split["train"] + [s for s in extra if s not in set(split["train"])]}
+    listed = set(split["train"])
+    return {**split, "train": split["train"] + [s for s in extra if s not in listed]}
 
 
 def check_train_only(train_only: Sequence[str], names: Sequence[str]) -> None:

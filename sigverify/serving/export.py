@@ -24,7 +24,7 @@ import torch
 import sigverify
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
-from sigverify.data.manifest import DATASET_SEPARATOR
+from sigverify.data.manifest import DATASET_SEPARATOR, dataset_name
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer, same_validation_signers
 from sigverify.evaluation.metrics import rates_at
@@ -60,7 +60,7 @@ def datamodule_from_checkpoint(checkpoint: dict, root: str | None = None) -> Sig
     record = checkpoint.get(SPLIT_KEY)
     if extras and record and datamodule.split_config.mode in ("lists", "file"):
         # Listed ids carry data set prefixes (cedar:12) that data.root alone does not have.
-        names = [path.resolve().parent.name for path in datamodule.manifest_paths()]
+        names = [dataset_name(path) for path in datamodule.manifest_paths()]
         datamodule.split_config = root_split(record, names, datamodule.split_config)
     return datamodule
 
