@@ -179,6 +179,23 @@ def test_resume_after_a_crash_continues_the_same_schedule(tmp_path):
         assert lr == pytest.approx(full.lrs[step]), step
 
 
+def test_a_run_stopped_part_of_the_way_through_a_longer_schedule_keeps_its_learning_rates(tmp_path):
+    """model.schedule_epochs: 2 epochs of a 4-epoch schedule are the first 2 epochs of the 4-epoch run."""
+    runs = {}
+    for name, epochs, schedule in (("full", 4, None), ("part", 2, 4), ("short", 2, None)):
+        L.seed_everything(0)
+        runs[name] = LRRecorder()
+        model, data = tiny_parts(tmp_path, schedule_epochs=schedule)
+        trainer(tmp_path, name, runs[name], max_epochs=epochs).fit(model, data)
+    assert sorted(runs["part"].lrs) == list(range(6))
+    for step, lr in runs["part"].lrs.items():
+        assert lr == pytest.approx(runs["full"].lrs[step]), step
+    assert runs["short"].lrs[5] < runs["part"].lrs[5]  # the 2-epoch schedule has decayed further
+    with pytest.raises(ValueError, match="schedule_epochs .1. is shorter than trainer.max_epochs .2."):
+        model, data = tiny_parts(tmp_path, schedule_epochs=1)
+        trainer(tmp_path, "bad", LRRecorder(), max_epochs=2).fit(model, data)
+
+
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     model, data = tiny_parts(tmp_path)
     real = model.loss_fn.forward

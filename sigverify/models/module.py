@@ -58,6 +58,7 @@ class SignatureVerifier(L.LightningModule):
         warmup_epochs: float = 5,
         warmup_start_lr: float = 1e-4,
         min_lr: float = 1e-6,
+        schedule_epochs: int | None = None,
         channels_last: bool = True,
         compile: bool = False,
         val_loss_samples: int = 256,
@@ -235,9 +236,15 @@ class SignatureVerifier(L.LightningModule):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = int(round(hp.warmup_epochs * total / epochs))
+        steps_per_epoch = self.trainer.estimated_stepping_batches / epochs
+        # schedule_epochs: the schedule's length when training stops part of the way through it (a recipe
+        # chosen by stopping a longer run early: the same learning rates, epoch for epoch)
+        schedule = hp.get("schedule_epochs") or epochs
+        if schedule < epochs:
+            raise ValueError(f"model.schedule_epochs ({schedule}) is shorter than trainer.max_epochs ({epochs}): "
+                             "the learning rate would stay at its floor after the schedule ends")
+        total, warmup = int(round(schedule * steps_per_epoch)), int(round(hp.warmup_epochs * steps_per_epoch))
         factor = partial(warmup_cosine_factor, warmup_steps=warmup, total_steps=total, base_lr=hp.lr,
                          start_lr=hp.warmup_start_lr, min_lr=hp.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}}
