@@ -178,7 +178,7 @@ def test_fit_with_a_training_only_data_set_then_test_on_the_main_one_alone(tmp_p
     assert {s for s in split["train"] if s.startswith("extra:")} == {f"extra:{i}" for i in range(6)}
     assert all(s.startswith("main:") for s in split["val"] + split["test"]) and split["val"] and split["test"]
     ckpt = str(next((run / "checkpoints").glob("best-*.ckpt")))
-    assert cli("test", *common, "--vars.name", "main-alone", "--ckpt_path", ckpt) == 0
+    assert cli("test", *common, "--vars.name", "main-alone", "--ckpt_path", str(run)) == 0  # the run's best checkpoint
     report = json.loads((tmp_path / "runs" / "main-alone" / "test-references" / "report.json").read_text())
     assert report["n_signers"] == len(split["test"])
     with pytest.raises(ValueError, match=r"trained or validated on \d+ of this run"):  # it trained on every one
