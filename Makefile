@@ -40,13 +40,13 @@ bench-data bench-train bench-infer: bench-%: $(STAMP)
 	$(BIN)/python -m benchmarks.repeat --runs $(RUNS) -- $(BIN)/python -m benchmarks.$* $(ARGS)
 
 # make bench-accuracy [DATA=manifest.csv] [PRESET=configs/presets/cedar_cpu.yaml] [LOSS=triplet_hard] [FOLDS=5]
+#   (a preset naming sweep.ensemble, e.g. configs/presets/cedar_cpu_ensemble.yaml, trains its losses: no LOSS)
 #   [PROTOCOL=references] [ARGS="--screen" or sigverify options]: the k-fold protocol, JSON last.
-LOSS ?= triplet_hard
 PROTOCOL ?= references
 bench-accuracy: $(STAMP)
 	$(BIN)/python -m benchmarks.accuracy $(if $(DATA),--data $(DATA)) \
 	  --preset $(if $(filter command line environment,$(origin PRESET)),$(PRESET),configs/presets/cedar_cpu.yaml) \
-	  --loss $(LOSS) --folds $(if $(filter 0,$(FOLDS)),5,$(FOLDS)) --protocol $(PROTOCOL) $(ARGS)
+	  $(if $(LOSS),--loss $(LOSS)) --folds $(if $(filter 0,$(FOLDS)),5,$(FOLDS)) --protocol $(PROTOCOL) $(ARGS)
 
 clean:
 	rm -rf runs sweeps .pytest_cache

@@ -15,6 +15,10 @@ from its validation signers). Other options go to ``sigverify``
 folds, seed, the config files' contents, the options) and records it: a folder of another recipe is
 refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
 this machine's.
+
+A preset whose ``sweep.ensemble`` names losses (``configs/presets/cedar_cpu_ensemble.yaml``) is an
+ensemble recipe: each fold fits one model per loss, then scores them together; ``train_minutes`` is
+their fits' sum.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import numpy as np
 
 from benchmarks.common import emit, machine
 from sigverify import sweep
+from sigverify.config import compose
 from sigverify.evaluation.protocols import PROTOCOLS
 
 
@@ -35,8 +40,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")
     parser.add_argument("--preset", default="configs/presets/cedar_cpu.yaml")
-    parser.add_argument("--loss", default="triplet_hard", choices=sweep.experiments(),
-                        help="experiment config, configs/<name>.yaml")
+    parser.add_argument("--loss", default=None, choices=sweep.experiments(),
+                        help="experiment config, configs/<name>.yaml (default: triplet_hard; none with a preset "
+                        "that names an ensemble)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol", default="references", choices=PROTOCOLS)
@@ -47,37 +53,56 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args, args.extra = parser.parse_known_args(argv)
     if args.folds < 2:
         parser.error("--folds must be at least 2 (the k-fold signer protocol)")
-    args.recipe = recipe(args)
-    # A finished member is reused, so another recipe (data, folds, config files, options) gets another folder.
-    digest = hashlib.sha256(json.dumps(args.recipe, sort_keys=True).encode()).hexdigest()[:8]
+    try:
+        args.ensemble = sweep.preset_ensemble(args.preset)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    if args.ensemble and (args.loss or args.ckpt):
+        parser.error(f"{args.preset} names an ensemble of losses (sweep.ensemble): it trains them itself, "
+                     "so --loss and --ckpt do not apply")
+    args.loss = sweep.ENSEMBLE if args.ensemble else args.loss or "triplet_hard"
+    args.recipes = {loss: recipe(args, loss) for loss in args.ensemble or [args.loss]}
+    # A finished member is reused, so another recipe (data, folds, configs, options) gets another folder.
+    digest = hashlib.sha256(json.dumps([args.recipes, args.extra], sort_keys=True).encode()).hexdigest()[:8]
     args.out = args.out or f"sweeps/bench-{Path(args.preset).stem}-{args.loss}-{digest}"
     # What the member runner reads from a sweep's arguments.
     args.protocols, args.force, args.retest = list(PROTOCOLS), False, False
     return args
 
 
-def recipe(args: argparse.Namespace) -> dict:
-    """What the folds' figures depend on: the data, the fold split, the seed, the config files' contents
-    and the extra options."""
-    def sha(path: str | Path) -> str:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def recipe(args: argparse.Namespace, loss: str) -> dict:
+    """What one loss's fits depend on: the data, the fold split, the seed, the composed config (every
+    file of the defaults chain, resolved) and the extra options but those of the evaluation only
+    (another ensemble member is a new evaluation of the same fits)."""
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()[:16]
 
     return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
-            "preset_sha256": sha(args.preset), "loss_config_sha256": sha(f"configs/{args.loss}.yaml"),
-            "extra": list(args.extra), "ckpt_sha256": sha(args.ckpt) if args.ckpt else None}
+            "config_sha256": sha(compose(f"configs/{loss}.yaml", args.preset).encode()),
+            "extra": sweep.split_evaluation_only(list(args.extra))[0], "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
 
 
-def claim_folder(args: argparse.Namespace) -> None:
+def claim_folder(args: argparse.Namespace, loss: str) -> None:
     """Record the recipe in the folder, or refuse a folder holding this loss's members of another recipe."""
-    file = Path(args.out) / f"bench-recipe-{args.loss}.json"
+    file = Path(args.out) / f"bench-recipe-{loss}.json"
+    wanted = args.recipes[loss]
     if file.is_file():
         stored = json.loads(file.read_text())
-        if stored != args.recipe:
-            changed = sorted(k for k in set(stored) | set(args.recipe) if stored.get(k) != args.recipe.get(k))
-            raise SystemExit(f"{args.out} holds {args.loss} members of another recipe ({', '.join(changed)} differ, "
+        if stored != wanted:
+            changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            raise SystemExit(f"{args.out} holds {loss} members of another recipe ({', '.join(changed)} differ, "
                              f"see {file}); give another --out or remove that folder")
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(args.recipe, indent=1))
+    file.write_text(json.dumps(wanted, indent=1))
+
+
+def run_fold(fold: int, args: argparse.Namespace) -> dict[str, dict]:
+    """One fold's reports: its model's, or the ensemble's once each of its losses is fitted."""
+    if not args.ensemble:
+        return sweep.run_member(args.loss, args.seed, fold, args)
+    for loss in args.ensemble:
+        sweep.fit_member(loss, args.seed, fold, args)  # a failed fit is reported by run_ensemble
+    return sweep.run_ensemble(args.ensemble, args.seed, fold, args)
 
 
 def summarise(reports: list[dict], fit_seconds: list[float | None]) -> dict:
@@ -98,15 +123,24 @@ def summarise(reports: list[dict], fit_seconds: list[float | None]) -> dict:
             "train_minutes": round(float(np.mean(timed)) / 60, 2) if len(timed) == len(fit_seconds) else None}
 
 
+def fold_fit_seconds(runs: list[Path]) -> float | None:
+    """A fold's training time: its model's fit, or an ensemble's members' fits together."""
+    seconds = [sweep.fit_seconds(run) for run in runs]
+    return None if None in seconds else sum(seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    claim_folder(args)
-    runs = [Path(args.out) / sweep.member_name(args.loss, args.seed, fold) for fold in range(args.folds)]
-    reused = sum((run / sweep.FIT_DONE).is_file() for run in runs)
-    reports = [sweep.run_member(args.loss, args.seed, fold, args) for fold in range(args.folds)]
-    fits = [sweep.fit_seconds(run) for run in runs]
+    for loss in args.recipes:
+        claim_folder(args, loss)
+    runs = [[Path(args.out) / sweep.member_name(loss, args.seed, fold) for loss in args.recipes]
+            for fold in range(args.folds)]
+    reused = sum(all(sweep.is_fitted(run) for run in fold) for fold in runs)
+    reports = [run_fold(fold, args) for fold in range(args.folds)]
+    fits = [fold_fit_seconds(fold) for fold in runs]
     by_protocol = {p: summarise([r[p] for r in reports], fits) for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
+          **({"ensemble_of": args.ensemble} if args.ensemble else {}),
           "trained": f"not on this data: {args.ckpt}" if args.ckpt else "on each fold's training signers",
           "folds": args.folds, "seed": args.seed, "protocol": args.protocol,
           "stage": "validation signers (screen)" if args.screen else "test signers",

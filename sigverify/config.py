@@ -3,7 +3,9 @@ resolved with OmegaConf interpolation (``${trainer.default_root_dir}``, ``${oc.e
 
 An experiment file names its base in ``defaults`` and states only what differs. A top-level
 ``vars:`` mapping holds values shared by interpolation (run name, patience, ...); it is dropped
-after resolution. Several files compose in order, later ones overriding earlier ones.
+after resolution. A top-level ``sweep:`` mapping holds what ``sigverify sweep`` and the accuracy
+benchmark read from a preset (``sweep.ensemble``: losses whose models are scored together); a
+single run never sees it. Several files compose in order, later ones overriding earlier ones.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
 
 def compose(*paths: str | Path, overrides: list[str] = ()) -> str:
     """The configs of ``paths`` merged in order, then ``overrides`` (``key=value`` dotlist), resolved,
-    without ``vars``, as YAML text."""
+    without ``vars`` and ``sweep``, as YAML text."""
     config = OmegaConf.merge(*(load_config(p) for p in paths), OmegaConf.from_dotlist(list(overrides)))
     try:
         resolved = OmegaConf.to_container(config, resolve=True)
     except Exception as err:  # omegaconf's interpolation errors name the key
         raise ValueError(f"{', '.join(map(str, paths))}: {err}") from err
-    resolved.pop("vars", None)
+    for section in ("vars", "sweep"):
+        resolved.pop(section, None)
     return OmegaConf.to_yaml(OmegaConf.create(resolved))

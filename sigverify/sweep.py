@@ -14,6 +14,9 @@ and ``--model.evaluation.ensemble`` reaches only the evaluation (a fit trains on
 ``--model.evaluation.ensemble "[sweeps/other/supcon-seed0-fold{fold}]"`` scores each fold's model
 together with another sweep's model of the same fold.
 
+A preset's ``sweep: {ensemble: [LOSS, ...]}`` adds a column ``ensemble``: on each seed and fold, the
+models of those losses scored together (similarities averaged; ``configs/presets/cedar_cpu_ensemble.yaml``).
+
     sigverify sweep --preset configs/presets/cpu_tiny.yaml --losses lsc_plus sct --seeds 0 1
     sigverify sweep --data ../shared/data/cedar/manifest.csv --folds 5 [--screen]
 """
@@ -62,64 +65,123 @@ def member_name(loss: str, seed: int, fold: int | None) -> str:
     return f"{loss}-seed{seed}" + ("" if fold is None else f"-fold{fold}")
 
 
-def run_member(loss: str, seed: int, fold: int | None, args) -> dict[str, dict]:
+def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None = None, ckpt: str | None = None,
+               members: list[str] = ()) -> dict[str, dict]:
     """fit + test (or, with ``--screen``, validate) one member in subprocesses: {protocol: its
     report, or {"error": ...}}.
 
     A member that was fitted before is not fitted again; only the protocols without a report are
     evaluated (all of them with ``--retest``), so adding a protocol or changing the evaluation
     settings of a finished sweep costs seconds. One evaluation process serves all of them.
+    ``ckpt`` evaluates a trained checkpoint (or run folder) as it is, under ``name``; ``members``
+    are scored together with it (before any ensemble member the options name).
     """
-    name = member_name(loss, seed, fold)
+    name = name or member_name(loss, seed, fold)
     run = Path(args.out) / name
     stage = "validate" if args.screen else "test"
     report_paths = {protocol: run / f"{stage}-{protocol}" / "report.json" for protocol in args.protocols}
-    # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
-    given = getattr(args, "ckpt", None)  # a trained checkpoint to evaluate as it is (no fit)
-    fitted = given is not None or (((run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))) and not args.force)
-    # "{fold}" in an option is this member's fold: per-fold ensemble members, e.g. "[sweeps/s/supcon-seed0-fold{fold}]".
-    extra = [option.replace("{fold}", str(fold)) for option in args.extra] if fold is not None else args.extra
-    fit_options, evaluation_options = split_evaluation_only(extra)
-    ensemble = requested_ensemble(evaluation_options)
+    given = ckpt or getattr(args, "ckpt", None)  # a trained checkpoint to evaluate as it is (no fit)
+    fit_options, evaluation_options = member_options(fold, args)
+    ensemble = [*members, *requested_ensemble(evaluation_options)]
+    if members:  # the last ensemble option wins, as on the command line
+        evaluation_options += ["--model.evaluation.ensemble", json.dumps(ensemble)]
     # A report of another ensemble (or of the model alone) is not this one's.
     missing = [p for p, path in report_paths.items()
                if args.force or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
-    common = ["--config", f"configs/{loss}.yaml", "--config", args.preset, "--vars.runs_root", str(args.out),
-              "--vars.name", name, "--vars.group", Path(args.out).name, "--seed_everything", str(seed),
-              "--trainer.enable_progress_bar", "false"]
-    if args.data:
-        common += ["--data.root", args.data]
-    if fold is not None:
-        common += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
-    common += fit_options
-    if not fitted:
-        shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
-    steps = [] if fitted else [["fit"]]
-    # Every missing protocol in one evaluation process: the embeddings are computed once.
-    steps += [[stage, "--ckpt_path", given or "best", "--model.evaluation.protocol", missing[0],
-               "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]", *evaluation_options]]
-    log = Path(args.out) / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start, failure = time.perf_counter(), None
-    valid = {p for p in report_paths if p not in missing}  # reports that belong to this member's model
-    with log.open("a" if fitted else "w") as handle:
-        for step in steps:
-            code = subprocess.call([sys.executable, "-m", "sigverify.cli", *step, *common], stdout=handle,
-                                   stderr=subprocess.STDOUT)
-            if code != 0:
-                print(f"[sweep] {name}: {' '.join(step)} failed (exit {code}); see {log}", flush=True)
-                failure = {"error": f"{step[0]} failed (exit {code}), log: {log}"}
-                break
-            if step[0] == "fit":  # the marker keeps the fit's wall time, for the accuracy benchmark
-                (run / FIT_DONE).write_text(json.dumps({"fit_seconds": round(time.perf_counter() - start, 1)}))
-            else:
-                valid.update(missing)
+    start = time.perf_counter()
+    failure = None if given else fit_member(loss, seed, fold, args)
+    if failure is None:
+        command = [stage, "--ckpt_path", given or "best", "--model.evaluation.protocol", missing[0],
+                   "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]", *evaluation_options,
+                   *member_command(loss, seed, fold, args, name, fit_options)]
+        # Every missing protocol in one evaluation process: the embeddings are computed once.
+        failure = call(command, Path(args.out) / f"{name}.log", mode="a")
+    valid = {p for p in report_paths if p not in missing or failure is None}  # reports of this member's model
     if failure is None:
         print(f"[sweep] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return {p: json.loads(path.read_text()) if p in valid else failure for p, path in report_paths.items()}
+
+
+def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
+    """Fit one member unless it was fitted before (``--force``: again): None, or {"error": ...}."""
+    name = member_name(loss, seed, fold)
+    run = Path(args.out) / name
+    if is_fitted(run) and not args.force:
+        return None
+    shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
+    start = time.perf_counter()
+    failure = call(["fit", *member_command(loss, seed, fold, args, name, member_options(fold, args)[0])],
+                   Path(args.out) / f"{name}.log", mode="w")
+    if failure is None:  # the marker keeps the fit's wall time, for the accuracy benchmark
+        (run / FIT_DONE).write_text(json.dumps({"fit_seconds": round(time.perf_counter() - start, 1)}))
+    return failure
+
+
+def is_fitted(run: Path) -> bool:
+    # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
+    return (run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))
+
+
+def member_options(fold: int | None, args) -> tuple[list[str], list[str]]:
+    """The extra options (for every step, for the evaluation only), "{fold}" replaced by the member's
+    fold: per-fold ensemble members, e.g. "[sweeps/s/supcon-seed0-fold{fold}]"."""
+    extra = [option.replace("{fold}", str(fold)) for option in args.extra] if fold is not None else args.extra
+    return split_evaluation_only(extra)
+
+
+def member_command(loss: str, seed: int, fold: int | None, args, name: str, options: list[str]) -> list[str]:
+    """The ``sigverify`` arguments every step of a member shares."""
+    command = ["--config", f"configs/{loss}.yaml", "--config", args.preset, "--vars.runs_root", str(args.out),
+               "--vars.name", name, "--vars.group", Path(args.out).name, "--seed_everything", str(seed),
+               "--trainer.enable_progress_bar", "false"]
+    if args.data:
+        command += ["--data.root", args.data]
+    if fold is not None:
+        command += ["--data.split.mode", "kfold", "--data.split.folds", str(args.folds), "--data.split.fold", str(fold)]
+    return command + options
+
+
+def call(command: list[str], log: Path, mode: str) -> dict | None:
+    """Run ``sigverify COMMAND`` in its own process, its output into ``log``: None, or {"error": ...}."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open(mode) as handle:
+        code = subprocess.call([sys.executable, "-m", "sigverify.cli", *command], stdout=handle, stderr=subprocess.STDOUT)
+    if code == 0:
+        return None
+    print(f"[sweep] {log.stem}: {command[0]} failed (exit {code}); see {log}", flush=True)
+    return {"error": f"{command[0]} failed (exit {code}), log: {log}"}
+
+
+ENSEMBLE = "ensemble"  # the column of a preset's ``sweep.ensemble`` (its members: ensemble-seedS-foldF)
+
+
+def preset_ensemble(preset: str | Path) -> list[str]:
+    """The losses a preset's ``sweep.ensemble`` names ([] if none): one model per loss on each seed and
+    fold, scored together (similarities averaged) as one more column."""
+    from sigverify.config import load_config
+
+    section = load_config(preset).get("sweep") or {}
+    if unknown := sorted(set(section) - {"ensemble"}):
+        raise ValueError(f"{preset}: sweep: unknown key(s) {', '.join(unknown)} (known: ensemble)")
+    losses = [str(loss) for loss in section.get("ensemble") or []]
+    if unknown := [loss for loss in losses if loss not in experiments()]:
+        raise ValueError(f"{preset}: sweep.ensemble names {', '.join(unknown)}, which have no configs/<name>.yaml")
+    if losses and len(set(losses)) != len(losses) or len(losses) == 1:
+        raise ValueError(f"{preset}: sweep.ensemble needs two or more different losses, got {losses}")
+    return losses
+
+
+def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[str, dict]:
+    """The losses' models of one seed and fold scored together: the first one's run evaluated with the
+    others as ensemble members, reported in a folder of its own (each member's own reports stay its)."""
+    runs = [Path(args.out) / member_name(loss, seed, fold) for loss in losses]
+    if unfitted := [run.name for run in runs if not is_fitted(run)]:
+        return {p: {"error": f"no finished fit of {', '.join(unfitted)}"} for p in args.protocols}
+    return run_member(losses[0], seed, fold, args, name=member_name(ENSEMBLE, seed, fold), ckpt=str(runs[0]),
+                      members=[str(run) for run in runs[1:]])
 
 
 # Options that only validate/test accept: fit refuses them (an ensemble scores trained models together).
@@ -256,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")
     parser.add_argument("--preset", default="configs/presets/cpu_tiny.yaml")
-    parser.add_argument("--losses", "--experiments", nargs="+", default=experiments(), choices=experiments(),
-                        help="experiment configs (configs/<name>.yaml) to compare; default: all")
+    parser.add_argument("--losses", "--experiments", nargs="+", default=None, choices=experiments(),
+                        help="experiment configs (configs/<name>.yaml) to compare; default: the preset's "
+                        "sweep.ensemble if it names one, else all")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--protocols", nargs="+", default=["pairs", "references"], choices=PROTOCOLS)
     parser.add_argument("--folds", type=int, default=0, help="k-fold over signers (0: the ratio split)")
@@ -270,22 +333,31 @@ def main(argv: list[str] | None = None) -> int:
     args, args.extra = parser.parse_known_args(argv)
     if not args.folds and any("{fold}" in option for option in args.extra):
         parser.error("an option names {fold}, but the sweep has no folds (give --folds)")
+    try:
+        ensemble = preset_ensemble(args.preset)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    args.losses = args.losses or ensemble or experiments()
+    if left_out := [loss for loss in ensemble if loss not in args.losses]:
+        parser.error(f"the preset's sweep.ensemble needs {', '.join(left_out)} in --losses")
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]
-    members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in args.losses}
+    columns = [*args.losses, *([ENSEMBLE] if ensemble else [])]
+    members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in columns}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
             "folds": args.folds, "screen": args.screen}
     reports: dict[str, list[dict]] = {}
     table = out / ("screen-results.md" if args.screen else "results.md")
-    for i, loss in enumerate(args.losses):
+    for i, loss in enumerate(columns):
         try:
-            reports[loss] = [run_member(loss, s, f, args) for s in args.seeds for f in folds]
+            reports[loss] = [run_ensemble(ensemble, s, f, args) if loss == ENSEMBLE else run_member(loss, s, f, args)
+                             for s in args.seeds for f in folds]
         except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: the outputs keep the finished losses
             print(f"[sweep] stopped during {loss}; {table} holds the losses finished before it", flush=True)
             return 130
-        meta.update(pending=args.losses[i + 1:], wall_s=time.perf_counter() - start)
+        meta.update(pending=columns[i + 1:], wall_s=time.perf_counter() - start)
         results = write_outputs(reports, members, args.protocols, out, meta)
     print(table.read_text())
     print(json.dumps({"results": str(table), "wall_s": round(meta["wall_s"], 1),

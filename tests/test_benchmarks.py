@@ -1,6 +1,8 @@
 """The benchmark scripts run end to end at toy size and end with their JSON line; repeat takes medians."""
+import argparse
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,19 +122,37 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     member = transfer / "co_tuplet-seed0-fold1"
     assert (member / "test-references" / "report.json").is_file() and not (member / "checkpoints").exists()
 
-    # An evaluation-only option (an ensemble member) reaches validate/test, not the fit that refuses it;
-    # "{fold}" names each fold's own member (here the first benchmark's model of that fold, by its run folder).
-    ensemble = tmp_path / "ensemble"
-    assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2", "--screen",
-                          "--out", str(ensemble), "--model.evaluation.ensemble", f"[{out}/co_tuplet-seed0-fold{{fold}}]",
-                          *TINY]) == 0
-    for fold in (0, 1):
-        report = json.loads((ensemble / f"co_tuplet-seed0-fold{fold}" / "validate-references" / "report.json").read_text())
-        assert report["config"]["ensemble"] == [f"{out}/co_tuplet-seed0-fold{fold}"]
+    # A preset naming an ensemble of losses: each fold fits the losses it lacks (co_tuplet's fits above are
+    # the same composed recipe, so they are reused), then scores them together; an evaluation-only option
+    # (one more member, the model trained elsewhere) reaches the evaluation, not the fits that refuse it.
+    preset = tmp_path / "tiny_ensemble.yaml"
+    preset.write_text(f"defaults: [{Path('configs/presets/cpu_tiny.yaml').resolve()}]\n"
+                      "sweep: {ensemble: [co_tuplet, triplet_hard]}\n")
+    fitted = {f: (out / f"co_tuplet-seed0-fold{f}" / "fit.done").stat().st_mtime_ns for f in (0, 1)}
+    assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
+                          "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+    together = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert together["loss"] == "ensemble" and together["ensemble_of"] == ["co_tuplet", "triplet_hard"]
+    reports = [json.loads((out / f"ensemble-seed0-fold{f}" / "test-references" / "report.json").read_text()) for f in (0, 1)]
+    for fold, report in enumerate(reports):
+        assert report["config"]["ensemble"] == [str(out / f"triplet_hard-seed0-fold{fold}"), str(ckpt)]
+        assert (out / f"co_tuplet-seed0-fold{fold}" / "fit.done").stat().st_mtime_ns == fitted[fold]
+    assert together["eer_mean"] == pytest.approx(sum(r["eer"] for r in reports) / 2, abs=1e-4)
+    fit_minutes = [sum(json.loads((out / f"{loss}-seed0-fold{f}" / "fit.done").read_text())["fit_seconds"]
+                       for loss in ("co_tuplet", "triplet_hard")) / 60 for f in (0, 1)]
+    assert together["train_minutes"] == pytest.approx(sum(fit_minutes) / 2, abs=0.01)
+    assert together["reused_folds"] == 0  # triplet_hard was fitted now
+    with pytest.raises(SystemExit):  # an ensemble preset trains its own losses
+        accuracy.parse(["--preset", str(preset), "--loss", "sct"])
+    assert "names an ensemble of losses" in capsys.readouterr().err
 
 
 def test_evaluation_only_options_are_kept_from_the_fit():
-    from sigverify.sweep import split_evaluation_only
+    from sigverify.sweep import member_options, split_evaluation_only
+
+    # "{fold}" is each member's fold: per-fold ensemble members
+    assert member_options(3, argparse.Namespace(extra=["--model.evaluation.ensemble", "[s/x-fold{fold}]", "--a", "b"])) == (
+        ["--a", "b"], ["--model.evaluation.ensemble", "[s/x-fold3]"])
 
     assert split_evaluation_only(["--model.lr", "0.1", "--model.evaluation.ensemble", "[a.ckpt]", "--x=1",
                                   "--model.evaluation.ensemble=[b]", "--flag"]) == (

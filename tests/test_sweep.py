@@ -1,8 +1,10 @@
 """make sweep in a test-sized setting: every member trained and tested, failures reported, reruns reuse."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from sigverify import sweep
 
@@ -87,3 +89,40 @@ def test_a_stopped_sweep_leaves_the_table_of_its_finished_losses(tmp_path, monke
     text = (out / "results.md").read_text()
     assert "| metric | supcon |" in text and "| EER, a posteriori (test-chosen threshold) | 25.00 % |" in text
     assert "Not run yet (the sweep is still running, or was stopped): sct, lsc_plus." in text
+
+
+def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
+    """A preset's sweep.ensemble: its losses are the sweep's (when --losses is not given), and on each
+    member their models are scored together, in a column and folders of their own."""
+    calls = []
+
+    def fake_member(loss, seed, fold, args, **how):
+        calls.append((loss, fold, how))
+        run = Path(args.out) / sweep.member_name(loss, seed, fold)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / sweep.FIT_DONE).write_text("{}")
+        return {p: {key: 0.25 for key, _, _ in sweep.ROWS} for p in args.protocols}
+
+    monkeypatch.setattr(sweep, "run_member", fake_member)
+    preset, out = tmp_path / "ensemble.yaml", tmp_path / "sweep"
+    preset.write_text(f"defaults: [{Path('configs/presets/cpu_tiny.yaml').resolve()}]\nsweep: {{ensemble: [sct, supcon]}}\n")
+    base = ["--preset", str(preset), "--folds", "2", "--out", str(out), "--protocols", "references"]
+    assert sweep.main(base) == 0
+    assert "| metric | sct | supcon | ensemble |" in (out / "results.md").read_text()
+    scored = [(fold, how) for loss, fold, how in calls if how]
+    assert scored == [(f, {"name": f"ensemble-seed0-fold{f}", "ckpt": str(out / f"sct-seed0-fold{f}"),
+                           "members": [str(out / f"supcon-seed0-fold{f}")]}) for f in (0, 1)]
+    assert sweep.main([*base, "--losses", "sct", "supcon", "lsc_plus"]) == 0  # more losses than the ensemble's
+    with pytest.raises(SystemExit):
+        sweep.main([*base, "--losses", "sct"])
+
+    # A single run never sees the section; a preset's mistakes are named.
+    from sigverify.config import compose
+    assert "sweep" not in yaml.safe_load(compose("configs/sct.yaml", preset))
+    for section, problem in (("{ensemble: [sct, nope]}", "nope, which have no configs"),
+                             ("{ensemble: [sct]}", "two or more different losses"),
+                             ("{ensemble: [sct, sct]}", "two or more different losses"),
+                             ("{members: [sct, supcon]}", "unknown key")):
+        preset.write_text(f"sweep: {section}\n")
+        with pytest.raises(ValueError, match=problem):
+            sweep.preset_ensemble(preset)
