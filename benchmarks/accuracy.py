@@ -1,5 +1,5 @@
-"""The accuracy benchmark (``make bench-accuracy``): one experiment under the k-fold signer protocol,
-with a recipe fixed beforehand, reported on each fold's test signers (thresholds from its validation
+"""The accuracy benchmark (``make bench-accuracy``): one recipe, fixed beforehand, under the k-fold
+signer protocol, reported on each fold's test signers (thresholds from its validation
 signers), and summarised as mean ± std over the folds.
 
     python -m benchmarks.accuracy --data ../shared/data/cedar/manifest.csv \\
@@ -12,8 +12,8 @@ recipe is chosen; the test folds stay untouched until it is fixed. ``--ckpt CKPT
 checkpoint on every fold instead of fitting (a transfer figure: each fold's threshold still comes
 from its validation signers). Other options go to ``sigverify``
 (e.g. ``--model.neck multiscale``); the JSON line records them. The folder is named by the recipe (data,
-folds, seed, the config files' contents, the options) and records it: a folder of another recipe is
-refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
+folds, seed, the composed config of each loss, the options the fits see) and records it: a folder of
+another recipe is refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
 this machine's.
 
 A preset whose ``sweep.ensemble`` names losses (``configs/presets/cedar_cpu_ensemble.yaml``) is an
@@ -33,6 +33,7 @@ import numpy as np
 from benchmarks.common import emit, machine
 from sigverify import sweep
 from sigverify.config import compose
+from sigverify.models.embedding import run_checkpoint
 from sigverify.evaluation.protocols import PROTOCOLS
 
 
@@ -47,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol", default="references", choices=PROTOCOLS)
     parser.add_argument("--screen", action="store_true", help="validation signers only (choosing a recipe)")
-    parser.add_argument("--ckpt", default=None, help="evaluate this trained checkpoint on every fold instead of "
+    parser.add_argument("--ckpt", default=None, help="evaluate this trained checkpoint (or run folder) on every fold instead of "
                         "fitting one per fold: a transfer figure (e.g. a model trained on synthetic signers only)")
     parser.add_argument("--out", default=None, help="default: sweeps/bench-<preset>-<loss>-<hash of the recipe>")
     args, args.extra = parser.parse_known_args(argv)
@@ -61,9 +62,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"{args.preset} names an ensemble of losses (sweep.ensemble): it trains them itself, "
                      "so --loss and --ckpt do not apply")
     args.loss = sweep.ENSEMBLE if args.ensemble else args.loss or "triplet_hard"
-    args.recipes = {loss: recipe(args, loss) for loss in args.ensemble or [args.loss]}
-    # A finished member is reused, so another recipe (data, folds, configs, options) gets another folder.
-    digest = hashlib.sha256(json.dumps([args.recipes, args.extra], sort_keys=True).encode()).hexdigest()[:8]
+    if args.ckpt and Path(args.ckpt).is_dir():  # a run folder stands for its best checkpoint
+        args.ckpt = str(run_checkpoint(args.ckpt))
+    try:
+        args.recipes = {loss: recipe(args, loss) for loss in args.ensemble or [args.loss]}
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    # A finished member is reused, so another recipe (data, folds, configs, fit options) gets another folder.
+    digest = hashlib.sha256(json.dumps(args.recipes, sort_keys=True).encode()).hexdigest()[:8]
     args.out = args.out or f"sweeps/bench-{Path(args.preset).stem}-{args.loss}-{digest}"
     # What the member runner reads from a sweep's arguments.
     args.protocols, args.force, args.retest = list(PROTOCOLS), False, False
@@ -74,12 +80,23 @@ def recipe(args: argparse.Namespace, loss: str) -> dict:
     """What one loss's fits depend on: the data, the fold split, the seed, the composed config (every
     file of the defaults chain, resolved) and the extra options but those of the evaluation only
     (another ensemble member is a new evaluation of the same fits)."""
-    def sha(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()[:16]
-
     return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
             "config_sha256": sha(compose(f"configs/{loss}.yaml", args.preset).encode()),
-            "extra": sweep.split_evaluation_only(list(args.extra))[0], "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
+            "extra": sweep.split_evaluation_only(list(args.extra))[0],
+            "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
+
+
+def legacy_recipe(args: argparse.Namespace, loss: str) -> dict:
+    """The recipe as folders claimed before the composed config was hashed (the two files' bytes, every
+    extra option): such a folder of the same recipe is taken over, not refused."""
+    return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
+            "preset_sha256": sha(Path(args.preset).read_bytes()),
+            "loss_config_sha256": sha(Path(f"configs/{loss}.yaml").read_bytes()), "extra": list(args.extra),
+            "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def claim_folder(args: argparse.Namespace, loss: str) -> None:
@@ -88,7 +105,7 @@ def claim_folder(args: argparse.Namespace, loss: str) -> None:
     wanted = args.recipes[loss]
     if file.is_file():
         stored = json.loads(file.read_text())
-        if stored != wanted:
+        if stored != wanted and stored != legacy_recipe(args, loss):
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise SystemExit(f"{args.out} holds {loss} members of another recipe ({', '.join(changed)} differ, "
                              f"see {file}); give another --out or remove that folder")

@@ -164,9 +164,14 @@ def preset_ensemble(preset: str | Path) -> list[str]:
     from sigverify.config import load_config
 
     section = load_config(preset).get("sweep") or {}
+    if not hasattr(section, "keys"):
+        raise ValueError(f"{preset}: sweep must be a mapping, e.g. sweep: {{ensemble: [triplet_hard, supcon]}}")
     if unknown := sorted(set(section) - {"ensemble"}):
         raise ValueError(f"{preset}: sweep: unknown key(s) {', '.join(unknown)} (known: ensemble)")
-    losses = [str(loss) for loss in section.get("ensemble") or []]
+    losses = section.get("ensemble") or []
+    if isinstance(losses, str) or not hasattr(losses, "__iter__"):
+        raise ValueError(f"{preset}: sweep.ensemble must be a list of losses, got {losses!r}")
+    losses = [str(loss) for loss in losses]
     if unknown := [loss for loss in losses if loss not in experiments()]:
         raise ValueError(f"{preset}: sweep.ensemble names {', '.join(unknown)}, which have no configs/<name>.yaml")
     if losses and len(set(losses)) != len(losses) or len(losses) == 1:
@@ -180,8 +185,24 @@ def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[s
     runs = [Path(args.out) / member_name(loss, seed, fold) for loss in losses]
     if unfitted := [run.name for run in runs if not is_fitted(run)]:
         return {p: {"error": f"no finished fit of {', '.join(unfitted)}"} for p in args.protocols}
-    return run_member(losses[0], seed, fold, args, name=member_name(ENSEMBLE, seed, fold), ckpt=str(runs[0]),
-                      members=[str(run) for run in runs[1:]])
+    # The reports stay this ensemble's only while the same fits make it up: other losses (the first one
+    # is not in a report's ensemble list) or a refitted member make them another model's.
+    folder = Path(args.out) / member_name(ENSEMBLE, seed, fold)
+    record = folder / "members.json"
+    made_of = {str(run): fit_identity(run) for run in runs}
+    if not record.is_file() or json.loads(record.read_text()) != made_of:
+        shutil.rmtree(folder, ignore_errors=True)
+    reports = run_member(losses[0], seed, fold, args, name=folder.name, ckpt=str(runs[0]),
+                         members=[str(run) for run in runs[1:]])
+    if folder.is_dir():
+        record.write_text(json.dumps(made_of, indent=1))
+    return reports
+
+
+def fit_identity(run: Path) -> list:
+    """What tells one fit of a member from another: its marker's and best checkpoints' names and times."""
+    files = [run / FIT_DONE, *sorted((run / "checkpoints").glob("best*.ckpt"))]
+    return [[file.name, file.stat().st_mtime_ns] for file in files if file.is_file()]
 
 
 # Options that only validate/test accept: fit refuses them (an ensemble scores trained models together).

@@ -107,6 +107,12 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
         accuracy.main([*args[:-len(TINY)], "--folds", "3", *TINY])
     assert line["reused_folds"] == 0 and screen["reused_folds"] == 2
 
+    # A folder claimed by the older recipe format (the two files' bytes) is taken over, not refused.
+    claim = out / "bench-recipe-co_tuplet.json"
+    claim.write_text(json.dumps(accuracy.legacy_recipe(accuracy.parse(args), "co_tuplet")))
+    assert accuracy.main(args) == 0 and "config_sha256" in json.loads(claim.read_text())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer_mean"] == line["eer_mean"]
+
     # --ckpt: one model trained on another data set evaluated on every fold, nothing fitted.
     from conftest import cli
 
@@ -116,7 +122,7 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     ckpt = next((tmp_path / "runs" / "other" / "checkpoints").glob("best*.ckpt"))
     transfer = tmp_path / "transfer"
     assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--loss", "co_tuplet", "--folds", "2",
-                          "--out", str(transfer), "--ckpt", str(ckpt), *TINY]) == 0
+                          "--out", str(transfer), "--ckpt", str(ckpt.parent.parent), *TINY]) == 0  # its run folder
     moved = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert moved["trained"].startswith("not on this data") and moved["train_minutes"] is None
     member = transfer / "co_tuplet-seed0-fold1"
@@ -142,6 +148,9 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
                        for loss in ("co_tuplet", "triplet_hard")) / 60 for f in (0, 1)]
     assert together["train_minutes"] == pytest.approx(sum(fit_minutes) / 2, abs=0.01)
     assert together["reused_folds"] == 0  # triplet_hard was fitted now
+    assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
+                          "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+    assert capsys.readouterr().out.count("ensemble-seed0-fold1: reusing its reports") == 1
     with pytest.raises(SystemExit):  # an ensemble preset trains its own losses
         accuracy.parse(["--preset", str(preset), "--loss", "sct"])
     assert "names an ensemble of losses" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """make sweep in a test-sized setting: every member trained and tested, failures reported, reruns reuse."""
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -97,10 +98,11 @@ def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
     calls = []
 
     def fake_member(loss, seed, fold, args, **how):
-        calls.append((loss, fold, how))
-        run = Path(args.out) / sweep.member_name(loss, seed, fold)
+        run = Path(args.out) / (how.get("name") or sweep.member_name(loss, seed, fold))
+        calls.append((loss, fold, how, (run / "report").is_file()))  # an earlier evaluation's report still there?
         run.mkdir(parents=True, exist_ok=True)
-        (run / sweep.FIT_DONE).write_text("{}")
+        if how or not (run / sweep.FIT_DONE).is_file():  # a fitted member is reused, as run_member does
+            (run / ("report" if how else sweep.FIT_DONE)).write_text("{}")
         return {p: {key: 0.25 for key, _, _ in sweep.ROWS} for p in args.protocols}
 
     monkeypatch.setattr(sweep, "run_member", fake_member)
@@ -109,12 +111,26 @@ def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
     base = ["--preset", str(preset), "--folds", "2", "--out", str(out), "--protocols", "references"]
     assert sweep.main(base) == 0
     assert "| metric | sct | supcon | ensemble |" in (out / "results.md").read_text()
-    scored = [(fold, how) for loss, fold, how in calls if how]
+    scored = [(fold, how, kept) for loss, fold, how, kept in calls if how]
     assert scored == [(f, {"name": f"ensemble-seed0-fold{f}", "ckpt": str(out / f"sct-seed0-fold{f}"),
-                           "members": [str(out / f"supcon-seed0-fold{f}")]}) for f in (0, 1)]
-    assert sweep.main([*base, "--losses", "sct", "supcon", "lsc_plus"]) == 0  # more losses than the ensemble's
+                           "members": [str(out / f"supcon-seed0-fold{f}")]}, False) for f in (0, 1)]
+    calls.clear()  # a rerun keeps the ensemble's reports (run_member reuses them), with more losses in the table
+    assert sweep.main([*base, "--losses", "sct", "supcon", "lsc_plus"]) == 0
+    assert "| sct | supcon | lsc_plus | ensemble |" in (out / "results.md").read_text()
+    assert [kept for *_, how, kept in calls if how] == [True, True]
     with pytest.raises(SystemExit):
         sweep.main([*base, "--losses", "sct"])
+    # Other fits make another ensemble, even where the reports' member lists agree (the first model is
+    # not in them): a refitted member, or another first loss.
+    calls.clear()
+    (out / "supcon-seed0-fold1" / sweep.FIT_DONE).write_text('{"fit_seconds": 1}')
+    os.utime(out / "supcon-seed0-fold1" / sweep.FIT_DONE, ns=(1, 1))
+    assert sweep.main(base) == 0
+    assert [(fold, kept) for _, fold, how, kept in calls if how] == [(0, True), (1, False)]
+    calls.clear()
+    preset.write_text(preset.read_text().replace("[sct, supcon]", "[lsc_plus, supcon]"))
+    assert sweep.main(base) == 0
+    assert [kept for *_, how, kept in calls if how] == [False, False]
 
     # A single run never sees the section; a preset's mistakes are named.
     from sigverify.config import compose
@@ -122,7 +138,9 @@ def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
     for section, problem in (("{ensemble: [sct, nope]}", "nope, which have no configs"),
                              ("{ensemble: [sct]}", "two or more different losses"),
                              ("{ensemble: [sct, sct]}", "two or more different losses"),
-                             ("{members: [sct, supcon]}", "unknown key")):
+                             ("{members: [sct, supcon]}", "unknown key"),
+                             ("{ensemble: supcon}", "must be a list of losses"),
+                             ("true", "must be a mapping")):
         preset.write_text(f"sweep: {section}\n")
         with pytest.raises(ValueError, match=problem):
             sweep.preset_ensemble(preset)

@@ -35,7 +35,7 @@ class SigverifyCLI(LightningCLI):
         model = self.config[subcommand].model if subcommand else {}
         if subcommand:  # a run folder stands for its checkpoint: the best to evaluate, the last to resume
             config = self.config[subcommand]
-            if config.get("ckpt_path") and Path(config.ckpt_path).is_dir():
+            if config.get("ckpt_path") not in (None, "best", "last") and Path(config.ckpt_path).is_dir():
                 config.ckpt_path = str(run_checkpoint(config.ckpt_path, "last" if subcommand == "fit" else "best"))
         # Resuming a fit keeps the run's own allow_seen_signers (its init_from was checked under it).
         keys = ("evaluation",) if subcommand == "fit" else self.COMMAND_SETTINGS
