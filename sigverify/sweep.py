@@ -189,7 +189,8 @@ def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[s
     # is not in a report's ensemble list) or a refitted member make them another model's.
     folder = Path(args.out) / member_name(ENSEMBLE, seed, fold)
     record = folder / "members.json"
-    made_of = {str(run): fit_identity(run) for run in runs}
+    others = requested_ensemble(member_options(fold, args)[1])  # members the options add (e.g. a transfer model)
+    made_of = {str(member): fit_identity(Path(member)) for member in [*runs, *others]}
     if not record.is_file() or json.loads(record.read_text()) != made_of:
         shutil.rmtree(folder, ignore_errors=True)
     reports = run_member(losses[0], seed, fold, args, name=folder.name, ckpt=str(runs[0]),
@@ -199,9 +200,10 @@ def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[s
     return reports
 
 
-def fit_identity(run: Path) -> list:
-    """What tells one fit of a member from another: its marker's and best checkpoints' names and times."""
-    files = [run / FIT_DONE, *sorted((run / "checkpoints").glob("best*.ckpt"))]
+def fit_identity(member: Path) -> list:
+    """What tells one fit of a member (a run folder or a checkpoint file) from another: the names and
+    times of its checkpoint file, or of its run's marker and best checkpoints."""
+    files = [member] if member.is_file() else [member / FIT_DONE, *sorted((member / "checkpoints").glob("best*.ckpt"))]
     return [[file.name, file.stat().st_mtime_ns] for file in files if file.is_file()]
 
 

@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end at toy size and end with their JSON line; repeat takes medians."""
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -151,6 +152,10 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
                           "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
     assert capsys.readouterr().out.count("ensemble-seed0-fold1: reusing its reports") == 1
+    os.utime(ckpt, ns=(1, 1))  # the extra member retrained in place: the ensemble's reports are another model's
+    assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
+                          "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+    assert "reusing" not in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an ensemble preset trains its own losses
         accuracy.parse(["--preset", str(preset), "--loss", "sct"])
     assert "names an ensemble of losses" in capsys.readouterr().err
