@@ -14,7 +14,8 @@ from its validation signers). Other options go to ``sigverify``
 (e.g. ``--model.neck multiscale``); the JSON line records them. The folder is named by the recipe (data,
 folds, seed, the composed config of each loss, the options the fits see) and records it: a folder of
 another recipe is refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
-this machine's.
+this machine's. Stopped (Ctrl-C, a time limit's SIGINT), it still prints the line for the folds it
+finished (``folds_finished``); run again on the same folder, it reuses their reports and goes on.
 
 A preset whose ``sweep.ensemble`` names losses (``configs/presets/cedar_cpu_ensemble.yaml``) is an
 ensemble recipe: each fold fits one model per loss, then scores them together; ``train_minutes`` is
@@ -153,7 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = [[Path(args.out) / sweep.member_name(loss, args.seed, fold) for loss in args.recipes]
             for fold in range(args.folds)]
     reused = sum(all(sweep.is_fitted(run) for run in fold) for fold in runs)
-    reports = [run_fold(fold, args) for fold in range(args.folds)]
+    reports, stopped = [], False
+    try:
+        for fold in range(args.folds):
+            reports.append(run_fold(fold, args))
+    except KeyboardInterrupt:  # Ctrl-C or a time limit's SIGINT: the folds finished so far still get their line
+        print(f"[bench] stopped during fold {len(reports)}: the line below summarises the folds before it", flush=True)
+        stopped = True
+    reports += [{p: {"error": "not run: the benchmark was stopped"} for p in PROTOCOLS}] * (args.folds - len(reports))
     fits = [fold_fit_seconds(fold) for fold in runs]
     by_protocol = {p: summarise([r[p] for r in reports], fits) for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
@@ -164,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
           **by_protocol[args.protocol], "std": "population standard deviation over folds (ddof 0)",
           "device": machine(), "reused_folds": reused, "extra_args": args.extra,
           "other_protocols": {p: v for p, v in by_protocol.items() if p != args.protocol}, "out": args.out})
-    return 0 if by_protocol[args.protocol]["folds_finished"] == args.folds else 1
+    return 130 if stopped else 0 if by_protocol[args.protocol]["folds_finished"] == args.folds else 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ else
   SWEEP_STEP=(--backbone tf_efficientnetv2_b0 --height 128 --width 256 --p 16 --k 4 --f 2 --m 2 --workers 8)
 fi
 if [ -n "${ACCURACY:-}" ]; then
+  # Five folds of gpu_cedar outlast one 10-min call: carry the archive an earlier call brought back
+  # (copied to .devdata/accuracy_members.tgz) and its folds' reports are reused, the rest fitted.
+  mkdir -p /tmp/accuracy; [ -f .devdata/accuracy_members.tgz ] && tar xzf .devdata/accuracy_members.tgz -C /tmp/accuracy
   ACC=(--preset configs/presets/gpu_cedar.yaml --loss "${LOSS:-triplet_hard}" --folds "${FOLDS:-5}" --out /tmp/accuracy
        --config configs/trainer/csv_only.yaml)
   [ -n "${SMOKE:-}" ] && ACC=(--preset configs/presets/cpu_tiny.yaml --loss triplet_hard --folds 2 --out /tmp/accuracy

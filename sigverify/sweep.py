@@ -85,14 +85,15 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     ensemble = [*members, *requested_ensemble(evaluation_options)]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.evaluation.ensemble", json.dumps(ensemble)]
+    needs_fit = not given and (args.force or not is_fitted(run))  # a fit starts from an empty folder
     # A report of another ensemble (or of the model alone) is not this one's.
     missing = [p for p, path in report_paths.items()
-               if args.force or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
+               if needs_fit or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
     start = time.perf_counter()
-    failure = None if given else fit_member(loss, seed, fold, args)
+    failure = fit_member(loss, seed, fold, args) if needs_fit else None
     if failure is None:
         command = [stage, "--ckpt_path", given or "best", "--model.evaluation.protocol", missing[0],
                    "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]", *evaluation_options,

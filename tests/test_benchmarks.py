@@ -161,6 +161,21 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert "names an ensemble of losses" in capsys.readouterr().err
 
 
+def test_a_stopped_accuracy_benchmark_still_summarises_the_folds_it_finished(tmp_path, monkeypatch, capsys):
+    from benchmarks import accuracy
+
+    def fold_then_stop(fold, args):
+        if fold == 2:
+            raise KeyboardInterrupt  # what a time limit's SIGINT does in the middle of a fold
+        return {p: {"eer": 0.1 * (fold + 1), "hter": 0.2} for p in accuracy.PROTOCOLS}
+
+    monkeypatch.setattr(accuracy, "run_fold", fold_then_stop)
+    assert accuracy.main(["--preset", "configs/presets/cpu_tiny.yaml", "--folds", "4", "--out", str(tmp_path)]) == 130
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["folds_finished"] == 2 and line["folds"] == 4
+    assert line["eer_mean"] == pytest.approx(0.15) and line["train_minutes"] is None
+
+
 def test_evaluation_only_options_are_kept_from_the_fit():
     from sigverify.sweep import member_options, split_evaluation_only
 

@@ -63,10 +63,15 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert "names {fold}, but the sweep has no folds" in capsys.readouterr().err
 
     # Screening: validation signers only, a table of its own; the test reports are left alone.
+    # A report in a folder without a finished fit belongs to no model: it is not reused (here the member
+    # that cannot fit stays failed).
     tested = report.stat().st_mtime_ns
+    stray = out / "triplet_hard-seed0" / "validate-pairs" / "report.json"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text("{}")
     assert sweep.main([*args, "--screen", "--protocols", "pairs"]) == 0
     screen = (out / "screen-results.md").read_text()
-    assert "Screening (`--screen`)" in screen and "| members finished / failed | 1 / 0 |" in screen
+    assert "Screening (`--screen`)" in screen and "| members finished / failed | 1 / 0 | 0 / 1 |" in screen
     split = json.loads((out / "lsc_plus-seed0" / "split.json").read_text())
     assert json.loads((out / "lsc_plus-seed0" / "validate-pairs" / "report.json").read_text())["n_signers"] == len(split["val"])
     assert report.stat().st_mtime_ns == tested and checkpoint.stat().st_mtime_ns == fitted_at
