@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def recipe(args: argparse.Namespace, loss: str) -> dict:
     """What one loss's fits depend on: the data, the fold split, the seed, the composed config (every
     file of the defaults chain, resolved) and the extra options but those of the evaluation only
     (another ensemble member is a new evaluation of the same fits)."""
-    return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
+    # the data path from the repository root: a copy of the repository elsewhere (another machine) is the same recipe
+    data = os.path.relpath(Path(args.data).resolve(), Path.cwd()) if args.data else None
+    return {"data": data, "folds": args.folds, "seed": args.seed,
             "config_sha256": sha(compose(f"configs/{loss}.yaml", args.preset).encode()),
             "extra": sweep.split_evaluation_only(list(args.extra))[0],
             "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}

@@ -85,13 +85,16 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     ensemble = [*members, *requested_ensemble(evaluation_options)]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.evaluation.ensemble", json.dumps(ensemble)]
-    needs_fit = not given and (args.force or not is_fitted(run))  # a fit starts from an empty folder
+    fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
     # A report of another ensemble (or of the model alone) is not this one's.
     missing = [p for p, path in report_paths.items()
-               if needs_fit or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
+               if not fitted or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
+    # A fit (none yet, or one whose checkpoints were not kept) starts from an empty folder: every report goes.
+    needs_fit = not given and not (fitted and has_checkpoint(run))
+    missing = list(report_paths) if needs_fit else missing
     start = time.perf_counter()
     failure = fit_member(loss, seed, fold, args) if needs_fit else None
     if failure is None:
@@ -110,7 +113,7 @@ def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
     """Fit one member unless it was fitted before (``--force``: again): None, or {"error": ...}."""
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
-    if is_fitted(run) and not args.force:
+    if is_fitted(run) and has_checkpoint(run) and not args.force:
         return None
     shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     start = time.perf_counter()
@@ -124,6 +127,11 @@ def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
 def is_fitted(run: Path) -> bool:
     # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
     return (run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))
+
+
+def has_checkpoint(run: Path) -> bool:
+    # An archive of a run may keep its reports without its checkpoints (gpu_session.sh): no evaluation from it.
+    return any((run / "checkpoints").glob("best*.ckpt"))
 
 
 def member_options(fold: int | None, args) -> tuple[list[str], list[str]]:

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,33 @@ def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
         preset.write_text(f"sweep: {section}\n")
         with pytest.raises(ValueError, match=problem):
             sweep.preset_ensemble(preset)
+
+
+def test_a_run_kept_without_its_checkpoints_is_fitted_again_before_it_is_evaluated(tmp_path, monkeypatch):
+    """An archive may keep a run's reports and marker but not its checkpoints (gpu_session.sh): its
+    complete reports are reused; a missing one means a new fit, since nothing is left to evaluate."""
+    import argparse
+
+    run, steps = tmp_path / "triplet_hard-seed0-fold0", []
+
+    def fake_call(command, log, mode):  # what the sigverify subprocess would leave behind
+        steps.append(command[0])
+        if command[0] == "fit":
+            (run / "checkpoints").mkdir(parents=True)
+            (run / "checkpoints" / "best-epoch=000.ckpt").write_text("")
+        else:
+            for protocol in ("pairs", "references"):
+                (run / f"test-{protocol}").mkdir(exist_ok=True)
+                (run / f"test-{protocol}" / "report.json").write_text('{"eer": 0.1}')
+
+    monkeypatch.setattr(sweep, "call", fake_call)
+    args = argparse.Namespace(out=str(tmp_path), screen=False, protocols=["pairs", "references"], extra=[], force=False,
+                              retest=False, preset="configs/presets/cpu_tiny.yaml", data=None, folds=5)
+    (run / "test-pairs").mkdir(parents=True)
+    (run / "test-pairs" / "report.json").write_text('{"eer": 0.5}')  # the references evaluation was cut off
+    (run / sweep.FIT_DONE).write_text("{}")
+    reports = sweep.run_member("triplet_hard", 0, 0, args)
+    assert steps == ["fit", "test"] and reports["pairs"]["eer"] == 0.1  # the old report went with the old fit
+    shutil.rmtree(run / "checkpoints")
+    steps.clear()
+    assert sweep.run_member("triplet_hard", 0, 0, args)["references"]["eer"] == 0.1 and steps == []
