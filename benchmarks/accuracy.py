@@ -96,7 +96,7 @@ def legacy_recipe(args: argparse.Namespace, loss: str) -> dict:
     return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
             "preset_sha256": sha(Path(args.preset).read_bytes()),
             "loss_config_sha256": sha(Path(f"configs/{loss}.yaml").read_bytes()), "extra": list(args.extra),
-            "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
+            "ckpt_sha256": args.recipes[loss]["ckpt_sha256"]}  # hashed once, by recipe()
 
 
 def sha(data: bytes) -> str:
