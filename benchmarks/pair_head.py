@@ -34,13 +34,12 @@ from torch import nn
 
 from benchmarks.common import emit, machine
 from sigverify.data.augment import AugmentConfig, build_train_transform
-from sigverify.data.datamodule import SignatureDataModule
-from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.splits import SPLIT_KEY, SplitConfig, refuse_seen_signers, same_validation_signers
+from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers, same_validation_signers
 from sigverify.evaluation.metrics import eer
 from sigverify.evaluation.protocols import PROTOCOLS, cosine
 from sigverify.evaluation.report import EvalConfig, protocol_scores
-from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint, run_checkpoint
+from sigverify.models.embedding import read_checkpoint, run_checkpoint
+from sigverify.serving.export import datamodule_from_checkpoint, evaluation_config, evaluation_network
 
 SCORES = ("embedding", "head", "fused")
 
@@ -219,23 +218,25 @@ def training_spread(head: PairHead, feats: Features, signers, genuine, rng) -> d
 
 
 def fold_figures(fold: int, args) -> dict:
-    data, embedder, augment, evaluation = fold_setup(fold, args)
+    data, embedder, evaluation = fold_setup(fold, args)
     rng = np.random.default_rng(args.seed + fold)
     train, val = data.positions("train"), data.positions("val")
-    views = augmented_views(np.asarray(data.images[train]), augment, args.views, rng)
-    train_tokens = np.stack([features(embedder, v, args.stage).tokens for v in views])
+    train_images = np.asarray(data.images[train])
+    views = augmented_views(train_images, data.augment, args.views, rng)
+    plain = features(embedder, train_images, args.stage)  # view 0: the images as they are
+    train_tokens = np.stack([plain.tokens] + [features(embedder, v, args.stage).tokens for v in views[1:]])
     signers, genuine = data.signer_ids[train], data.genuine[train]
     torch.manual_seed(args.seed + fold)
     start = time.perf_counter()
     head = train_head(train_tokens, signers, genuine, args, rng)
     train_seconds = time.perf_counter() - start
-    scale = training_spread(head, features(embedder, np.asarray(data.images[train]), args.stage), signers, genuine, rng)
+    scale = training_spread(head, plain, signers, genuine, rng)
     feats = features(embedder, np.asarray(data.images[val]), args.stage)
     rows = np.concatenate([feats.embeddings, feats.tokens.reshape(len(val), -1)], axis=1)
     score_fns = similarities(head, feats.tokens.shape[1:], scale)
     out = {}
     for protocol in PROTOCOLS:
-        config = replace(evaluation, protocol=protocol, also_protocols=[], bootstrap=0)
+        config = replace(evaluation, protocol=protocol)
         for name, fn in score_fns.items():
             scores = protocol_scores(rows, data.signer_ids[val], data.genuine[val], config, fn)
             out[f"{protocol}/{name}"] = eer(scores.genuine, scores.skilled)[0]
@@ -246,18 +247,15 @@ def fold_figures(fold: int, args) -> dict:
 
 def fold_setup(fold: int, args):
     """The fold's data (preprocessed and split as the backbone's run did, with this fold's signers), its
-    frozen embedding network, the run's augmentation and evaluation settings. A backbone that saw one
+    frozen embedding network and the run's evaluation settings. A backbone that saw one
     of this fold's validation or test signers is refused, and so is a backbone of the same data
     validated on other signers (its figures would not be the documented screen's)."""
     source = Path(args.backbone.replace("{fold}", str(fold)))
     checkpoint_path = run_checkpoint(source) if source.is_dir() else source
     checkpoint = read_checkpoint(checkpoint_path, "backbone checkpoint")
-    data_hp = checkpoint["datamodule_hyper_parameters"]
-    preprocess = _config(PreprocessConfig, data_hp["preprocess"])
-    augment = _config(AugmentConfig, data_hp["augment"])
-    split = replace(_config(SplitConfig, data_hp["split"]), mode="kfold", folds=args.folds, fold=fold, train=[], val=[],
-                    test=[], file=None)
-    data = SignatureDataModule(root=args.data, preprocess=preprocess, split=split, num_workers=1)
+    data = datamodule_from_checkpoint(checkpoint, root=args.data)
+    data.split_config = replace(data.split_config, mode="kfold", folds=args.folds, fold=fold, train=[], val=[], test=[],
+                                file=None)
     data.setup()
     record, this_run = checkpoint.get(SPLIT_KEY), data.split_record()
     refuse_seen_signers(record, this_run, f"backbone {checkpoint_path}")
@@ -265,23 +263,20 @@ def fold_setup(fold: int, args):
         raise SystemExit(f"backbone {checkpoint_path} was validated on other signers of this data than fold {fold}'s "
                          f"({sorted(record['val'])} vs {sorted(this_run['val'])}): give the run of fold {fold} ('{{fold}}')")
     hparams = checkpoint["hyper_parameters"]
-    embedder = embedder_from_hparams(hparams, weights_from_checkpoint=True)
-    embedder.load_state_dict(embedder_weights(checkpoint))
-    return data, embedder.eval(), augment, evaluation_settings(hparams, args, checkpoint_path)
+    return data, evaluation_network(hparams, checkpoint), evaluation_settings(hparams, args, checkpoint_path)
 
 
 def evaluation_settings(hparams: dict, args, source: Path) -> EvalConfig:
     """The backbone run's evaluation settings (writer normalisation, references), so that the embedding
     column is the run's own figure; what the screen cannot reproduce (TTA, ensembles) is refused."""
-    evaluation = _config(EvalConfig, hparams["evaluation"])
-    if evaluation.tta_shift or evaluation.ensemble:
-        raise SystemExit(f"backbone {source}: its run evaluates with test-time shifts or an ensemble, which the "
-                         "pair-head screen does not reproduce; give a run without them")
-    return replace(evaluation, n_references=args.n_references or evaluation.n_references, explain=0)
-
-
-def _config(cls, value):
-    return value if isinstance(value, cls) else cls(**dict(value))
+    try:
+        evaluation = evaluation_config(hparams, None, PROTOCOLS[0], args.n_references)
+    except ValueError as err:  # an ensemble run
+        raise SystemExit(f"backbone {source}: {err}") from None
+    if evaluation.tta_shift:
+        raise SystemExit(f"backbone {source}: its run evaluates with test-time shifts, which the pair-head screen "
+                         "does not reproduce; give a run without them")
+    return evaluation
 
 
 def main(argv: list[str] | None = None) -> int:
