@@ -9,5 +9,9 @@ COPY sigverify ./sigverify
 RUN pip install --no-cache-dir -c constraints.txt ".[serve]"
 USER sigverify
 EXPOSE 8000
-# SIGVERIFY_API_KEY and DATABASE_URL come from the environment.
-CMD ["sh", "-c", "exec sigverify serve --model /model --db \"$DATABASE_URL\" --host 0.0.0.0 --port 8000"]
+# Ready means the model is loaded and the database answers (/healthz would only say the process is up).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+# SIGVERIFY_API_KEY and DATABASE_URL come from the environment. Without DATABASE_URL the container stops
+# at once: the embedded database it would fall back to needs a writable data folder it does not have.
+CMD ["sh", "-c", "test -n \"$DATABASE_URL\" || { echo 'sigverify: set DATABASE_URL (postgresql://...) for the service' >&2; exit 2; }; exec sigverify serve --model /model --db \"$DATABASE_URL\" --host 0.0.0.0 --port 8000"]

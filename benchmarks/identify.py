@@ -22,7 +22,8 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from benchmarks.common import emit, latency_percentiles
-from sigverify.serving.store import SignatureStore, embedded_database, migrate
+from sigverify.serving.embedded import EmbeddedDatabase
+from sigverify.serving.store import SignatureStore, migrate
 
 PER_SIGNER = 10
 
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.db:
             dsn = args.db
         else:  # the embedded server, with the index's working set in PostgreSQL's own buffers
-            dsn, server = embedded_database(args.data_dir or Path(tmp) / "db")
+            database = EmbeddedDatabase(args.data_dir or Path(tmp) / "db", supervise=False)
+            dsn = database.dsn
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(f"ALTER SYSTEM SET shared_buffers = '{int(args.shared_buffers_mb)}MB'")
-            server.stop()
-            server.start()
+            database.server.stop()
+            database.server.start()
         migrate(dsn, f"benchmark-{args.dim}", args.dim)
         with psycopg.connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM signature_references").fetchone()[0]

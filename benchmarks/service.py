@@ -30,7 +30,8 @@ from benchmarks.common import emit, latency_percentiles
 from sigverify.data.manifest import read_manifest
 from sigverify.data.synth import synthesize_dataset
 from sigverify.serving.client import wait_ready
-from sigverify.serving.store import embedded_database, migrate
+from sigverify.serving.embedded import EmbeddedDatabase
+from sigverify.serving.store import migrate
 from sigverify.serving.verifier import Verifier
 
 
@@ -104,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        dsn = args.db or embedded_database(Path(tmp) / "db")[0]
+        dsn = args.db or EmbeddedDatabase(Path(tmp) / "db", supervise=False).dsn
         verifier = Verifier(args.model, args.threads)
         dim = int(verifier.model.config["embedding_dim"])
         migrate(dsn, verifier.model.model_id, dim)

@@ -15,7 +15,7 @@ TRAINING_COMMANDS = (*LIGHTNING_COMMANDS, "data", "sweep", "export", "explain", 
 ENTRY_POINTS = {
     "data": "sigverify.data.commands:run_data_command",
     "sweep": "sigverify.sweep:main",
-    "export": "sigverify.serving.export:main",
+    "export": "sigverify.serving.commands:export_main",
     "verify": "sigverify.serving.commands:verify_main",
     "serve": "sigverify.serving.commands:serve_main",
     "explain": "sigverify.explain.commands:main",

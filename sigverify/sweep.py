@@ -22,7 +22,6 @@ models of those losses scored together (similarities averaged; ``configs/presets
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sigverify.commandline import command_parser
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
 
 FIT_DONE = "fit.done"  # written into a member's folder once its fit has finished
@@ -346,8 +346,7 @@ def write_outputs(reports: dict[str, list[dict]], members: dict[str, list[str]],
 def main(argv: list[str] | None = None) -> int:
     if not experiments():
         raise SystemExit("sigverify sweep: no configs/*.yaml here; run it from the repository root")
-    parser = argparse.ArgumentParser(prog="sigverify sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("sigverify sweep", __doc__, raw=True)
     parser.add_argument("--data", default=None, help="manifest.csv (default: the built-in synthetic set)")
     parser.add_argument("--preset", default="configs/presets/cpu_tiny.yaml")
     parser.add_argument("--losses", "--experiments", nargs="+", default=None, choices=experiments(),

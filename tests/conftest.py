@@ -1,5 +1,8 @@
 import functools
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -98,3 +101,24 @@ def _test_data(ckpt: str):
     dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
     dm.setup("test")
     return dm
+
+
+@pytest.fixture(scope="session")
+def serving_install(tmp_path_factory) -> Path:
+    """A new environment with `pip install "sigverify[serve]"` alone (no torch), as the Docker image installs it:
+    on Debian's /usr/bin/python3 where there is one (like the image's python:3.11, readable by any user; the
+    project's own environment may live under /root), else this interpreter. Needs the package registry, as
+    `make install` does. Returns the environment's folder."""
+    base = tmp_path_factory.mktemp("serving-install")
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else sys.executable
+    venv, source = base / "venv", base / "source"  # the source is a copy: the build writes into it
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    root = Path(__file__).resolve().parent.parent
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "constraints.txt"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "sigverify", source / "sigverify", ignore=shutil.ignore_patterns("__pycache__"))
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(source / "constraints.txt"),
+                              f"{source}[serve]"], capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-2000:]
+    return venv

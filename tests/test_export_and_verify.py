@@ -1,10 +1,11 @@
 """`sigverify export` and `sigverify verify`, through the commands a user runs: a model trained by
 `sigverify fit`, tested by `sigverify test`, exported, then verifying image files without torch."""
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,6 +143,40 @@ def test_the_reference_count_of_the_threshold_can_be_chosen(served_model, tmp_pa
     assert len(two.calibration.genuine) > len(read_model_dir(model_dir).calibration.genuine)
 
 
+def test_export_takes_a_run_folder_and_a_reference_count_its_validation_signers_support(served_model, tmp_path,
+                                                                                        capsys, caplog):
+    """A run evaluated with more references than its validation signers can enrol is exported for as many as they
+    can (said, and stored); a count asked for explicitly that the data cannot support is refused, naming the flag."""
+    tmp, run, ckpt, model_dir = served_model
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["evaluation"]["n_references"] = 12  # as `--model.evaluation.n_references 12` would
+    many = tmp_path / "runs" / "many"
+    (many / "checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, many / "checkpoints" / "best-epoch=001.ckpt")
+    genuine_per_signer = 6  # SERVED_TINY's synthetic set
+    with caplog.at_level("WARNING", logger="sigverify"):
+        assert cli("export", "--ckpt", str(many), "--out", str(tmp_path / "m")) == 0  # the run folder
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_references"] == genuine_per_signer - 1
+    assert read_model_dir(tmp_path / "m").protocol["n_references_validated"] == genuine_per_signer - 1
+    assert "evaluated with 12 references" in caplog.text and "--n-references" in caplog.text
+    assert cli("export", "--ckpt", str(many), "--out", str(tmp_path / "n"), "--n-references", "6") == 1
+    error = capsys.readouterr().err
+    assert "--n-references 6" in error and "at most 5" in error and not (tmp_path / "n").exists()
+
+
+def test_an_exported_folder_is_readable_by_other_users(served_model, tmp_path):
+    """The service may run as another user (the Docker image's uid 1000): the folder follows the umask, not
+    mkdtemp's owner-only mode."""
+    previous = os.umask(0o022)
+    try:
+        assert cli("export", "--ckpt", served_model[2], "--out", str(tmp_path / "m")) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "m").iterdir()} == {0o644}
+
+
 def test_export_takes_the_evaluation_settings_the_run_was_tested_with(served_model, tmp_path):
     """`sigverify test` may override the training run's evaluation settings; export follows the test's."""
     tmp, run, ckpt, model_dir = served_model
@@ -173,26 +208,16 @@ def test_a_pairs_model_verifies_one_pair_with_the_pairs_threshold(served_model, 
 
 
 @pytest.mark.slow
-def test_the_serving_install_alone_verifies(served_model, tmp_path):
+def test_the_serving_install_alone_verifies(served_model, serving_install, tmp_path):
     """`pip install "sigverify[serve]"` into a new environment (no torch, no Lightning), then `sigverify
-    verify`: the same score as the full install's. Needs the package registry, as `make install` does."""
+    verify`: the same score as the full install's."""
     tmp, run, ckpt, model_dir = served_model
     genuine, _, _ = signer_files(served_model)
-    venv = tmp_path / "serve-venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    root, source = Path(__file__).resolve().parent.parent, tmp_path / "source"  # a copy: the build writes there
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "constraints.txt"):
-        shutil.copy(root / name, source / name)
-    shutil.copytree(root / "sigverify", source / "sigverify", ignore=shutil.ignore_patterns("__pycache__"))
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(source / "constraints.txt"),
-                              f"{source}[serve]"], capture_output=True, text=True, timeout=900)
-    assert install.returncode == 0, install.stderr[-2000:]
-    listed = subprocess.run([str(venv / "bin" / "pip"), "list"], capture_output=True, text=True).stdout.lower()
+    listed = subprocess.run([str(serving_install / "bin" / "pip"), "list"], capture_output=True, text=True).stdout.lower()
     assert "onnxruntime" in listed and not any(f"\n{name} " in listed for name in ("torch", "lightning", "timm"))
     args = ["verify", "--model", str(model_dir), "--reference", *genuine[:3], "--questioned", genuine[3]]
-    served = subprocess.run([str(venv / "bin" / "sigverify"), *args], capture_output=True, text=True, timeout=300,
-                            cwd=tmp_path)
+    served = subprocess.run([str(serving_install / "bin" / "sigverify"), *args], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
     assert served.returncode == 0, served.stderr
     full = Verifier(model_dir).verify_files(genuine[:3], genuine[3])
     assert json.loads(served.stdout)["score"] == pytest.approx(full.score, abs=1e-9)

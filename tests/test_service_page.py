@@ -1,5 +1,6 @@
 """The web page, clicked through in headless Chromium (Debian's, driven by Playwright): create a signer,
-enrol references, verify a questioned signature, and see the decision, the scores and the images.
+enrol references, verify a questioned signature, and see the decision, the scores and the images; a stale
+verdict cleared, an uncalibrated one flagged; and the API docs rendered offline.
 
 Needs /usr/bin/chromium (`make test` installs it where it can); without it the test is skipped, unless
 SIGVERIFY_REQUIRE_BROWSER=1 (CI) makes that a failure."""
@@ -67,12 +68,14 @@ def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa
         page.wait_for_selector("#result", state="visible")
         decision = page.text_content("#decision")
         figures = page.text_content("#figures")
+        calibration_shown = page.is_visible("#calibration")
         page.wait_for_function("(img => img.complete && img.naturalWidth > 0)(document.getElementById('questioned-image'))")
         questioned_width = page.eval_on_selector("#questioned-image", "img => img.naturalWidth")
         page.wait_for_function("[...document.querySelectorAll('#reference-images img')]"
                                ".every(img => img.complete && img.naturalWidth > 0)")
         references_shown = page.eval_on_selector_all("#reference-images img", "imgs => imgs.length")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert not calibration_shown  # 3 references, as validated
     assert decision.startswith("Genuine" if expected.genuine else "Forgery")
     assert f"{expected.score:.4f}" in figures and f"{expected.threshold:.4f}" in figures
     assert questioned_width > 0 and references_shown == 3
@@ -87,3 +90,56 @@ def test_a_wrong_key_shows_the_error_on_the_page(postgres, served_model):  # noq
         page.wait_for_function("document.getElementById('message').className === 'error'")
         message = page.text_content("#message")
     assert "API key" in message
+
+
+def test_the_page_flags_an_uncalibrated_verdict_and_never_shows_a_stale_one(postgres, served_model, tmp_path):  # noqa: F811
+    genuine, forged, _ = signer_files(served_model)
+    not_an_image = tmp_path / "scan.png"
+    not_an_image.write_text("not an image")
+    with page_on_a_service(postgres, served_model, "page_stale") as (page, verifier):
+        validated = verifier.validated_references
+        page.fill("#apikey", "page-key")
+        page.fill("#new-signer", "few")
+        page.click("#create-signer")
+        page.wait_for_function("document.getElementById('message').textContent.includes('created')")
+        page.set_input_files("#references", genuine[:validated - 1])  # one reference fewer than validated
+        page.click("#enrol")
+        page.wait_for_function("document.getElementById('message').textContent.includes('enrolled')")
+        page.set_input_files("#questioned", forged[0])
+        page.click("#verify")
+        page.wait_for_selector("#result", state="visible")
+        decision, warning = page.text_content("#decision"), page.text_content("#calibration")
+        warning_shown = page.is_visible("#calibration")
+        page.set_input_files("#questioned", genuine[-1])  # another file: the verdict on screen is stale
+        hidden_on_new_file = page.is_hidden("#result") and not page.text_content("#decision")
+        page.click("#verify")
+        page.wait_for_selector("#result", state="visible")
+        page.set_input_files("#questioned", str(not_an_image))
+        page.click("#verify")  # fails: no verdict may stay on screen under the error
+        page.wait_for_function("document.getElementById('message').className === 'error'")
+        error = page.text_content("#message")
+        hidden_on_error = page.is_hidden("#result") and not page.get_attribute("#questioned-image", "src")
+    assert "(uncalibrated)" in decision and warning_shown
+    assert f"{validated - 1} reference(s)" in warning and f"validated with {validated} references" in warning
+    assert hidden_on_new_file and hidden_on_error and "scan.png" in error
+
+
+def test_the_api_docs_render_offline(postgres, served_model):  # noqa: F811
+    """/docs draws every operation with no request leaving the machine (Swagger UI's files are served locally)."""
+    with page_on_a_service(postgres, served_model, "page_docs") as (page, _):
+        base = page.url.rstrip("/")
+        outside = []
+
+        def local_only(route):
+            if route.request.url.startswith(base):
+                return route.continue_()
+            outside.append(route.request.url)
+            return route.abort()
+
+        page.route("**/*", local_only)
+        page.goto(f"{base}/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+        operations = page.eval_on_selector_all(".swagger-ui .opblock", "blocks => blocks.length")
+        title = page.text_content(".swagger-ui .title")
+    assert operations >= 12 and "sigverify" in title
+    assert outside == []

@@ -1,11 +1,11 @@
 """``sigverify app --model MODEL_DIR [--port 8501]``: start the Streamlit app on an exported model."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
+from sigverify.commandline import command_parser
 from sigverify.serving.model_dir import ModelDirError, read_model_dir
 
 PAGE = Path(__file__).with_name("page.py")
@@ -18,7 +18,7 @@ def streamlit_command(model: str, port: int, address: str, headless: bool) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sigverify app", description=__doc__)
+    parser = command_parser("sigverify app", __doc__)
     parser.add_argument("--model", required=True, help="an exported model folder (`sigverify export`)")
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--address", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")

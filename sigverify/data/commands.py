@@ -7,6 +7,7 @@ import sys
 import time
 from collections import Counter
 
+from sigverify.commandline import command_parser
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.errors import DataError, DataProblems
 from sigverify.data.importers import LAYOUTS, import_cedar, import_folders, import_layout
@@ -16,7 +17,7 @@ from sigverify.data.synth import synthesize_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sigverify data", description=__doc__)
+    parser = command_parser("sigverify data", __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     imp = sub.add_parser("import", help="write a manifest.csv for a known layout")

@@ -6,6 +6,7 @@ oversized (decompression bomb) files with a :class:`DataError` naming the file.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = Non
                                   f"{', '.join(formats or ('the formats Pillow reads',))})") from err
         raise NotAnImage(name, f"not a readable image ({type(err).__name__}: {err})") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageTooLarge(name, f"image too large (possible decompression bomb: {err})") from err
+        # Pillow refuses before the size check above can run (over twice its own limit): quote ours, not its.
+        size = re.search(r"\((\d+) pixels\)", str(err))
+        found = f"{size.group(1)} px > " if size else "over the "
+        raise ImageTooLarge(name, f"image too large ({found}{max_pixels} px limit; possible decompression bomb)") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise DataError(name, f"corrupt or truncated image ({err})") from err
     if gray.size == 0:

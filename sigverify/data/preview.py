@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sigverify.commandline import command_parser
 from sigverify.config import compose
 
 
 def preview_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sigverify data preview", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("sigverify data preview", __doc__, raw=True)
     parser.add_argument("--config", action="append", required=True, help="config files, composed in order as for fit")
     parser.add_argument("--out", default="batch.png", help="PNG to write")
     parser.add_argument("--epoch", type=int, default=0)

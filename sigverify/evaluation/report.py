@@ -17,6 +17,9 @@ from sigverify.evaluation.protocols import (PROTOCOLS, Scores, Similarity, check
                                             pair_scores, reference_scores)
 
 
+FEATURES = ("embedding", "backbone")
+
+
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class EvalConfig:
     protocol: str = "pairs"  # pairs | references
@@ -31,6 +34,7 @@ class EvalConfig:
     seed: int = 0
     ensemble: list[str] = field(default_factory=list)  # other models' checkpoints or run folders, scored with this one
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
+    features: str = "embedding"  # embedding | backbone: the backbone's pooled features alone (the untrained baseline)
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
     explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution
@@ -44,6 +48,8 @@ class EvalConfig:
                 raise ValueError(f"also_protocols must list protocols of {PROTOCOLS} other than protocol "
                                  f"({self.protocol!r}), each once; got {self.also_protocols}")
         check_reference_options(self.reduce, self.normalize)
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
         from sigverify.explain import METHODS
@@ -66,7 +72,7 @@ def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity
 
 
 # Settings that change what a score means: a threshold carries over only between reports that agree on them.
-SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize", "tta_shift", "ensemble")
+SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize", "tta_shift", "ensemble", "features")
 
 
 def carried_report(source: str | Path, protocol: str) -> Path:
@@ -283,6 +289,6 @@ def _floor_lines(r: dict) -> list[str]:
              f"protocol with their own validation threshold, reach EER {_pct(floor['eer'])} (HTER "
              f"{_pct(floor['hter'])}, AUC {floor['auc']:.4f}); this model: EER {_pct(r['eer'])}, HTER {_pct(r['hter'])}."]
     if r["eer"] > floor["eer"] - 0.05:
-        lines.append(f"**Warning**: the model's EER is within 5 points of the floor's: it may have learned a "
+        lines.append("**Warning**: the model's EER is within 5 points of the floor's: it may have learned a "
                      "shortcut (ink amount, darkness, size) rather than the signature's form.")
     return lines + [""]

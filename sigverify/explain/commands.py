@@ -2,7 +2,6 @@
 comparison (both images, overlaid), their similarity and ink-attribution ratios as a JSON line."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from sigverify.commandline import command_parser
 from sigverify.data.errors import DataError, DataProblems
 from sigverify.data.preprocess import PreprocessConfig, preprocess_file
 from sigverify.explain.attribution import METHODS, Explainer
@@ -60,7 +60,7 @@ def explain_pair(model: str | Path, reference: str | Path, questioned: str | Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sigverify explain", description=__doc__)
+    parser = command_parser("sigverify explain", __doc__)
     parser.add_argument("--model", required=True, help="a checkpoint (.ckpt) or an exported model folder")
     parser.add_argument("reference", help="a genuine signature of the signer (image file)")
     parser.add_argument("questioned", help="the signature to explain against it (image file)")

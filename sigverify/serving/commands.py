@@ -1,4 +1,7 @@
-"""``sigverify verify`` (one questioned signature against a signer's references, as JSON) and ``sigverify serve``."""
+"""The commands on exported models: ``sigverify export`` (a checkpoint to a model folder), ``verify`` (one
+questioned signature against a signer's references, as JSON), ``serve`` and ``push``. Each parses its options
+before importing what it runs, so ``--help`` answers at once.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +10,46 @@ import os
 import signal
 import sys
 
+from sigverify.commandline import command_parser
 from sigverify.data.errors import DataError
-from sigverify.serving.model_dir import ModelDirError
+from sigverify.serving.model_dir import CONFIG, ModelDirError
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    parser = command_parser("sigverify export", "A trained checkpoint as a self-contained model folder: ONNX and "
+                            "safetensors weights, the operating threshold chosen on the run's validation signers, "
+                            "their scores, and a model card.")
+    parser.add_argument("--ckpt", required=True, help="a checkpoint written by `sigverify fit`, or its run folder "
+                                                      "(its best checkpoint)")
+    parser.add_argument("--out", required=True, help="the model folder to write")
+    parser.add_argument("--protocol", choices=("references", "pairs"), default="references",
+                        help="how the served model scores a questioned signature (default: references, "
+                             "with the run's writer normalisation)")
+    parser.add_argument("--data", help="the training data's manifest.csv, if it moved since training "
+                                       "(its validation signers fix the threshold)")
+    parser.add_argument("--n-references", type=int, help="references per validation signer when the threshold "
+                        "is chosen (default: the run's model.evaluation.n_references, lowered to what every "
+                        "validation signer can enrol); enrol as many when serving")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.add_argument("--scripts", help="the scripts of the training signatures, for the model card "
+                                          "(e.g. 'Latin' for CEDAR, 'Bengali, Devanagari' for BHSig260)")
+    args = parser.parse_args(argv)
+    try:
+        from sigverify.serving.export import export
+
+        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite, args.n_references, args.scripts)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"sigverify export: {err}", file=sys.stderr)
+        return 1
+    config = json.loads((path / CONFIG).read_text())
+    print(json.dumps({"model_dir": str(path), **config["threshold"],
+                      "n_references": config["protocol"]["n_references_validated"]}))
+    return 0
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The options every command on an exported model takes."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = command_parser(prog, description)
     parser.add_argument("--model", required=True, help="an exported model folder (`sigverify export`)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     return parser
@@ -64,18 +100,20 @@ def serve_main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from sigverify.serving.app import Limits, Settings, create_app
-        from sigverify.serving.store import SignatureStore, StoreError, embedded_database
+        from sigverify.serving.embedded import EmbeddedDatabase
+        from sigverify.serving.store import SignatureStore, StoreError
         from sigverify.serving.verifier import Verifier
 
         verifier = Verifier(args.model, args.threads)
-        dsn, database = (args.db, None) if args.db else embedded_database(args.data_dir)
-        store = SignatureStore(dsn, verifier.model.model_id, int(verifier.model.config["embedding_dim"]))
+        database = None if args.db else EmbeddedDatabase(args.data_dir)
+        store = SignatureStore(args.db or database.dsn, verifier.model.model_id,
+                               int(verifier.model.config["embedding_dim"]))
     except (ModelDirError, StoreError, ValueError, OSError, ImportError) as err:
         print(f"sigverify serve: {err}", file=sys.stderr)
         _stop(locals().get("database"))
         return 1
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
-    app = create_app(verifier, store, Settings(api_key=api_key, limits=limits))
+    app = create_app(verifier, store, Settings(api_key=api_key, limits=limits), database)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the previous
     # handler: make that an exit that runs the cleanup below (the default one would kill the process
     # and leave the embedded PostgreSQL running).
@@ -94,12 +132,12 @@ def _stop(database) -> None:
     """Stop the embedded PostgreSQL this process started (explicitly: its own exit hook does not run
     when uvicorn ends on a signal), unless another process still uses it."""
     if database is not None:
-        database.cleanup()
+        database.close()
 
 
 def push_main(argv: list[str] | None = None) -> int:
     """``sigverify push MODEL_DIR --repo user/name``: the exported folder, checked, to a hub model repository."""
-    parser = argparse.ArgumentParser(prog="sigverify push", description=push_main.__doc__)
+    parser = command_parser("sigverify push", push_main.__doc__)
     parser.add_argument("model_dir", help="an exported model folder (`sigverify export`)")
     parser.add_argument("--repo", required=True, help="the hub repository, user/name (created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")

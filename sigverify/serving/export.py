@@ -1,4 +1,4 @@
-"""``sigverify export --ckpt CKPT --out MODEL_DIR``: a trained checkpoint as a self-contained model folder
+"""``sigverify export --ckpt CKPT_OR_RUN --out MODEL_DIR``: a trained checkpoint as a self-contained model folder
 (layout in ``model_dir.py``).
 
 The operating threshold is chosen on the checkpoint's own validation signers under the scoring protocol
@@ -7,12 +7,11 @@ every later decision. The ONNX graph is checked against PyTorch on those real pr
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
-import sys
 import tempfile
 import warnings
 from dataclasses import asdict, fields, replace
@@ -29,7 +28,9 @@ from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer, same_validation_signers
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
-from sigverify.models.embedding import embed_images, embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.embedding import (embed_images, embedder_from_hparams, embedder_weights, read_checkpoint,
+                                       run_checkpoint)
+from sigverify.models.packaged_weights import starting_weights
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
 from sigverify.serving.model_card import model_card
@@ -91,6 +92,9 @@ def evaluation_config(hparams: dict, report: dict | None, protocol: str, n_refer
     if stored.get("ensemble"):
         raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
                          "or test without model.evaluation.ensemble first)")
+    if stored.get("features", "embedding") != "embedding":
+        raise ValueError("the run was tested on its backbone's features (model.evaluation.features backbone, a "
+                         "baseline); export writes the embedding network: test it with its embedding first")
     names = {f.name for f in fields(EvalConfig)}
     stored = {k: v for k, v in stored.items() if k in names}
     if n_references is not None and n_references < 2:
@@ -128,16 +132,18 @@ def _plain(value):
 
 def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data: str | None = None,
            overwrite: bool = False, n_references: int | None = None, scripts: str | None = None) -> Path:
-    """Write the model folder; returns its path. Nothing is left at ``out`` if any step fails."""
+    """Write the model folder; returns its path. Nothing is left at ``out`` if any step fails. ``ckpt`` is a
+    checkpoint file or a run folder (its best checkpoint)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
+    ckpt = run_checkpoint(ckpt) if Path(ckpt).is_dir() else Path(ckpt)
     checkpoint = read_checkpoint(ckpt, "checkpoint to export")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     if "backbone" not in hparams:
         raise ValueError(f"{ckpt}: not a sigverify checkpoint (no model hyperparameters)")
     protocol = protocol or "references"
-    report = _test_report(Path(ckpt), protocol)
+    report = _test_report(ckpt, protocol)
     config = evaluation_config(hparams, report, protocol, n_references)
     network = evaluation_network(hparams, checkpoint, config.tta_shift)
 
@@ -150,6 +156,9 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     positions = datamodule.positions("val")
     if not len(positions):
         raise ValueError(f"{ckpt}: its split has no validation signers to fix the threshold on")
+    if config.protocol == "references":
+        config = replace(config, n_references=supported_references(datamodule, positions, config.n_references,
+                                                                   chosen=n_references is not None))
     images = np.asarray(datamodule.images[positions])
     embeddings = embed_images(network, images)
     validation = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
@@ -201,8 +210,10 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
                           "n_skilled_scores": int(len(validation.skilled))},
             "onnx": {"opset": 17, "max_abs_difference_to_pytorch": difference, "tolerance": ONNX_TOLERANCE,
                      "checked_on": f"{len(images)} preprocessed validation images"},
-            "checkpoint": {"file": Path(ckpt).name, "epoch": checkpoint.get("epoch"),
+            "checkpoint": {"file": ckpt.name, "epoch": checkpoint.get("epoch"),
                            "global_step": checkpoint.get("global_step")},
+            "starting_weights": starting_weights(hparams["backbone"], hparams.get("pretrained", False),
+                                                 hparams.get("weights_file"), hparams.get("init_from")),
             "training_config": training,
             "training_config_sha256": config_hash(training),
             "scripts": scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
@@ -211,6 +222,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
         (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
         (staging / CALIBRATION).write_text(json.dumps(Calibration.from_scores(validation.genuine, validation.skilled).to_json()))
         (staging / CARD).write_text(model_card(model_config, report))
+        readable_by_others(staging)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -221,6 +233,35 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     return out
 
 
+def supported_references(datamodule: SignatureDataModule, positions: np.ndarray, wanted: int, chosen: bool) -> int:
+    """The reference count the threshold is chosen for: ``wanted``, or, unless the user ``chosen`` it, as
+    many as every validation signer can enrol while keeping one genuine signature to question."""
+    signers, genuine = datamodule.signer_ids[positions], datamodule.genuine[positions]
+    fewest = min(int(np.count_nonzero(genuine[signers == s])) for s in np.unique(signers))
+    supported = fewest - 1
+    if wanted <= supported:
+        return wanted
+    if chosen or supported < 2:
+        raise ValueError(f"--n-references {wanted}: a validation signer has only {fewest} genuine signature(s), and "
+                         f"the references protocol keeps one of them to question; at most {max(supported, 0)} "
+                         "references can be validated on this data" + ("" if supported >= 2 else
+                                                                      " (export with --protocol pairs instead)"))
+    log.warning("the run was evaluated with %d references, but a validation signer has only %d genuine signatures: "
+                "the threshold is chosen for %d references (--n-references sets another count); enrol as many",
+                wanted, fewest, supported)
+    return supported
+
+
+def readable_by_others(folder: Path) -> None:
+    """Folder and files as readable as the user's umask allows (the mkdtemp staging folder is owner-only):
+    a service running as another user (the Docker image's) reads a model exported by this one."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for file in folder.iterdir():
+        file.chmod(0o666 & ~umask)
+
+
 def _test_report(ckpt: Path, protocol: str) -> dict | None:
     """The run's test report under this protocol, if ``sigverify test`` wrote one beside the checkpoint."""
     report = ckpt.resolve().parent.parent / f"test-{protocol}" / "report.json"
@@ -228,27 +269,3 @@ def _test_report(ckpt: Path, protocol: str) -> dict | None:
         return json.loads(report.read_text()) if report.is_file() else None
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sigverify export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by `sigverify fit`")
-    parser.add_argument("--out", required=True, help="the model folder to write")
-    parser.add_argument("--protocol", choices=("references", "pairs"), default="references",
-                        help="how the served model scores a questioned signature (default: references, "
-                             "with the run's writer normalisation)")
-    parser.add_argument("--data", help="the training data's manifest.csv, if it moved since training "
-                                       "(its validation signers fix the threshold)")
-    parser.add_argument("--n-references", type=int, help="references per validation signer when the threshold "
-                        "is chosen (default: the run's model.evaluation.n_references); enrol as many when serving")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
-    parser.add_argument("--scripts", help="the scripts of the training signatures, for the model card "
-                                          "(e.g. 'Latin' for CEDAR, 'Bengali, Devanagari' for BHSig260)")
-    args = parser.parse_args(argv)
-    try:
-        path = export(args.ckpt, args.out, args.protocol, args.data, args.overwrite, args.n_references, args.scripts)
-    except (OSError, ValueError, RuntimeError) as err:
-        print(f"sigverify export: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps({"model_dir": str(path), **json.loads((path / CONFIG).read_text())["threshold"]}))
-    return 0

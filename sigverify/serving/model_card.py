@@ -13,6 +13,13 @@ def _interval(values, percent: bool = True) -> str:
     return " - ".join(_percent(v) if percent else f"{v:.3f}" for v in values)
 
 
+def _weights(described: dict | None, model: dict) -> str:
+    if described is None:  # exported before the starting weights were recorded
+        return "pretrained (not recorded)" if model.get("pretrained") or model.get("weights_file") else "scratch"
+    extra = [f"{key.replace('_', ' ')}: {described[key]}" for key in ("trained_on", "licence") if key in described]
+    return described["source"] + (f" ({'; '.join(extra)})" if extra else "")
+
+
 def model_card(config: dict, test_report: dict | None = None) -> str:
     threshold, protocol, pre = config["threshold"], config["protocol"], config["preprocess"]
     split, data = config["split"], config["training_config"]["data"]
@@ -97,8 +104,9 @@ def model_card(config: dict, test_report: dict | None = None) -> str:
         f"{len(split.get('train', []))} training, {len(split.get('val', []))} validation and "
         f"{len(split.get('test', []))} test signers (lists in `config.json`, `split`)"
         + (f"; training signers also from `{'`, `'.join(data['train_extra'])}` (training only)." if data.get("train_extra") else "."),
-        f"- Network: timm `{config['backbone']}` from {'pretrained weights' if model.get('pretrained') else 'scratch'}, "
-        f"projection head {config['head_hidden']} -> {config['embedding_dim']}; loss `{model.get('loss')}`.",
+        f"- Network: timm `{config['backbone']}`, projection head {config['head_hidden']} -> {config['embedding_dim']}; "
+        f"loss `{model.get('loss')}`.",
+        f"- Starting weights: {_weights(config.get('starting_weights'), model)}.",
         f"- Checkpoint: `{config['checkpoint']['file']}` (epoch {config['checkpoint']['epoch']}); training config "
         f"sha256 `{config['training_config_sha256'][:16]}`.",
         f"- ONNX graph checked against PyTorch on {config['onnx']['checked_on']}: max difference "

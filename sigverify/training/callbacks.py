@@ -1,9 +1,10 @@
 """Callbacks: the similarity distributions (training batches and validation signers), the NaN guard,
-evaluation reports and the predict writer."""
+a line per epoch, evaluation reports and the predict writer."""
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -228,6 +229,28 @@ class FiniteLossGuard(L.Callback):
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._raise_if_bad(trainer)
+
+
+class EpochLog(L.Callback):
+    """A line per epoch (training loss, validation EER, the best so far, time) when the run has no progress
+    bar: without one (the demo, logs of long runs) a fit would print nothing for minutes."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation
+        if trainer.progress_bar_callback is not None or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        if "train/loss_epoch" in metrics:
+            line += f": training loss {float(metrics['train/loss_epoch']):.4f}"
+        if "val/eer" in metrics:
+            line += f", validation EER {100 * float(metrics['val/eer']):.1f} %"
+            best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+            if best is not None:
+                line += f" (best {100 * float(best):.1f} %)"
+        log.info("%s, %.0f s", line, time.monotonic() - self._started)
 
 
 class ReportWriter(L.Callback):

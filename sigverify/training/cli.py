@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -55,6 +56,10 @@ class SigverifyCLI(LightningCLI):
             config.ckpt_path = resolve_checkpoint(config.get("ckpt_path"), trainer.get("default_root_dir"))
         if self.subcommand:
             log_per_subcommand(trainer, self.subcommand)
+        if self.subcommand == "fit" and not (Path(trainer.get("default_root_dir") or ".") / "metrics.csv").exists():
+            # The run folder already holds config.yaml and split.json, so Lightning's CSV logger warns that
+            # earlier logs will be deleted; there are none to delete (a rerun over a metrics.csv still warns).
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 
     def finish_wandb(self) -> None:
         """Close the W&B run so its offline files are complete when the command returns."""
