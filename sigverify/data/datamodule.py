@@ -15,7 +15,7 @@ from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
 from sigverify.data.manifest import (data_fingerprint, dataset_name, dataset_of, read_manifest, read_manifests,
-                                     resolve_manifest, signer_warnings)
+                                     resolve_manifest, signer_order, signer_warnings)
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
@@ -135,7 +135,7 @@ class SignatureDataModule(L.LightningDataModule):
         prepared = prepare(records, self.preprocess, self.cache_dir / "preprocessed", on_bad=self.on_bad,
                            workers=self.num_workers)
         self.records, self.images = prepared.records, prepared.images
-        self.signer_names = sorted({r.signer for r in self.records}, key=lambda s: (not s.isdigit(), s.zfill(12)))
+        self.signer_names = sorted({r.signer for r in self.records}, key=signer_order)
         signer_id = {s: i for i, s in enumerate(self.signer_names)}
         self.signer_ids = np.array([signer_id[r.signer] for r in self.records])
         self.genuine = np.array([r.genuine for r in self.records])

@@ -17,6 +17,11 @@ from sigverify.labels import GENUINE, LABELS
 REQUIRED_COLUMNS = ("path", "signer", "label")
 
 
+def signer_order(signer: str) -> tuple:
+    """The one sort key of signer ids: numeric ids in number order, before the others in string order."""
+    return (0, int(signer), "") if str(signer).isdigit() else (1, 0, str(signer))
+
+
 @dataclass(frozen=True)
 class Record:
     """One signature image of a data set."""

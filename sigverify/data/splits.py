@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sigverify.data.manifest import DATASET_SEPARATOR
+from sigverify.data.manifest import DATASET_SEPARATOR, signer_order
 
 MODES = ("ratios", "lists", "kfold", "file")
 
@@ -46,7 +46,7 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
     """
     if config.mode not in MODES:
         raise ValueError(f"split mode must be one of {MODES}, got {config.mode!r}")
-    signers = sorted(set(signers), key=_natural)
+    signers = sorted(set(signers), key=signer_order)
     if config.mode in ("lists", "file"):
         split = _listed(signers, config)
         if train_only and datasets:
@@ -63,14 +63,14 @@ def make_split(signers: list[str], config: SplitConfig, datasets: dict[str, str]
             # trained on several data sets never trained on the test signers of one of them alone.
             own = {bare_signer(s): s for s in signers if datasets[s] == name}
             try:
-                part = _random_split(sorted(own, key=_natural), config)
+                part = _random_split(sorted(own, key=signer_order), config)
             except ValueError as err:
                 raise ValueError(f"data set {name!r}: {err}") from err
             for key in split:
                 split[key] += [own[s] for s in part[key]]
     else:
         split = _random_split(signers, config)
-    return {k: sorted((str(s) for s in v), key=_natural) for k, v in split.items()}  # plain str: checkpoints hold them
+    return {k: sorted((str(s) for s in v), key=signer_order) for k, v in split.items()}  # plain str: checkpoints hold them
 
 
 def _listed(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
@@ -159,10 +159,6 @@ def save_split(split: dict[str, list[str]], path: str | Path, config: SplitConfi
     return path
 
 
-def _natural(s: str):
-    return (0, int(s), "") if str(s).isdigit() else (1, 0, str(s))
-
-
 SPLIT_KEY = "signer_split"  # the checkpoint entry holding a model's split_record
 
 
@@ -215,7 +211,7 @@ def refuse_seen_signers(record: dict | None, this_run: dict, source: str, allow:
         return
     # The same data set on both sides, as a whole or as one of several (signer ids compared within it).
     same = [(theirs, ours) for fp, theirs in _views(record) for fp2, ours in _views(this_run) if fp == fp2]
-    overlap = sorted({s for theirs, ours in same for s in _seen(theirs, ours)}, key=_natural)
+    overlap = sorted({s for theirs, ours in same for s in _seen(theirs, ours)}, key=signer_order)
     if overlap:
         _refuse(f"{source} was trained or validated on {len(overlap)} of this run's validation/test signers "
                 f"({_names(overlap)})", allow)
@@ -234,7 +230,7 @@ def _seen(theirs: dict[str, set[str]], ours: dict[str, set[str]]) -> list[str]:
     """Trained on this run's validation or test signers, or chose its checkpoint on this run's test
     signers. (Validated on this run's validation signers is fine: the same split does that.)"""
     overlap = (theirs["train"] & (ours["val"] | ours["test"])) | (theirs["val"] & ours["test"])
-    return sorted(overlap, key=_natural)
+    return sorted(overlap, key=signer_order)
 
 
 def _names(signers: list[str]) -> str:

@@ -1,0 +1,103 @@
+"""README's walk-through from `make demo` to a running service, run exactly as README writes it: the bash block
+after the ``<!-- walkthrough`` marker, in a folder that looks like a fresh clone (the repository's Makefile,
+configs and installed environment; nothing run before), with an empty cache. Then what it printed is checked:
+the demo's figure against README's, the demo's epoch lines and clean log, the exported reference count, the
+verification answers, and the service's own stop."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "<!-- walkthrough"
+
+
+def readme_walkthrough() -> str:
+    """The bash block that follows README's walk-through marker."""
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index(MARKER):]
+    return re.search(r"```bash\n(.*?)```", after, re.S).group(1)
+
+
+def readme_demo_figure() -> tuple[float, float, float]:
+    """README's `make demo` EER on the project's machine, and the range other CPUs gave."""
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `make demo`"))
+    figure = float(re.search(r"EER (\d+\.\d) %", row).group(1))
+    low, high = map(float, re.search(r"seen: (\d+\.\d)-(\d+\.\d) %", row).groups())
+    return figure, low, high
+
+
+def json_values(text: str) -> list:
+    """Every JSON object or array printed in ``text`` (curl's answers end without a newline), in order."""
+    decoder, values, position = json.JSONDecoder(), [], 0
+    while True:
+        found = re.search(r"[\[{]", text[position:])
+        if not found:
+            return values
+        start = position + found.start()
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            position = start + 1
+            continue
+        values.append(value)
+        position = end
+
+
+def fresh_clone(folder: Path) -> Path:
+    """What a user has after `git clone` and an install: the files the commands read, and the environment."""
+    folder.mkdir()
+    for name in ("Makefile", "configs", "pyproject.toml", "constraints.txt", ".venv"):
+        (folder / name).symlink_to(ROOT / name)  # links keep the install's timestamps: make does not reinstall
+    return folder
+
+
+@pytest.mark.slow
+def test_the_readme_walkthrough_runs_as_written(tmp_path):
+    clone = fresh_clone(tmp_path / "clone")
+    env = {**os.environ, "SIGVERIFY_CACHE": str(tmp_path / "cache")}  # the synthetic set is generated afresh
+    env.pop("SIGVERIFY_API_KEY", None)
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_walkthrough()], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=2400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out, err = done.stdout, done.stderr
+
+    # make demo: its figure is README's (within what other CPUs gave), it talks, and says nothing false
+    printed = float(re.search(r"EER \(a posteriori\)\s+(\d+\.\d) %", out).group(1))
+    figure, low, high = readme_demo_figure()
+    assert low <= printed <= high, f"make demo printed EER {printed} %; README says {figure} % (seen {low}-{high} %)"
+    assert len(re.findall(r"epoch \d+/20: training loss [\d.]+, validation EER", err)) >= 5
+    assert "exists and is not empty" not in err and "Total FLOPs: 0" not in out + err
+    examples = clone / "runs" / "demo" / "examples"
+    assert sorted(p.name for p in examples.iterdir()) == [
+        "questioned-forgery.png", "questioned-genuine.png", *(f"reference-{i}.png" for i in range(1, 6))]
+
+    values = json_values(out)
+    exported = next(v for v in values if isinstance(v, dict) and "model_dir" in v)
+    assert exported["n_references"] == 5 and exported["model_dir"] == "models/demo"
+    verified = next(v for v in values if isinstance(v, dict) and v.get("questioned") ==
+                    "runs/demo/examples/questioned-forgery.png")
+    assert verified["n_references"] == 5 and verified["calibrated"] and verified["decision"] in ("genuine", "forgery")
+    assert any(v == {**v, "status": "ready", "database": "ok"} for v in values if isinstance(v, dict))
+    assert any(isinstance(v, dict) and v.get("id") == "alice" and v.get("n_references") == 0 for v in values)
+    enrolled = next(v for v in values if isinstance(v, list))
+    assert len(enrolled) == 5 and not any(r["duplicate"] for r in enrolled)
+    served = next(v for v in values if isinstance(v, dict) and v.get("signer_id") == "alice")
+    assert served["questioned"]["filename"] == "questioned-forgery.png"
+    assert served["score"] == pytest.approx(verified["score"], abs=1e-6)  # the service decides as `verify` does
+    assert served["decision"] == verified["decision"] and served["calibrated"]
+    identified = next(v for v in values if isinstance(v, dict) and "matches" in v)
+    assert identified["matches"][0]["signer_id"] == "alice"
+
+    # `kill %1` stopped the service, and the service stopped the PostgreSQL it had started
+    pid_file = clone / "sigverify-data" / "pgdata" / "postmaster.pid"
+    deadline = time.monotonic() + 60
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not pid_file.exists()
