@@ -20,6 +20,12 @@ finished (``folds_finished``); run again on the same folder, it reuses their rep
 A preset whose ``sweep.ensemble`` names losses (``configs/presets/cedar_cpu_ensemble.yaml``) is an
 ensemble recipe: each fold fits one model per loss, then scores them together; ``train_minutes`` is
 their fits' sum.
+
+``--seed 0 1`` fits every fold once per seed: the figures are then means over folds and seeds, ``std`` the
+spread over folds of the seed means, and ``seed_std`` the spread of the 5-fold means over seeds. A recipe
+that starts from pretrained weights also gets its **baseline** on each fold (``baseline_eer_mean``, ...):
+the same network before any training, its backbone's pooled features scored exactly as the trained
+models are. A recipe that does not beat its baseline has taught the network nothing.
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="experiment config, configs/<name>.yaml (default: triplet_hard; none with a preset "
                         "that names an ensemble)")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one fit per fold and seed")
     parser.add_argument("--protocol", default="references", choices=PROTOCOLS)
     parser.add_argument("--screen", action="store_true", help="validation signers only (choosing a recipe)")
     parser.add_argument("--ckpt", default=None, help="evaluate this trained checkpoint (or run folder) on every fold instead of "
@@ -75,7 +81,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.out = args.out or f"sweeps/bench-{Path(args.preset).stem}-{args.loss}-{digest}"
     # What the member runner reads from a sweep's arguments.
     args.protocols, args.force, args.retest = list(PROTOCOLS), False, False
+    args.baseline = not args.ckpt and starts_pretrained(args)
     return args
+
+
+def starts_pretrained(args: argparse.Namespace) -> bool:
+    """Whether the recipe's network starts from pretrained weights (then its untrained features are a baseline)."""
+    import yaml
+
+    options = dict(zip(args.extra[::2], args.extra[1::2]))
+    model = (yaml.safe_load(compose(f"configs/{next(iter(args.recipes))}.yaml", args.preset)) or {}).get("model") or {}
+    weights = options.get("--model.weights_file", model.get("weights_file"))
+    pretrained = str(options.get("--model.pretrained", model.get("pretrained"))).lower() == "true"
+    return bool(weights not in (None, "null", "")) or pretrained
 
 
 def recipe(args: argparse.Namespace, loss: str) -> dict:
@@ -84,7 +102,8 @@ def recipe(args: argparse.Namespace, loss: str) -> dict:
     (another ensemble member is a new evaluation of the same fits)."""
     # the data path from the repository root: a copy of the repository elsewhere (another machine) is the same recipe
     data = os.path.relpath(Path(args.data).resolve(), Path.cwd()) if args.data else None
-    return {"data": data, "folds": args.folds, "seed": args.seed,
+    seed = args.seed[0] if len(args.seed) == 1 else args.seed  # one seed: the claim folders had before
+    return {"data": data, "folds": args.folds, "seed": seed,
             "config_sha256": sha(compose(f"configs/{loss}.yaml", args.preset).encode()),
             "extra": sweep.split_evaluation_only(list(args.extra))[0],
             "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
@@ -93,7 +112,7 @@ def recipe(args: argparse.Namespace, loss: str) -> dict:
 def legacy_recipe(args: argparse.Namespace, loss: str) -> dict:
     """The recipe as folders claimed before the composed config was hashed (the two files' bytes, every
     extra option): such a folder of the same recipe is taken over, not refused."""
-    return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed,
+    return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed[0],
             "preset_sha256": sha(Path(args.preset).read_bytes()),
             "loss_config_sha256": sha(Path(f"configs/{loss}.yaml").read_bytes()), "extra": list(args.extra),
             "ckpt_sha256": args.recipes[loss]["ckpt_sha256"]}  # hashed once, by recipe()
@@ -117,31 +136,70 @@ def claim_folder(args: argparse.Namespace, loss: str) -> None:
     file.write_text(json.dumps(wanted, indent=1))
 
 
-def run_fold(fold: int, args: argparse.Namespace) -> dict[str, dict]:
+def run_fold(fold: int, seed: int, args: argparse.Namespace) -> dict[str, dict]:
     """One fold's reports: its model's, or the ensemble's once each of its losses is fitted."""
     if not args.ensemble:
-        return sweep.run_member(args.loss, args.seed, fold, args)
+        return sweep.run_member(args.loss, seed, fold, args)
     for loss in args.ensemble:
-        sweep.fit_member(loss, args.seed, fold, args)  # a failed fit is reported by run_ensemble
-    return sweep.run_ensemble(args.ensemble, args.seed, fold, args)
+        sweep.fit_member(loss, seed, fold, args)  # a failed fit is reported by run_ensemble
+    return sweep.run_ensemble(args.ensemble, seed, fold, args)
 
 
-def summarise(reports: list[dict], fit_seconds: list[float | None]) -> dict:
-    """Mean and std over folds of the figures the README quotes (None where no fold finished)."""
-    ok = [r for r in reports if "error" not in r]
+def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
+    """The fold's untrained network: ``sigverify test`` (or ``validate``) without a checkpoint, scoring the
+    backbone's pooled features (``model.evaluation.features backbone``) with the fold's own threshold."""
+    name = f"baseline-fold{fold}"
+    stage = "validate" if args.screen else "test"
+    paths = {p: Path(args.out) / name / f"{stage}-{p}" / "report.json" for p in PROTOCOLS}
+    if all(path.is_file() for path in paths.values()):
+        return {p: json.loads(path.read_text()) for p, path in paths.items()}
+    fit_options, evaluation_options = sweep.member_options(fold, args)
+    loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
+    command = [stage, "--model.evaluation.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
+               "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]", *evaluation_options,
+               *sweep.member_command(loss, args.seed[0], fold, args, name, fit_options)]
+    failure = sweep.call(command, Path(args.out) / f"{name}.log", mode="a")
+    return {p: failure or json.loads(path.read_text()) for p, path in paths.items()}
 
-    def stat(key, fn):
-        values = [r[key] for r in ok if r.get(key) is not None]
-        return round(float(fn(values)), 4) if values else None
+
+def summarise(reports: list[list[dict]], fit_seconds: list[float | None]) -> dict:
+    """The figures the README quotes over folds (and seeds): ``reports[fold][seed]``; the mean over every
+    member, ``std`` over folds of their seed means, ``seed_std`` over seeds of their fold means."""
+    finished = [[r for r in fold if "error" not in r] for fold in reports]
+
+    def per_fold(key):
+        return [[r[key] for r in fold if r.get(key) is not None] for fold in finished]
+
+    def mean(key):
+        values = [v for fold in per_fold(key) for v in fold]
+        return round(float(np.mean(values)), 4) if values else None
+
+    def fold_std(key):
+        means = [np.mean(fold) for fold in per_fold(key) if fold]
+        return round(float(np.std(means)), 4) if means else None
+
+    def seed_std(key):
+        seeds = max((len(fold) for fold in per_fold(key)), default=0)
+        complete = [fold for fold in per_fold(key) if len(fold) == seeds]
+        if seeds < 2 or len(complete) != len(reports):
+            return None
+        return round(float(np.std(np.mean(complete, axis=0))), 4)
 
     timed = [s for s in fit_seconds if s is not None]
-    return {"eer_mean": stat("eer", np.mean), "eer_std": stat("eer", np.std),
-            "hter_mean": stat("hter", np.mean), "hter_std": stat("hter", np.std),
-            "image_statistics_eer_mean": stat("image_statistics_eer", np.mean),
-            "auc_mean": stat("auc", np.mean), "far_random_mean": stat("far_random", np.mean),
-            "folds_finished": len(ok),
-            # the fit subprocess's wall time per fold (start-up and, on a first run, the cache build included)
+    return {"eer_mean": mean("eer"), "eer_std": fold_std("eer"), "eer_seed_std": seed_std("eer"),
+            "hter_mean": mean("hter"), "hter_std": fold_std("hter"), "hter_seed_std": seed_std("hter"),
+            "image_statistics_eer_mean": mean("image_statistics_eer"),
+            "auc_mean": mean("auc"), "far_random_mean": mean("far_random"),
+            "folds_finished": sum(bool(fold) and len(fold) == len(reports[0]) for fold in finished),
+            # the fit subprocess's wall time per member (start-up and, on a first run, the cache build included)
             "train_minutes": round(float(np.mean(timed)) / 60, 2) if len(timed) == len(fit_seconds) else None}
+
+
+def baseline_figures(reports: list[dict]) -> dict:
+    """The untrained baseline's mean figures over folds, under ``baseline_`` keys."""
+    ok = [r for r in reports if "error" not in r]
+    return {f"baseline_{key}_mean": round(float(np.mean([r[key] for r in ok])), 4) if ok else None
+            for key in ("eer", "hter")} | {"baseline_folds_finished": len(ok)}
 
 
 def fold_fit_seconds(runs: list[Path]) -> float | None:
@@ -154,25 +212,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for loss in args.recipes:
         claim_folder(args, loss)
-    runs = [[Path(args.out) / sweep.member_name(loss, args.seed, fold) for loss in args.recipes]
-            for fold in range(args.folds)]
-    reused = sum(all(sweep.is_fitted(run) for run in fold) for fold in runs)
-    reports, stopped = [], False
+    members = [(fold, seed) for fold in range(args.folds) for seed in args.seed]
+    runs = {member: [Path(args.out) / sweep.member_name(loss, member[1], member[0]) for loss in args.recipes]
+            for member in members}
+    reused = sum(all(sweep.is_fitted(run) for run in runs[member]) for member in members)
+    done, baselines, stopped = {}, [], False
     try:
-        for fold in range(args.folds):
-            reports.append(run_fold(fold, args))
-    except KeyboardInterrupt:  # Ctrl-C or a time limit's SIGINT: the folds finished so far still get their line
-        print(f"[bench] stopped during fold {len(reports)}: the line below summarises the folds before it", flush=True)
+        for fold, seed in members:
+            done[fold, seed] = run_fold(fold, seed, args)
+        if args.baseline:
+            baselines = [run_baseline(fold, args) for fold in range(args.folds)]
+    except KeyboardInterrupt:  # Ctrl-C or a time limit's SIGINT: the members finished so far still get their line
+        print(f"[bench] stopped after {len(done)} of {len(members)} members: the line below summarises those",
+              flush=True)
         stopped = True
-    reports += [{p: {"error": "not run: the benchmark was stopped"} for p in PROTOCOLS}] * (args.folds - len(reports))
-    fits = [fold_fit_seconds(fold) for fold in runs]
-    by_protocol = {p: summarise([r[p] for r in reports], fits) for p in PROTOCOLS}
+    stopped_report = {p: {"error": "not run: the benchmark was stopped"} for p in PROTOCOLS}
+    reports = [[done.get((fold, seed), stopped_report) for seed in args.seed] for fold in range(args.folds)]
+    fits = [fold_fit_seconds(runs[member]) for member in members]
+    by_protocol = {p: summarise([[r[p] for r in fold] for fold in reports], fits)
+                   | (baseline_figures([b[p] for b in baselines]) if args.baseline else {}) for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
           **({"ensemble_of": args.ensemble} if args.ensemble else {}),
           "trained": f"not on this data: {args.ckpt}" if args.ckpt else "on each fold's training signers",
-          "folds": args.folds, "seed": args.seed, "protocol": args.protocol,
+          "folds": args.folds, "seed": args.seed[0] if len(args.seed) == 1 else args.seed, "protocol": args.protocol,
           "stage": "validation signers (screen)" if args.screen else "test signers",
-          **by_protocol[args.protocol], "std": "population standard deviation over folds (ddof 0)",
+          **by_protocol[args.protocol], "std": "population standard deviation over folds of the seeds' mean (ddof 0)",
+          **({"baseline": "the untrained network: its backbone's pooled features, scored as the trained models"}
+             if args.baseline else {}),
           "device": machine(), "reused_folds": reused, "extra_args": args.extra,
           "other_protocols": {p: v for p, v in by_protocol.items() if p != args.protocol}, "out": args.out})
     return 130 if stopped else 0 if by_protocol[args.protocol]["folds_finished"] == args.folds else 1

@@ -10,8 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import emit
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule
 from sigverify.data.manifest import read_manifest

@@ -95,3 +95,21 @@ def test_multiscale_neck_freezes_and_exports(tmp_path):
     with torch.no_grad():
         expected = model(images[:, None]).numpy()
     assert abs(onnx_embed(tmp_path / "m.onnx", images.numpy()) - expected).max() <= 1e-4
+
+
+def test_frozen_stages_keep_their_batch_norm_statistics_in_training():
+    """Frozen means frozen: a training step changes neither the frozen stages' weights nor their batch-norm
+    running statistics, and their output does not depend on the rest of the batch."""
+    model = SignatureEmbedder("test_efficientnet", freeze=1, hidden=[16], dim=8).train()
+    stem_bn = model.backbone.bn1
+    before = {k: v.clone() for k, v in model.backbone.blocks[0].state_dict().items()}
+    mean_before = stem_bn.running_mean.clone()
+    images = torch.randint(0, 256, (4, 1, 32, 64), dtype=torch.uint8)
+    model(images).sum().backward()
+    assert not stem_bn.training and not model.backbone.blocks[0].training and model.backbone.blocks[1].training
+    torch.testing.assert_close(stem_bn.running_mean, mean_before)
+    for key, value in model.backbone.blocks[0].state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    trunk = torch.nn.Sequential(model.backbone.conv_stem, model.backbone.bn1, model.backbone.blocks[0])
+    x = model.normalize_input(images)
+    torch.testing.assert_close(trunk(x[:1]), trunk(x)[:1])  # per image, not per batch

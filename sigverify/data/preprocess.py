@@ -1,7 +1,10 @@
 """Deterministic preprocessing: grayscale -> (denoise) -> Otsu -> crop to ink -> resize + pad.
 
 The output is uint8 [H, W] with ink bright (255) on a black (0) background, the polarity CNNs
-with zero padding expect. Every step is set by :class:`PreprocessConfig`.
+with zero padding expect. Every step is set by :class:`PreprocessConfig`. With ``binarize: false`` the ink
+keeps its grey levels; ``ink_tone: equalize`` then maps every image's ink levels onto one distribution,
+a control that removes pen darkness (a capture cue of forgeries written with other pens) and keeps the
+strokes' shape and inner texture.
 """
 from __future__ import annotations
 
@@ -18,6 +21,10 @@ from sigverify.data.errors import DataError
 from sigverify.data.images import DEFAULT_MAX_PIXELS, load_grayscale
 
 
+INK_TONES = ("keep", "equalize")
+INK_TONE_RANGE = (96, 255)  # equalized ink: uniform over these levels (inverted: 255 = the darkest ink)
+
+
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class PreprocessConfig:
     """Preprocessing settings. ``height`` x ``width`` is the model input (wide by default)."""
@@ -27,6 +34,7 @@ class PreprocessConfig:
     denoise: str = "none"  # none | gaussian | median: light smoothing before Otsu
     denoise_kernel: int = 3
     binarize: bool = True  # False keeps the ink's grey levels (inverted) with the paper zeroed
+    ink_tone: str = "keep"  # grey ink: keep | equalize (each image's ink levels mapped by rank onto INK_TONE_RANGE)
     min_speck_area: int = 16  # ink components smaller than this (px, at source size) are ignored
     margin: float = 0.02  # padding kept around the ink box, as a fraction of its longer side
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -34,6 +42,10 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.denoise not in ("none", "gaussian", "median"):
             raise ValueError(f"denoise must be one of none, gaussian, median; got {self.denoise!r}")
+        if self.ink_tone not in INK_TONES:
+            raise ValueError(f"ink_tone must be one of {', '.join(INK_TONES)}; got {self.ink_tone!r}")
+        if self.ink_tone != "keep" and self.binarize:
+            raise ValueError("ink_tone equalize acts on grey ink: set binarize false too")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"input size {self.height}x{self.width} is too small (min 8x8)")
         if self.denoise != "none" and self.denoise_kernel % 2 == 0:
@@ -67,7 +79,19 @@ def preprocess_array(gray: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         foreground = ink.astype(np.uint8) * 255
     else:
         foreground = np.where(ink, 255 - gray, 0).astype(np.uint8)
+        if config.ink_tone == "equalize":
+            foreground[ink] = equalized_ink(foreground[ink])
     return fit_to_canvas(foreground[top:bottom, left:right], config.height, config.width)
+
+
+def equalized_ink(levels: np.ndarray) -> np.ndarray:
+    """Ink levels mapped by their rank onto one distribution, uniform over ``INK_TONE_RANGE``: every image's ink
+    gets the same histogram (no darker or lighter pens), while the order of levels, hence the strokes' texture,
+    stays. Equal levels stay equal (each gets the middle of its rank interval)."""
+    _, inverse, counts = np.unique(levels, return_inverse=True, return_counts=True)
+    quantile = (np.cumsum(counts) - counts / 2) / len(levels)
+    low, high = INK_TONE_RANGE
+    return np.round(low + (high - low) * quantile).astype(np.uint8)[inverse]
 
 
 def _denoise(gray: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -86,19 +86,21 @@ class MultiScaleFeatures(nn.Module):
         return torch.cat([pool(f.float()) for pool, f in zip(self.pools, self.trunk(x))], dim=1)
 
 
-def freeze_stages(backbone: nn.Module, n: int) -> None:
-    """Freeze the stem and the first ``n`` stages (timm's ``blocks`` or ``stages``)."""
+def freeze_stages(backbone: nn.Module, n: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``n`` stages (timm's ``blocks`` or ``stages``); returns those modules."""
     if n <= 0:
-        return
+        return []
     stages = getattr(backbone, "blocks", None) or getattr(backbone, "stages", None)
     if stages is None:
         raise ValueError(f"{type(backbone).__name__} has no blocks/stages to freeze")
     if n > len(stages):
         raise ValueError(f"freeze_stages={n} but the backbone has {len(stages)} stages")
     stem = [m for name, m in backbone.named_children() if name in ("conv_stem", "bn1", "stem")]
-    for module in [*stem, *stages[:n]]:
+    frozen = [*stem, *stages[:n]]
+    for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
+    return frozen
 
 
 class ProjectionHead(nn.Module):
@@ -126,10 +128,18 @@ class SignatureEmbedder(nn.Module):
                  drop_path_rate: float = 0.0, neck: str = "plain", neck_stages: int = 3):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, weights_file, drop_path_rate, neck, neck_stages)
-        freeze_stages(getattr(self.backbone, "trunk", self.backbone), freeze)
+        self._frozen = freeze_stages(getattr(self.backbone, "trunk", self.backbone), freeze)
         # Models with a pre-logits layer (MobileNetV3, LCNet, ...) output head_hidden_size features, not num_features.
         features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = ProjectionHead(features, dim, hidden, dropout)
+
+    def train(self, mode: bool = True) -> "SignatureEmbedder":
+        """Frozen stages stay in eval mode: their batch norms keep the pretrained statistics instead of
+        normalising by each training batch's (which would change the frozen features under the training)."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
 
     @staticmethod
     def normalize_input(images: torch.Tensor) -> torch.Tensor:
