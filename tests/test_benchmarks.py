@@ -186,3 +186,16 @@ def test_evaluation_only_options_are_kept_from_the_fit():
     assert split_evaluation_only(["--model.lr", "0.1", "--model.evaluation.ensemble", "[a.ckpt]", "--x=1",
                                   "--model.evaluation.ensemble=[b]", "--flag"]) == (
         ["--model.lr", "0.1", "--x=1", "--flag"], ["--model.evaluation.ensemble", "[a.ckpt]", "--model.evaluation.ensemble=[b]"])
+
+
+def test_identify_benchmark_reports_a_recall_latency_curve(capsys):
+    """The identify benchmark at toy size, through the service's own query: one curve point per candidate count,
+    the first one the headline; clustered signers are found."""
+    from benchmarks import identify
+
+    identify.main(["--vectors", "3000", "--queries", "30", "--warmup", "10", "--candidates", "20", "5",
+                   "--shared-buffers-mb", "128"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [point["candidates"] for point in line["curve"]] == [20, 5]
+    assert line["p95_ms"] == line["curve"][0]["p95_ms"] and line["index_build_s"] is not None
+    assert all(point["queries"] == 30 and point["recall_at_1"] >= 0.9 for point in line["curve"])

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psycopg
+import psycopg.sql
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -135,6 +137,43 @@ def test_identify_ranks_the_enrolled_signer_of_an_enrolled_image_first(served_mo
     matches = client.post("/identify?k=2", files=upload([probe], "file")).json()["matches"]
     assert matches[0]["signer_id"] == "b" and matches[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
     assert len(matches) == 2
+
+
+def test_identify_follows_enrolments_and_deletions(served_model, client):
+    """Each signer's centroid (what identify searches first) moves with their references."""
+    a, b = signer_files(served_model, 0)[0], signer_files(served_model, 1)[0]
+    enrol(client, "first", a[:2])
+    added = enrol(client, "second", b[:1])
+    probe = upload([b[0]], "file")
+    assert client.post("/identify?k=1", files=probe).json()["matches"][0]["signer_id"] == "second"
+    assert client.delete(f"/signers/second/references/{added[0]['id']}", headers=KEY).status_code == 204
+    matches = client.post("/identify?k=2", files=upload([b[0]], "file")).json()["matches"]
+    assert [m["signer_id"] for m in matches] == ["first"]  # no references, no centroid: not a candidate
+
+
+def test_a_database_of_the_first_schema_is_migrated_with_its_data(postgres, verifier):
+    """A database written before signer centroids existed gets them from its stored references."""
+    from sigverify.serving.store import MIGRATIONS
+
+    dsn, dim = fresh_database(postgres, "schema_v1"), verifier.model.config["embedding_dim"]
+    vectors = np.eye(dim, dtype=np.float32)[:3]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(psycopg.sql.SQL(MIGRATIONS[0][1]).format(dim=psycopg.sql.Literal(dim)))
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz "
+                     "NOT NULL DEFAULT now())")
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
+        conn.execute("INSERT INTO model_info (model_id, embedding_dim) VALUES (%s, %s)", (verifier.model.model_id, dim))
+        for signer, vector in zip(("x", "y", "z"), vectors):
+            conn.execute("INSERT INTO signers (id) VALUES (%s)", (signer,))
+            conn.execute("INSERT INTO signature_references (signer_id, embedding, image_sha256) VALUES "
+                         "(%s, %s::vector, %s)", (signer, str(vector.tolist()), signer))
+    store = SignatureStore(dsn, verifier.model.model_id, dim)
+    try:
+        assert [m["signer_id"] for m in store.nearest_signers(vectors[1], 1)] == ["y"]
+        assert store.count() == {"signers": 3, "n_references": 3}
+    finally:
+        store.close()
 
 
 def test_writes_need_the_key_reads_do_not(client):

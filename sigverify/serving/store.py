@@ -6,7 +6,10 @@
 - A database holds the embeddings of one model: vectors of another network are not comparable, so
   opening it with another model is refused (``model_info``).
 - Enrolment is one transaction: a request whose images are not all usable writes nothing.
-- Nearest-neighbour search (``identify``) runs on an HNSW index over cosine distance.
+- Nearest-signer search (``identify``) runs on an HNSW index over each signer's centroid (the mean of their
+  reference embeddings, kept up to date by every enrolment and deletion), then compares the query exactly with
+  every reference of the closest signers: an index ten times smaller than one over every reference, and an
+  exact answer among the candidates.
 - A database that goes away makes calls fail with :class:`StoreUnavailable`; the pool reconnects by
   itself once it is back.
 """
@@ -25,6 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 log = logging.getLogger(__name__)
 
 _LOCK_ID = 0x5167_5EF1  # pg_advisory_xact_lock key of the migrations
+DEFAULT_CANDIDATES = 20  # signers whose references identify compares exactly (docs/benchmarks.md: the curve)
 
 # version -> statements; {dim} is the model's embedding size (an int, formatted with sql.Literal).
 MIGRATIONS: list[tuple[int, str]] = [
@@ -53,7 +57,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX signature_references_embedding ON signature_references
             USING hnsw (embedding vector_cosine_ops);
     """),
+    (2, """
+        ALTER TABLE signers ADD COLUMN centroid vector({dim});
+        UPDATE signers s SET centroid = a.centroid FROM (
+            SELECT signer_id, avg(embedding) AS centroid FROM signature_references GROUP BY signer_id) a
+            WHERE s.id = a.signer_id;
+        CREATE INDEX signers_centroid ON signers USING hnsw (centroid vector_cosine_ops);
+        DROP INDEX signature_references_embedding;
+    """),
 ]
+
+# A signer's centroid after their references changed (cosine distance ignores its length: no normalising).
+_UPDATE_CENTROID = ("UPDATE signers SET centroid = (SELECT avg(embedding) FROM signature_references "
+                    "WHERE signer_id = %(id)s) WHERE id = %(id)s")
 
 
 class StoreError(Exception):
@@ -205,6 +221,7 @@ class SignatureStore:
                 if have > max_per_signer:
                     raise StoreError(f"signer {signer_id!r} would have {have} references; the limit is "
                                      f"{max_per_signer}", 409)
+                conn.execute(_UPDATE_CENTROID, {"id": signer_id})
         return out
 
     def references(self, signer_id: str) -> list[dict]:
@@ -224,10 +241,12 @@ class SignatureStore:
 
     def delete_reference(self, signer_id: str, reference_id: int) -> None:
         with self._connection() as conn:
-            self._require_signer(conn, signer_id)
-            if conn.execute("DELETE FROM signature_references WHERE signer_id = %s AND id = %s",
-                            (signer_id, reference_id)).rowcount == 0:
-                raise StoreError(f"signer {signer_id!r} has no reference {reference_id}", 404)
+            with conn.transaction():
+                self._require_signer(conn, signer_id)
+                if conn.execute("DELETE FROM signature_references WHERE signer_id = %s AND id = %s",
+                                (signer_id, reference_id)).rowcount == 0:
+                    raise StoreError(f"signer {signer_id!r} has no reference {reference_id}", 404)
+                conn.execute(_UPDATE_CENTROID, {"id": signer_id})
 
     @staticmethod
     def _require_signer(conn, signer_id: str) -> None:
@@ -236,19 +255,20 @@ class SignatureStore:
 
     # -- search ----------------------------------------------------------------------------------
     def nearest_signers(self, embedding: np.ndarray, k: int, candidates: int | None = None) -> list[dict]:
-        """The ``k`` enrolled signers whose closest reference is most similar to ``embedding`` (HNSW,
-        approximate): the nearest ``candidates`` references, grouped by signer."""
-        candidates = candidates or max(10 * k, 40)
+        """The ``k`` enrolled signers whose closest reference is most similar to ``embedding``: the
+        ``candidates`` signers with the nearest centroids (HNSW, approximate), then every reference of those
+        compared exactly."""
+        candidates = max(candidates or DEFAULT_CANDIDATES, k)
         with self._connection() as conn:
             with conn.transaction():
+                # The HNSW search visits at least as many nodes as it must return.
                 conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(max(candidates, 40), 1000))))
                 return conn.execute(
-                    "SELECT signer_id, max(1 - distance) AS similarity, count(*) AS n_close_references FROM ("
-                    " SELECT signer_id, embedding <=> %(q)s AS distance FROM signature_references"
-                    " ORDER BY embedding <=> %(q)s LIMIT %(n)s) nearest "
-                    "GROUP BY signer_id ORDER BY similarity DESC LIMIT %(k)s",
+                    "SELECT r.signer_id, max(1 - (r.embedding <=> %(q)s)) AS similarity, count(*) AS n_references "
+                    "FROM (SELECT id FROM signers WHERE centroid IS NOT NULL ORDER BY centroid <=> %(q)s "
+                    "LIMIT %(n)s) nearest JOIN signature_references r ON r.signer_id = nearest.id "
+                    "GROUP BY r.signer_id ORDER BY similarity DESC LIMIT %(k)s",
                     {"q": np.asarray(embedding, np.float32), "n": candidates, "k": k}).fetchall()
-
 
 def _array(value) -> np.ndarray:
     """A pgvector value as float64 (pgvector returns numpy arrays or, in newer releases, Vector objects)."""
