@@ -41,7 +41,7 @@ import numpy as np
 from benchmarks.common import emit, machine
 from sigverify import sweep
 from sigverify.config import compose
-from sigverify.models.embedding import run_checkpoint
+from sigverify.models.checkpoint import run_checkpoint
 from sigverify.evaluation.protocols import PROTOCOLS
 
 

@@ -25,7 +25,6 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,12 +33,12 @@ from torch import nn
 
 from benchmarks.common import emit, machine
 from sigverify.data.augment import AugmentConfig, build_train_transform
-from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers, same_validation_signers
+from sigverify.data.splits import refuse_seen_signers, same_validation_signers
 from sigverify.evaluation.metrics import eer
 from sigverify.evaluation.protocols import PROTOCOLS, cosine
 from sigverify.evaluation.report import EvalConfig, protocol_scores
-from sigverify.models.embedding import read_checkpoint, run_checkpoint
-from sigverify.serving.export import datamodule_from_checkpoint, evaluation_config, evaluation_network
+from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.serving.export import evaluation_config
 
 SCORES = ("embedding", "head", "fused")
 
@@ -250,31 +249,29 @@ def fold_setup(fold: int, args):
     frozen embedding network and the run's evaluation settings. A backbone that saw one
     of this fold's validation or test signers is refused, and so is a backbone of the same data
     validated on other signers (its figures would not be the documented screen's)."""
-    source = Path(args.backbone.replace("{fold}", str(fold)))
-    checkpoint_path = run_checkpoint(source) if source.is_dir() else source
-    checkpoint = read_checkpoint(checkpoint_path, "backbone checkpoint")
-    data = datamodule_from_checkpoint(checkpoint, root=args.data)
+    checkpoint = TrainedCheckpoint.read(args.backbone.replace("{fold}", str(fold)), "backbone checkpoint")
+    checkpoint_path = checkpoint.path
+    data = checkpoint.datamodule(root=args.data)
     data.split_config = replace(data.split_config, mode="kfold", folds=args.folds, fold=fold, train=[], val=[], test=[],
                                 file=None)
     data.setup()
-    record, this_run = checkpoint.get(SPLIT_KEY), data.split_record()
+    record, this_run = checkpoint.split, data.split_record()
     refuse_seen_signers(record, this_run, f"backbone {checkpoint_path}")
     if record and record.get("data") == this_run["data"] and not same_validation_signers(record, this_run):
         raise SystemExit(f"backbone {checkpoint_path} was validated on other signers of this data than fold {fold}'s "
                          f"({sorted(record['val'])} vs {sorted(this_run['val'])}): give the run of fold {fold} ('{{fold}}')")
-    hparams = checkpoint["hyper_parameters"]
-    return data, evaluation_network(hparams, checkpoint), evaluation_settings(hparams, args, checkpoint_path)
+    return data, checkpoint.network(), evaluation_settings(checkpoint, args)
 
 
-def evaluation_settings(hparams: dict, args, source: Path) -> EvalConfig:
+def evaluation_settings(checkpoint: TrainedCheckpoint, args) -> EvalConfig:
     """The backbone run's evaluation settings (writer normalisation, references), so that the embedding
     column is the run's own figure; what the screen cannot reproduce (TTA, ensembles) is refused."""
     try:
-        evaluation = evaluation_config(hparams, None, PROTOCOLS[0], args.n_references)
+        evaluation = evaluation_config(checkpoint, None, PROTOCOLS[0], args.n_references)
     except ValueError as err:  # an ensemble run
-        raise SystemExit(f"backbone {source}: {err}") from None
+        raise SystemExit(f"backbone {checkpoint.path}: {err}") from None
     if evaluation.tta_shift:
-        raise SystemExit(f"backbone {source}: its run evaluates with test-time shifts, which the pair-head screen "
+        raise SystemExit(f"backbone {checkpoint.path}: its run evaluates with test-time shifts, which the pair-head screen "
                          "does not reproduce; give a run without them")
     return evaluation
 

@@ -18,7 +18,7 @@ ENTRY_POINTS = {
     "export": "sigverify.serving.commands:export_main",
     "verify": "sigverify.serving.commands:verify_main",
     "serve": "sigverify.serving.commands:serve_main",
-    "explain": "sigverify.explain.commands:main",
+    "explain": "sigverify.serving.explain:main",
     "push": "sigverify.serving.commands:push_main",
     "app": "sigverify.app.launch:main",
 }

@@ -40,14 +40,10 @@ def write_examples(run_dir: Path) -> Path | None:
     """Copies of one test signer's images (never seen in training): ``reference-1..5.png`` (genuine),
     ``questioned-genuine.png`` (another genuine one) and ``questioned-forgery.png`` (a skilled forgery);
     None when no test signer has that many (a data set smaller than the built-in one)."""
-    import torch
-
     from sigverify.data.manifest import signer_order
-    from sigverify.models.embedding import run_checkpoint
-    from sigverify.serving.export import datamodule_from_checkpoint
+    from sigverify.models.checkpoint import TrainedCheckpoint
 
-    checkpoint = torch.load(run_checkpoint(run_dir), map_location="cpu", weights_only=False)
-    datamodule = datamodule_from_checkpoint(checkpoint)
+    datamodule = TrainedCheckpoint.read(run_dir).datamodule()
     datamodule.setup("test")
     by_signer: dict[str, tuple[list, list]] = {}
     for record in datamodule.records:

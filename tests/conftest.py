@@ -94,11 +94,9 @@ def signer_files(served_model, which: int = 0) -> tuple[list[str], list[str], li
 @functools.lru_cache(maxsize=None)
 def _test_data(ckpt: str):
     """The data module of a checkpoint, set up once per checkpoint for the whole session."""
-    import torch
+    from sigverify.models.checkpoint import TrainedCheckpoint
 
-    from sigverify.serving.export import datamodule_from_checkpoint
-
-    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
+    dm = TrainedCheckpoint.read(ckpt).datamodule()
     dm.setup("test")
     return dm
 

@@ -8,6 +8,7 @@ from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, Synthe
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
 from sigverify.evaluation.report import EvalConfig
+from sigverify.training.callbacks import ReportWriter
 from sigverify.models.module import SignatureVerifier
 
 
@@ -20,7 +21,7 @@ def tiny_data(tmp_path, height=32, split_seed=42):
 
 def tiny_trainer(tmp_path):
     return L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     default_root_dir=tmp_path, num_sanity_val_steps=0)
+                     default_root_dir=tmp_path, num_sanity_val_steps=0, callbacks=[ReportWriter()])
 
 
 def trained_checkpoint(tmp_path, seed: int, height=32, split_seed=42) -> str:
@@ -107,7 +108,7 @@ def test_a_member_that_saw_this_runs_test_signers_is_refused(two_models, tmp_pat
     with pytest.raises(ValueError, match="the checkpoint under evaluation was trained or validated on"):
         embeddings(tmp, other_split)
     legacy = tmp_path / "legacy.ckpt"
-    checkpoint = torch.load(other_split, weights_only=False)
+    checkpoint = torch.load(other_split, weights_only=True)
     del checkpoint["signer_split"]
     torch.save(checkpoint, legacy)
     with pytest.raises(ValueError, match="does not record which signers it was trained on"):

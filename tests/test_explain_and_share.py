@@ -168,14 +168,13 @@ def test_sigverify_test_explain_writes_error_maps_and_the_ink_distribution(serve
 
 # -- sharing --------------------------------------------------------------------------------------------
 def test_a_model_loaded_from_its_folder_embeds_bit_identically_to_its_checkpoint(served_model, tmp_path):
-    from sigverify.models.embedding import read_checkpoint
-    from sigverify.serving.export import evaluation_network, onnx_embed
+    from sigverify.models.checkpoint import TrainedCheckpoint
+    from sigverify.serving.export import onnx_embed
     from sigverify.serving.verifier import Verifier
 
     tmp, run, ckpt, model_dir = served_model
     model = SignatureModel.from_pretrained(str(model_dir))
-    checkpoint = read_checkpoint(ckpt, "checkpoint")
-    network = evaluation_network(checkpoint["hyper_parameters"], checkpoint, model.folder.config["tta_shift"])
+    network = TrainedCheckpoint.read(ckpt).network(model.folder.config["tta_shift"])
     genuine, forged, _ = signer_files(served_model)
     images = Verifier(model_dir).preprocess_files(genuine + forged)
     with torch.no_grad():

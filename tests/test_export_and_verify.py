@@ -14,7 +14,8 @@ import torch
 from conftest import SERVED_TINY, cli, signer_files
 from sigverify.evaluation.protocols import score_against_references
 from sigverify.models.embedding import SignatureEmbedder
-from sigverify.serving.export import datamodule_from_checkpoint, evaluation_network, export_onnx, onnx_embed
+from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.serving.export import export_onnx, onnx_embed
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.verifier import Verifier
 
@@ -29,8 +30,7 @@ def test_export_writes_a_hub_style_folder_with_the_validation_threshold(served_m
     assert model.threshold == pytest.approx(report["threshold"], abs=1e-9)
     assert config["protocol"] == {"name": "references", "reduce": "mean", "normalize": "center",
                                   "n_references_validated": 3}
-    checkpoint = torch.load(ckpt, weights_only=False)
-    assert config["split"] == checkpoint["signer_split"]
+    assert config["split"] == TrainedCheckpoint.read(ckpt).split
     assert config["backbone"] == "test_efficientnet" and config["embedding_dim"] == 32
     assert config["preprocess"]["height"] == 32 and len(config["training_config_sha256"]) == 64
     assert config["onnx"]["max_abs_difference_to_pytorch"] <= 1e-4
@@ -45,7 +45,7 @@ def test_onnx_matches_pytorch_and_safetensors_reload_the_network(served_model):
     tmp, run, ckpt, model_dir = served_model
     from safetensors.torch import load_file
 
-    dm = datamodule_from_checkpoint(torch.load(ckpt, weights_only=False))
+    dm = TrainedCheckpoint.read(ckpt).datamodule()
     dm.setup("test")
     images = np.asarray(dm.images[dm.positions("test")])  # real preprocessed images, not random tensors
     network = SignatureEmbedder("test_efficientnet", hidden=[32], dim=32)
@@ -57,8 +57,7 @@ def test_onnx_matches_pytorch_and_safetensors_reload_the_network(served_model):
 
 def test_shift_averaged_networks_export_with_any_batch_size(served_model, tmp_path):
     tmp, run, ckpt, model_dir = served_model
-    checkpoint = torch.load(ckpt, weights_only=False)
-    network = evaluation_network(checkpoint["hyper_parameters"], checkpoint, tta_shift=0.1)
+    network = TrainedCheckpoint.read(ckpt).network(tta_shift=0.1)
     export_onnx(network, 32, 64, tmp_path / "tta.onnx")
     images = torch.randint(0, 256, (5, 32, 64), dtype=torch.uint8).numpy()
     with torch.no_grad():
@@ -148,7 +147,7 @@ def test_export_takes_a_run_folder_and_a_reference_count_its_validation_signers_
     """A run evaluated with more references than its validation signers can enrol is exported for as many as they
     can (said, and stored); a count asked for explicitly that the data cannot support is refused, naming the flag."""
     tmp, run, ckpt, model_dir = served_model
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     checkpoint["hyper_parameters"]["evaluation"]["n_references"] = 12  # as `--model.evaluation.n_references 12` would
     many = tmp_path / "runs" / "many"
     (many / "checkpoints").mkdir(parents=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from sigverify.evaluation.protocols import (PROTOCOLS, Scores, Similarity, check
 
 
 FEATURES = ("embedding", "backbone")
+# The Grad-CAM family methods of `sigverify explain` and `test --explain` (the CLI rejects any other name).
+ExplainMethod = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam"]
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
@@ -38,7 +41,7 @@ class EvalConfig:
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
     explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution
-    explain_method: str = "gradcam"  # a Grad-CAM family method (sigverify.explain.attribution.METHODS)
+    explain_method: ExplainMethod = "gradcam"  # a Grad-CAM family method
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -52,10 +55,8 @@ class EvalConfig:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
-        from sigverify.explain import METHODS
-
-        if self.explain_method not in METHODS:
-            raise ValueError(f"explain_method must be one of {METHODS}, got {self.explain_method!r}")
+        if self.explain_method not in get_args(ExplainMethod):
+            raise ValueError(f"explain_method must be one of {get_args(ExplainMethod)}, got {self.explain_method!r}")
         if self.explain < 0 or self.explain_sample < 0:
             raise ValueError(f"explain and explain_sample count maps and pairs (>= 0), got {self.explain}, "
                              f"{self.explain_sample}")

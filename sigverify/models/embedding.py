@@ -180,26 +180,6 @@ def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> Signatur
                              neck=hp.get("neck", "plain"), neck_stages=hp.get("neck_stages", 3))
 
 
-def embedder_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("embedder."): v for k, v in checkpoint["state_dict"].items() if k.startswith("embedder.")}
-
-
-def run_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
-    """A run's ``best`` or ``last`` checkpoint (the newest, in ``<run_dir>/checkpoints``, fit's folder)."""
-    folder = Path(run_dir) / "checkpoints"
-    found = sorted(folder.glob("last*.ckpt" if which == "last" else "best*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no {which} checkpoint in {folder}; run `sigverify fit` with this config first")
-    return found[-1]
-
-
-def read_checkpoint(path: str | Path, what: str) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: {what} not found")
-    return torch.load(file, map_location="cpu", weights_only=False)
-
-
 @torch.no_grad()
 def embed_images(network: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Preprocessed uint8 images [N, H, W] -> embeddings [N, D] (float32, on the CPU), computed on the

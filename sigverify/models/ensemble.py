@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sigverify.data.splits import SPLIT_KEY
-from sigverify.models.embedding import (SignatureEmbedder, embedder_from_hparams, embedder_weights, read_checkpoint,
-                                        run_checkpoint)
+from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.models.embedding import SignatureEmbedder
 
 
 class EmbeddingEnsemble(nn.Module):
@@ -43,15 +42,11 @@ def load_member(path: str | Path, preprocess=None) -> tuple[SignatureEmbedder, d
     saw (``None`` if the checkpoint predates that record). ``preprocess``: this run's image settings;
     a member trained on other images (size, binarisation) is refused. A run folder stands for its best
     checkpoint."""
-    if Path(path).is_dir():
-        path = run_checkpoint(path)
-    checkpoint = read_checkpoint(path, "ensemble member checkpoint")
-    stored = (checkpoint.get("datamodule_hyper_parameters") or {}).get("preprocess")
+    checkpoint = TrainedCheckpoint.read(path, "ensemble member checkpoint")
+    stored = checkpoint.data_settings.get("preprocess")
     if preprocess is not None and stored is not None:
         differences = preprocess_differences(stored, preprocess)
         if differences:
-            raise ValueError(f"{path}: trained on images preprocessed otherwise than this run's ({differences}); "
-                             "ensemble members must see the same images")
-    member = embedder_from_hparams(checkpoint["hyper_parameters"], weights_from_checkpoint=True)
-    member.load_state_dict(embedder_weights(checkpoint))
-    return member.eval().requires_grad_(False), checkpoint.get(SPLIT_KEY)
+            raise ValueError(f"{checkpoint.path}: trained on images preprocessed otherwise than this run's "
+                             f"({differences}); ensemble members must see the same images")
+    return checkpoint.embedder().requires_grad_(False), checkpoint.split

@@ -30,7 +30,8 @@ from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_th
 from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
-from sigverify.models.embedding import BackboneFeatures, embedder_from_hparams, embedder_weights, read_checkpoint
+from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.models.embedding import BackboneFeatures, embedder_from_hparams
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
 from sigverify.models.schedule import warmup_cosine_factor
 from sigverify.models.tta import ShiftAveraged
@@ -94,26 +95,21 @@ class SignatureVerifier(L.LightningModule):
     def _init_embedder(self, checkpoint_path: str) -> None:
         """Start from the embedding network of an earlier sigverify run (e.g. synthetic pretraining);
         the optimizer, schedule and epoch start afresh (unlike ``--ckpt_path``, which resumes)."""
-        checkpoint = read_checkpoint(checkpoint_path, "checkpoint to initialise from")
+        checkpoint = TrainedCheckpoint.read(checkpoint_path, "checkpoint to initialise from")
         try:
-            self.embedder.load_state_dict(embedder_weights(checkpoint))
+            self.embedder.load_state_dict(checkpoint.embedder_weights())
         except RuntimeError as err:
             raise ValueError(f"{checkpoint_path}: its network does not match this model's backbone/head settings ({err})") from err
-        self._init_split = checkpoint.get(SPLIT_KEY)
+        self._init_split = checkpoint.split
         log.info("embedding network initialised from %s", checkpoint_path)
 
     def configure_callbacks(self):
-        """The NaN guard in fit; report writing in validate/test; ``ema_decay``: validate, checkpoint
-        and test an exponential moving average of the weights (Lightning's EMAWeightAveraging), which
-        evens out the step-to-step noise of small-batch metric learning."""
-        from sigverify.training.callbacks import FiniteLossGuard, ReportWriter
-
-        if self.trainer.state.fn != "fit":
-            return [ReportWriter()]
-        callbacks = [FiniteLossGuard(self.hparams.finite_check_every)]
-        if self.hparams.ema_decay is not None:
-            callbacks.append(EMAWeightAveraging(decay=self.hparams.ema_decay))
-        return callbacks
+        """``ema_decay``: validate, checkpoint and test an exponential moving average of the weights
+        (Lightning's EMAWeightAveraging), which evens out the step-to-step noise of small-batch metric
+        learning. The other callbacks (NaN guard, reports, diagnostics) are declared in the trainer's YAML."""
+        if self.trainer.state.fn != "fit" or self.hparams.ema_decay is None:
+            return []
+        return [EMAWeightAveraging(decay=self.hparams.ema_decay)]
 
     # -- the signers this model may see --------------------------------------------------------
     def this_run_split(self) -> dict | None:

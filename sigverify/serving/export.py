@@ -21,15 +21,11 @@ import numpy as np
 import torch
 
 import sigverify
-from sigverify.data.augment import AugmentConfig
-from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
-from sigverify.data.manifest import DATASET_SEPARATOR, dataset_name
-from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer, same_validation_signers
+from sigverify.data.splits import same_validation_signers
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
-from sigverify.models.embedding import (embed_images, embedder_from_hparams, embedder_weights, read_checkpoint,
-                                       run_checkpoint)
+from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.models.embedding import embed_images
 from sigverify.models.packaged_weights import starting_weights
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
@@ -38,57 +34,14 @@ from sigverify.serving.model_card import model_card
 log = logging.getLogger(__name__)
 
 ONNX_TOLERANCE = 1e-4  # max |ONNX - PyTorch| per embedding coordinate on real images
-_DATAMODULE_PARTS = {"synthetic": SyntheticConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
-                     "split": SplitConfig, "sampler": SamplerConfig}
 
 
-def datamodule_from_checkpoint(checkpoint: dict, root: str | None = None) -> SignatureDataModule:
-    """The checkpoint's data module (its data, preprocessing and signer split), for its validation signers."""
-    stored = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    if not stored:
-        raise ValueError("the checkpoint holds no data module settings; was it written by `sigverify fit`?")
-    stored.pop("_instantiator", None)
-    for key, kind in _DATAMODULE_PARTS.items():
-        if isinstance(stored.get(key), dict):
-            names = {f.name for f in fields(kind)}
-            stored[key] = kind(**{k: v for k, v in stored[key].items() if k in names})
-    if root is not None:
-        stored["root"] = root
-    # Validation signers come from data.root alone; a training-only data set need not be at hand.
-    extras, stored["train_extra"] = stored.get("train_extra"), []
-    stored["num_workers"] = 0
-    datamodule = SignatureDataModule(**stored)
-    record = checkpoint.get(SPLIT_KEY)
-    if extras and record and datamodule.split_config.mode in ("lists", "file"):
-        # Listed ids carry data set prefixes (cedar:12) that data.root alone does not have.
-        names = [dataset_name(path) for path in datamodule.manifest_paths()]
-        datamodule.split_config = root_split(record, names, datamodule.split_config)
-    return datamodule
-
-
-def root_split(record: dict, names: list[str], config: SplitConfig) -> SplitConfig:
-    """A checkpoint's split restricted to the data sets ``names`` as a listed split, with the ids those
-    data sets have in a run without the training-only ones (bare when there is one)."""
-    def kept(ids: list[str]) -> list[str]:
-        ours = [s for s in ids if s.split(DATASET_SEPARATOR, 1)[0] in names]
-        return [bare_signer(s) for s in ours] if len(names) == 1 else ours
-
-    return replace(config, mode="lists", file=None, **{part: kept(record[part]) for part in ("train", "val", "test")})
-
-
-def evaluation_network(hparams: dict, checkpoint: dict, tta_shift: float = 0.0) -> torch.nn.Module:
-    """The network ``sigverify test`` embeds with: the trained embedder, shift-averaged if tested so."""
-    network = embedder_from_hparams(hparams, weights_from_checkpoint=True)
-    network.load_state_dict(embedder_weights(checkpoint))
-    return (ShiftAveraged(network, tta_shift) if tta_shift else network).eval()
-
-
-def evaluation_config(hparams: dict, report: dict | None, protocol: str, n_references: int | None) -> EvalConfig:
+def evaluation_config(checkpoint: TrainedCheckpoint, report: dict | None, protocol: str,
+                      n_references: int | None) -> EvalConfig:
     """The evaluation settings the threshold is chosen under: those of the run's own test report under this
     protocol when there is one (``sigverify test`` takes them from its command line, which may differ from
     the training run's), else the checkpoint's; ``n_references`` overrides the count."""
-    stored = report["config"] if report and isinstance(report.get("config"), dict) else (hparams.get("evaluation") or {})
-    stored = dict(asdict(stored) if not isinstance(stored, dict) else stored)
+    stored = dict(report["config"] if report and isinstance(report.get("config"), dict) else checkpoint.evaluation)
     if stored.get("ensemble"):
         raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
                          "or test without model.evaluation.ensemble first)")
@@ -137,19 +90,16 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
-    ckpt = run_checkpoint(ckpt) if Path(ckpt).is_dir() else Path(ckpt)
-    checkpoint = read_checkpoint(ckpt, "checkpoint to export")
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    if "backbone" not in hparams:
-        raise ValueError(f"{ckpt}: not a sigverify checkpoint (no model hyperparameters)")
+    checkpoint = TrainedCheckpoint.read(ckpt, "checkpoint to export")
+    ckpt, hparams = checkpoint.path, checkpoint.hparams
     protocol = protocol or "references"
     report = _test_report(ckpt, protocol)
-    config = evaluation_config(hparams, report, protocol, n_references)
-    network = evaluation_network(hparams, checkpoint, config.tta_shift)
+    config = evaluation_config(checkpoint, report, protocol, n_references)
+    network = checkpoint.network(config.tta_shift)
 
-    datamodule = datamodule_from_checkpoint(checkpoint, data)
+    datamodule = checkpoint.datamodule(data)
     datamodule.setup("validate")
-    record = checkpoint.get(SPLIT_KEY)
+    record = checkpoint.split
     if record is not None and not same_validation_signers(record, datamodule.split_record()):
         raise ValueError(f"{ckpt}: the data rebuilt from it (data set fingerprint, validation signers) is not "
                          "what it trained with; pass --data to point at its data")
@@ -182,9 +132,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
 
         embedder = network.network if isinstance(network, ShiftAveraged) else network
         save_file({k: v.contiguous() for k, v in embedder.state_dict().items()}, str(staging / WEIGHTS))
-        training = {"model": _plain({k: v for k, v in hparams.items() if k != "_instantiator"}),
-                    "data": _plain({k: v for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items()
-                                    if k != "_instantiator"})}
+        training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
         model_config = {
             "format_version": FORMAT_VERSION,
             "library_name": "sigverify",
@@ -210,8 +158,8 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
                           "n_skilled_scores": int(len(validation.skilled))},
             "onnx": {"opset": 17, "max_abs_difference_to_pytorch": difference, "tolerance": ONNX_TOLERANCE,
                      "checked_on": f"{len(images)} preprocessed validation images"},
-            "checkpoint": {"file": ckpt.name, "epoch": checkpoint.get("epoch"),
-                           "global_step": checkpoint.get("global_step")},
+            "checkpoint": {"file": ckpt.name, "epoch": checkpoint.contents.get("epoch"),
+                           "global_step": checkpoint.contents.get("global_step")},
             "starting_weights": starting_weights(hparams["backbone"], hparams.get("pretrained", False),
                                                  hparams.get("weights_file"), hparams.get("init_from")),
             "training_config": training,
@@ -233,7 +181,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     return out
 
 
-def supported_references(datamodule: SignatureDataModule, positions: np.ndarray, wanted: int, chosen: bool) -> int:
+def supported_references(datamodule, positions: np.ndarray, wanted: int, chosen: bool) -> int:
     """The reference count the threshold is chosen for: ``wanted``, or, unless the user ``chosen`` it, as
     many as every validation signer can enrol while keeping one genuine signature to question."""
     signers, genuine = datamodule.signer_ids[positions], datamodule.genuine[positions]

@@ -194,12 +194,16 @@ class FiniteLossGuard(L.Callback):
     of each epoch and before validation, so no bad weights reach a checkpoint.
     """
 
-    def __init__(self, every: int = 1):
+    def __init__(self, every: int | None = None):
+        self.every = every  # None: the model's finite_check_every (a preset's model settings choose it)
+        self._first_bad: torch.Tensor | None = None
+        self._batch_idx = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        every = self.every or getattr(pl_module, "hparams", {}).get("finite_check_every", 1)
         if every < 1:
             raise ValueError(f"finite_check_every must be >= 1, got {every}")
         self.every = every
-        self._first_bad: torch.Tensor | None = None
-        self._batch_idx = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_idx = batch_idx
@@ -235,6 +239,9 @@ class EpochLog(L.Callback):
     """A line per epoch (training loss, validation EER, the best so far, time) when the run has no progress
     bar: without one (the demo, logs of long runs) a fit would print nothing for minutes."""
 
+    def __init__(self):
+        self._best: float | None = None
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.monotonic()
 
@@ -246,15 +253,14 @@ class EpochLog(L.Callback):
         if "train/loss_epoch" in metrics:
             line += f": training loss {float(metrics['train/loss_epoch']):.4f}"
         if "val/eer" in metrics:
-            line += f", validation EER {100 * float(metrics['val/eer']):.1f} %"
-            best = getattr(trainer.checkpoint_callback, "best_model_score", None)
-            if best is not None:
-                line += f" (best {100 * float(best):.1f} %)"
+            value = float(metrics["val/eer"])
+            self._best = value if self._best is None else min(self._best, value)
+            line += f", validation EER {100 * value:.1f} % (best {100 * self._best:.1f} %)"
         log.info("%s, %.0f s", line, time.monotonic() - self._started)
 
 
 class ReportWriter(L.Callback):
-    """Writes the reports of ``sigverify test`` into ``<run>/test-<protocol>/`` and those of
+    """In validate and test (never in fit), writes the reports of ``sigverify test`` into ``<run>/test-<protocol>/`` and those of
     ``sigverify validate`` (validation signers only: for screening recipes) into ``validate-<protocol>/``:
     report.json, report.md, scores.npz and the plots (``evaluation/report.py``)."""
 

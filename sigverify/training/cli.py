@@ -11,7 +11,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
 from sigverify.data.datamodule import SignatureDataModule
-from sigverify.models.embedding import run_checkpoint
+from sigverify.models.checkpoint import run_checkpoint
 from sigverify.models.module import SignatureVerifier
 
 log = logging.getLogger(__name__)

@@ -27,14 +27,10 @@ def load_network(path: str | Path) -> tuple[nn.Module, PreprocessConfig, dict]:
         # Decisions use the folder's scoring network (shift-averaged if exported so): its threshold's scale.
         return model.embedder, model.preprocess_config, {"protocol": model.folder.protocol["name"],
                                                          "threshold": model.threshold, "model": model}
-    from sigverify.models.embedding import read_checkpoint
-    from sigverify.serving.export import datamodule_from_checkpoint, evaluation_network
+    from sigverify.models.checkpoint import TrainedCheckpoint
 
-    checkpoint = read_checkpoint(path, "checkpoint or model folder")
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "backbone" not in hparams:
-        raise ValueError(f"{path}: not a sigverify checkpoint (no model hyperparameters) nor a model folder")
-    return evaluation_network(hparams, checkpoint), datamodule_from_checkpoint(checkpoint).preprocess, {}
+    checkpoint = TrainedCheckpoint.read(path, "checkpoint or model folder")
+    return checkpoint.network(), checkpoint.datamodule().preprocess, {}
 
 
 def explain_pair(model: str | Path, reference: str | Path, questioned: str | Path, out: str | Path,

@@ -1,0 +1,124 @@
+"""The one reader of ``sigverify fit`` checkpoints: from a file or a run folder to the trained network, the
+data it was trained on (settings and signer split) and the settings it was evaluated with.
+
+Export, ensembles, explanation maps, initialisation from another run, the demo and the benchmarks all read
+checkpoints here, with ``torch.load(weights_only=True)``: only tensors, plain containers and the project's
+own config dataclasses (registered as safe in ``data/datamodule.py``) are unpickled, never arbitrary code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sigverify.data.augment import AugmentConfig
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+from sigverify.data.manifest import DATASET_SEPARATOR, dataset_name
+from sigverify.data.preprocess import PreprocessConfig
+from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer
+from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams
+from sigverify.models.tta import ShiftAveraged
+
+_DATAMODULE_PARTS = {"synthetic": SyntheticConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
+                     "split": SplitConfig, "sampler": SamplerConfig}
+
+
+def run_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """A run's ``best`` or ``last`` checkpoint (the newest, in ``<run_dir>/checkpoints``, fit's folder)."""
+    folder = Path(run_dir) / "checkpoints"
+    found = sorted(folder.glob("last*.ckpt" if which == "last" else "best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no {which} checkpoint in {folder}; run `sigverify fit` with this config first")
+    return found[-1]
+
+
+@dataclass(frozen=True)
+class TrainedCheckpoint:
+    """A checkpoint of ``sigverify fit``, read once; ``contents`` is what torch.load returned."""
+
+    path: Path
+    contents: dict
+
+    @classmethod
+    def read(cls, source: str | Path, what: str = "checkpoint") -> "TrainedCheckpoint":
+        """``source``: a checkpoint file, or a run folder (its best checkpoint). ``what`` names it in errors."""
+        path = run_checkpoint(source) if Path(source).is_dir() else Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {what} not found")
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+        if "backbone" not in (contents.get("hyper_parameters") or {}):
+            raise ValueError(f"{path}: not a sigverify checkpoint (no model hyperparameters)")
+        return cls(path, contents)
+
+    @cached_property
+    def hparams(self) -> dict:
+        """The model's settings, as ``sigverify fit`` stored them."""
+        return {k: v for k, v in self.contents["hyper_parameters"].items() if k != "_instantiator"}
+
+    @property
+    def split(self) -> dict | None:
+        """The signers the model saw (``None`` for checkpoints older than that record)."""
+        return self.contents.get(SPLIT_KEY)
+
+    @property
+    def evaluation(self) -> dict:
+        """The evaluation settings it was trained with, as a mapping."""
+        stored = self.hparams.get("evaluation") or {}
+        return {f.name: getattr(stored, f.name) for f in fields(stored)} if hasattr(stored, "__dataclass_fields__") \
+            else dict(stored)
+
+    @property
+    def data_settings(self) -> dict:
+        """The data module's settings, as ``sigverify fit`` stored them."""
+        return {k: v for k, v in (self.contents.get("datamodule_hyper_parameters") or {}).items() if k != "_instantiator"}
+
+    def embedder_weights(self) -> dict[str, torch.Tensor]:
+        return {k.removeprefix("embedder."): v for k, v in self.contents["state_dict"].items()
+                if k.startswith("embedder.")}
+
+    def embedder(self) -> SignatureEmbedder:
+        """The trained embedding network, in eval mode."""
+        network = embedder_from_hparams(self.hparams, weights_from_checkpoint=True)
+        network.load_state_dict(self.embedder_weights())
+        return network.eval()
+
+    def network(self, tta_shift: float = 0.0) -> nn.Module:
+        """The network ``sigverify test`` embeds with: the trained embedder, shift-averaged if tested so."""
+        embedder = self.embedder()
+        return ShiftAveraged(embedder, tta_shift).eval() if tta_shift else embedder
+
+    def datamodule(self, root: str | None = None) -> SignatureDataModule:
+        """The data module it trained with (data, preprocessing, signer split), set to read its validation and
+        test signers; ``root`` replaces the data's location (a moved data set)."""
+        stored = dict(self.data_settings)
+        if not stored:
+            raise ValueError(f"{self.path}: the checkpoint holds no data module settings; was it written by "
+                             "`sigverify fit`?")
+        for key, kind in _DATAMODULE_PARTS.items():
+            if isinstance(stored.get(key), dict):
+                names = {f.name for f in fields(kind)}
+                stored[key] = kind(**{k: v for k, v in stored[key].items() if k in names})
+        if root is not None:
+            stored["root"] = root
+        # Validation signers come from data.root alone; a training-only data set need not be at hand.
+        extras, stored["train_extra"] = stored.get("train_extra"), []
+        stored["num_workers"] = 0
+        datamodule = SignatureDataModule(**stored)
+        if extras and self.split and datamodule.split_config.mode in ("lists", "file"):
+            # Listed ids carry data set prefixes (cedar:12) that data.root alone does not have.
+            names = [dataset_name(path) for path in datamodule.manifest_paths()]
+            datamodule.split_config = root_split(self.split, names, datamodule.split_config)
+        return datamodule
+
+
+def root_split(record: dict, names: list[str], config: SplitConfig) -> SplitConfig:
+    """A checkpoint's split restricted to the data sets ``names`` as a listed split, with the ids those
+    data sets have in a run without the training-only ones (bare when there is one)."""
+    def kept(ids: list[str]) -> list[str]:
+        ours = [s for s in ids if s.split(DATASET_SEPARATOR, 1)[0] in names]
+        return [bare_signer(s) for s in ours] if len(names) == 1 else ours
+
+    return replace(config, mode="lists", file=None, **{part: kept(record[part]) for part in ("train", "val", "test")})
