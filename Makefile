@@ -3,17 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The versions the suite passed with (Python 3.11); CONSTRAINTS= installs the newest the lower bounds allow.
+CONSTRAINTS ?= constraints.txt
 export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install browser demo test bench-data bench-train bench-infer bench-accuracy sweep clean
+.PHONY: install browser demo test test-fast lint bench-data bench-train bench-infer bench-accuracy sweep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[train,serve,app,test]'
+	$(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[train,serve,app,test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +35,13 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The suite without its slowest end-to-end tests (the README walk-through, the serving-only install): minutes less.
+test-fast: $(STAMP) browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check sigverify tests benchmarks
 
 # make bench-train [RUNS=3] [ARGS="--backbone tf_efficientnetv2_b0 ..."]: RUNS fresh processes, medians last.
 RUNS ?= 3

@@ -41,8 +41,8 @@ import numpy as np
 from benchmarks.common import emit, machine
 from sigverify import sweep
 from sigverify.config import compose
-from sigverify.models.checkpoint import run_checkpoint
 from sigverify.evaluation.protocols import PROTOCOLS
+from sigverify.models.checkpoint import run_checkpoint
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -25,7 +25,6 @@ from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
 from sigverify.models.module import SignatureVerifier
 
-
 DEFAULTS = {
     "cuda": dict(backbone="tf_efficientnetv2_m", height=192, width=384, batch=128, steps=60, workers=8, repeat=10),
     "cpu": dict(backbone="tf_efficientnetv2_b0", height=96, width=192, batch=128, steps=5, workers=1, repeat=1),

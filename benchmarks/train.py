@@ -26,7 +26,6 @@ from sigverify.data.preprocess import PreprocessConfig
 from sigverify.models.module import SignatureVerifier
 from sigverify.training.callbacks import DistributionMonitor
 
-
 DEFAULTS = {
     "cuda": dict(backbone="tf_efficientnetv2_m", height=192, width=384, p=16, k=4, f=2, m=2, steps=40, warmup=10,
                  workers=8),

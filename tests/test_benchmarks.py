@@ -11,7 +11,6 @@ import torch
 from benchmarks import infer, repeat
 
 
-
 def test_repeat_reports_medians_and_every_run(tmp_path, capsys):
     counter = tmp_path / "n"
     # Each run reads and bumps a counter, so the three runs report 10, 30 and 20 images/s.
@@ -74,10 +73,12 @@ def test_repeat_names_a_run_the_kernel_killed():
         repeat.main(["--runs", "1", "--", sys.executable, "-c", code])
 
 
+@pytest.mark.slow
 def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypatch, capsys):
     """`make bench-accuracy` at toy size: k folds fitted and tested, the JSON line their mean and std;
     `--screen` reads the validation signers and leaves the test reports alone; a new recipe gets its own folder."""
     from benchmarks import accuracy
+
     from test_sweep import TINY
 
     monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))

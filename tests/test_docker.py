@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_helpers import SocketForwarder, fresh_database, free_port
 from sigverify.serving.client import wait_ready
+
+from service_helpers import SocketForwarder, free_port, fresh_database
 from test_service import postgres  # noqa: F401  (the session's database server)
 
 ROOT = Path(__file__).resolve().parent.parent

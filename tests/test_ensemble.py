@@ -8,8 +8,8 @@ from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, Synthe
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
 from sigverify.evaluation.report import EvalConfig
-from sigverify.training.callbacks import ReportWriter
 from sigverify.models.module import SignatureVerifier
+from sigverify.training.callbacks import ReportWriter
 
 
 def tiny_data(tmp_path, height=32, split_seed=42):
@@ -86,7 +86,8 @@ def test_bad_ensembles_are_refused_with_the_file_named(two_models, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.ckpt: ensemble member checkpoint not found"):
         embeddings(tmp, a, [missing])
     other_size = trained_checkpoint(tmp_path, 2, height=48)
-    with pytest.raises(ValueError, match=r"model-2-48-split42.ckpt: trained on images preprocessed otherwise than this run's \(height: 48 vs 32, width: 96 vs 64\)"):
+    with pytest.raises(ValueError, match=r"model-2-48-split42.ckpt: trained on images preprocessed otherwise than "
+                                         r"this run's \(height: 48 vs 32, width: 96 vs 64\)"):
         embeddings(tmp, a, [other_size])
     model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], evaluation=EvalConfig(ensemble=[a]))
     with pytest.raises(ValueError, match="fit trains one model"):

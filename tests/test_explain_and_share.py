@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SERVED_TINY, cli, signer_files
 from sigverify.data.preprocess import preprocess_file
 from sigverify.explain.attribution import Explainer, ink_mask, ink_ratio
 from sigverify.explain.errors import confident_errors, within_signer_pairs
 from sigverify.serving.model_dir import CARD, WEIGHTS, ModelDirError
 from sigverify.serving.pretrained import SignatureModel
+
+from conftest import SERVED_TINY, cli, signer_files
 
 PAGE = Path(__file__).resolve().parents[1] / "sigverify" / "app" / "page.py"
 
@@ -280,6 +281,7 @@ def _uploads(paths):
 
 def test_app_verifies_uploads_and_shows_the_maps(served_model, monkeypatch):
     from streamlit.testing.v1 import AppTest
+
     from sigverify.serving.verifier import Verifier
 
     monkeypatch.setenv("SIGVERIFY_MODEL", str(served_model[3]))

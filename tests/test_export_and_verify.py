@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SERVED_TINY, cli, signer_files
 from sigverify.evaluation.protocols import score_against_references
-from sigverify.models.embedding import SignatureEmbedder
 from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.models.embedding import SignatureEmbedder
 from sigverify.serving.export import export_onnx, onnx_embed
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.verifier import Verifier
+
+from conftest import SERVED_TINY, cli, signer_files
+
 
 def test_export_writes_a_hub_style_folder_with_the_validation_threshold(served_model):
     tmp, run, ckpt, model_dir = served_model

@@ -258,6 +258,7 @@ def test_triplet_baselines_agree_with_pytorch_metric_learning(seed):
     hard = pml_loss(emb, labels, miners.BatchHardMiner()(emb, labels))
     assert create_loss("triplet_hard", margin=0.5)(emb, ours_labels).loss.item() == pytest.approx(hard.item(), rel=1e-6)
 
-    semihard = losses.TripletMarginLoss(margin=0.5)(emb, labels, miners.TripletMarginMiner(margin=0.5, type_of_triplets="semihard")(emb, labels))
+    mined = miners.TripletMarginMiner(margin=0.5, type_of_triplets="semihard")(emb, labels)
+    semihard = losses.TripletMarginLoss(margin=0.5)(emb, labels, mined)
     ours = create_loss("triplet_semihard", margin=0.5, fallback="none")(emb, ours_labels).loss
     assert ours.item() == pytest.approx(semihard.item(), rel=1e-6)

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sigverify.evaluation.metrics import (MetricsError, auc, bootstrap_ci, eer, per_user, rates_at,
-                                          threshold_at_far)
+from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
 from sigverify.evaluation.protocols import pair_scores, reference_scores, score_against_references
 
 
@@ -170,8 +169,8 @@ def test_reference_options_are_checked():
 
 
 def test_threshold_is_fixed_on_validation_and_never_retuned_on_test():
-    from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate
     from sigverify.evaluation.protocols import Scores
+    from sigverify.evaluation.report import EvalConfig, choose_threshold, evaluate
 
     rng = np.random.default_rng(0)
 

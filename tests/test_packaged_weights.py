@@ -10,9 +10,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from conftest import cli
 from sigverify.models.embedding import BackboneFeatures, SignatureEmbedder
 from sigverify.models.packaged_weights import converted_weights, packaged, timm_state_dict
+
+from conftest import cli
 
 BACKBONE = "tf_efficientnet_lite0"
 

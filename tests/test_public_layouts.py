@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli
 from sigverify.data.importers import LAYOUTS, import_layout
 from sigverify.data.manifest import read_manifest, read_manifests
 from sigverify.data.splits import SplitConfig, make_split
+
+from conftest import cli
 
 
 def _image(path, seed=0):

@@ -24,12 +24,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import signer_files
-from service_helpers import LiveServer, fresh_database, free_port, signature_png
 from sigverify.serving.app import Limits, Settings, create_app
 from sigverify.serving.client import wait_ready
 from sigverify.serving.store import NewReference, SignatureStore, StoreError
 from sigverify.serving.verifier import Verifier
+
+from conftest import signer_files
+from service_helpers import LiveServer, free_port, fresh_database, signature_png
 
 KEY = {"X-API-Key": "test-key"}
 

@@ -8,10 +8,11 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from service_helpers import fresh_database, signature_png
 from sigverify.serving.app import Limits, Settings, create_app
 from sigverify.serving.store import SignatureStore
 from sigverify.serving.verifier import Verifier
+
+from service_helpers import fresh_database, signature_png
 from test_service import postgres  # noqa: F401  (the session's database server)
 
 KEY = "fuzz-key"

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import signer_files
-from service_helpers import LiveServer, fresh_database
 from sigverify.serving.app import Settings, create_app
 from sigverify.serving.store import SignatureStore
 from sigverify.serving.verifier import Verifier
+
+from conftest import signer_files
+from service_helpers import LiveServer, fresh_database
 from test_service import postgres  # noqa: F401  (the session's database server)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -16,6 +16,7 @@ TINY = ["--data.synthetic.signers", "12", "--data.synthetic.genuine", "4", "--da
         "--model.evaluation.bootstrap", "50", "--model.evaluation.n_references", "2"]
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "sweep"

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from sigverify.cli import main
-from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.augment import AugmentConfig
+from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
 from sigverify.models.module import SignatureVerifier
@@ -63,6 +63,7 @@ def test_default_backbone_fast_dev_run(tmp_path):
             "--data.sampler.p", "2", "--trainer.enable_progress_bar", "false")
 
 
+@pytest.mark.slow
 def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp_path):
     run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--trainer.max_epochs", "2",
             "--data.sampler.batches_per_epoch", "2", "--vars.group", "sweep-xyz", *TINY)
@@ -221,6 +222,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_short_fit_brings_validation_eer_far_below_its_initial_value(tmp_path):
     """A real learning test: LSC+ on synthetic signers, tiny backbone, ~400 steps on the CPU."""
     L.seed_everything(0)

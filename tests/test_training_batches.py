@@ -1,21 +1,22 @@
 """The PKFM batches as a real Trainer delivers them to the training step: new every epoch, set by
 the seed, resumed mid-epoch where they stopped, sharded under DDP, never an image twice in a batch."""
 import json
-import warnings
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from batch_recorder import BatchRecorder, by_epoch, fingerprint, read_batches
 from sigverify.cli import main
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.models.module import SignatureVerifier
+
+from batch_recorder import BatchRecorder, by_epoch, fingerprint, read_batches
 
 # Augmentation off: the same dataset index then always reaches the step as the same image.
 TINY = ["--model.backbone", "test_efficientnet", "--model.head_hidden", "[32]", "--data.preprocess.height", "32",
@@ -139,6 +140,7 @@ def ddp_fit(tmp_path, name, seed):
     return [by_epoch(read_batches(tmp_path / "runs" / name, rank)) for rank in (0, 1)]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_shards_new_batches_every_epoch(tmp_path):
     """Lightning DDP with 2 CPU processes (gloo): each rank its own share of the seed's batches, new
     every epoch; validation metrics see every rank's embeddings."""

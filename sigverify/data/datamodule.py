@@ -14,8 +14,16 @@ from torch.utils.data import DataLoader
 from sigverify.data.augment import AugmentConfig, build_train_transform
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.dataset import SignatureDataset, keep_batch, seed_worker_augmentation
-from sigverify.data.manifest import (data_fingerprint, dataset_name, dataset_of, read_manifest, read_manifests,
-                                     resolve_manifest, signer_order, signer_warnings)
+from sigverify.data.manifest import (
+    data_fingerprint,
+    dataset_name,
+    dataset_of,
+    read_manifest,
+    read_manifests,
+    resolve_manifest,
+    signer_order,
+    signer_warnings,
+)
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record

@@ -20,7 +20,6 @@ import numpy as np
 from sigverify.data.errors import DataError
 from sigverify.data.images import DEFAULT_MAX_PIXELS, load_grayscale
 
-
 INK_TONES = ("keep", "equalize")
 INK_TONE_RANGE = (96, 255)  # equalized ink: uniform over these levels (inverted: 255 = the darkest ink)
 

@@ -14,9 +14,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
-from sigverify.evaluation.protocols import (PROTOCOLS, Scores, Similarity, check_reference_options, cosine,
-                                            pair_scores, reference_scores)
-
+from sigverify.evaluation.protocols import PROTOCOLS, Scores, Similarity, check_reference_options, cosine, pair_scores, reference_scores
 
 FEATURES = ("embedding", "backbone")
 # The Grad-CAM family methods of `sigverify explain` and `test --explain` (the CLI rejects any other name).

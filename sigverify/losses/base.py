@@ -2,7 +2,8 @@
 
 All losses work on L2-normalised embeddings with the masks of
 :meth:`sigverify.labels.SignatureLabels.role_masks` (genuine anchors only; a forgery is never an
-anchor nor a positive; the negatives are the anchor's own skilled forgeries and other signers'). Anchors without a positive or a negative are skipped.
+anchor nor a positive; the negatives are the anchor's own skilled forgeries and other signers').
+Anchors without a positive or a negative are skipped.
 
 Losses are written with masks, never boolean indexing or ``.item()``, so a training step makes no
 host-device synchronisation: diagnostics stay on the device as the batch's similarity matrix with

@@ -9,7 +9,6 @@ checkpoint and is the operating threshold applied, unchanged, to the test signer
 from __future__ import annotations
 
 import hashlib
-
 import logging
 from collections.abc import Sequence
 from dataclasses import replace

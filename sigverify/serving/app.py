@@ -13,10 +13,9 @@ import os
 import threading
 from dataclasses import dataclass, field
 from importlib.resources import files
-
-import numpy as np
 from typing import Annotated
 
+import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Path, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse

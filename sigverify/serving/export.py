@@ -28,8 +28,8 @@ from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embed_images
 from sigverify.models.packaged_weights import starting_weights
 from sigverify.models.tta import ShiftAveraged
-from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
 from sigverify.serving.model_card import model_card
+from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
 
 log = logging.getLogger(__name__)
 
