@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import struct
@@ -69,8 +70,9 @@ def service(postgres, verifier, request):
     """(app, store) on a database of this test's own."""
     dsn = fresh_database(postgres, request.node.name[:40].replace("[", "_").replace("]", "_"))
     store = SignatureStore(dsn, verifier.model.model_id, verifier.model.config["embedding_dim"], timeout=2)
-    limits = Limits(max_upload_bytes=300_000, max_pixels=2_000_000, max_references=10_000)
-    app = create_app(verifier, store, Settings(api_key="test-key", limits=limits))
+    limits = Limits(max_upload_bytes=300_000, max_references=10_000)
+    app = create_app(Verifier(verifier.model, threads=1, max_pixels=2_000_000), store,
+                     Settings(api_key="test-key", limits=limits))
     yield app, store
     store.close()
 
@@ -470,3 +472,38 @@ def test_serve_refuses_to_start_without_a_key_unless_told(served_model, tmp_path
     done = subprocess.run([sys.executable, "-m", "sigverify.cli", "serve", "--model", str(served_model[3]),
                            "--data-dir", str(tmp_path / "d")], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "SIGVERIFY_API_KEY" in done.stderr and not (tmp_path / "d").exists()
+
+
+def test_the_three_front_doors_decode_an_exif_rotated_photo_alike(served_model, client, tmp_path, monkeypatch, capsys):
+    """One decode policy: a questioned signature stored sideways with an EXIF orientation tag (as phones save
+    photos) is scored as its upright self by `sigverify verify`, the HTTP service and the Streamlit app."""
+    from streamlit.testing.v1 import AppTest
+
+    from sigverify.app.launch import PAGE
+
+    from conftest import cli
+
+    genuine, _, _ = signer_files(served_model)
+    model_dir = served_model[3]
+    upright = Image.open(genuine[3])
+    sideways = tmp_path / "photo.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, exif=exif.tobytes())
+    expected = Verifier(model_dir).verify_files(genuine[:3], genuine[3]).score
+
+    assert cli("verify", "--model", str(model_dir), "--reference", *genuine[:3], "--questioned", str(sideways)) == 0
+    by_command = json.loads(capsys.readouterr().out)["score"]
+    enrol(client, "frank", genuine[:3])
+    by_service = client.post("/signers/frank/verify", files=upload([sideways], "file")).json()["score"]
+    monkeypatch.setenv("SIGVERIFY_MODEL", str(model_dir))
+    app = AppTest.from_file(str(PAGE), default_timeout=120).run()
+    app.file_uploader(key="references").set_value([(Path(p).name, Path(p).read_bytes(), "image/png") for p in genuine[:3]])
+    app.file_uploader(key="questioned").set_value(("photo.png", sideways.read_bytes(), "image/png"))
+    app.run()
+    app.button[0].click().run()
+    shown = [m.value for m in (*app.success, *app.error) if "score" in m.value]
+    assert by_command == pytest.approx(expected, abs=1e-6) and by_service == pytest.approx(expected, abs=1e-6)
+    assert shown and f"score {expected:.4f}" in shown[0]
+    Image.open(sideways).save(tmp_path / "no-exif.png")  # the same pixels without the tag: scored sideways
+    assert Verifier(model_dir).verify_files(genuine[:3], tmp_path / "no-exif.png").score != pytest.approx(expected)

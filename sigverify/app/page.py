@@ -17,7 +17,6 @@ import numpy as np
 import streamlit as st
 
 from sigverify.data.errors import DataError
-from sigverify.data.images import decode_grayscale
 from sigverify.serving.model_dir import ModelDirError
 
 MAX_MAPS = 3  # maps drawn per verification (one per reference): each costs a backward pass
@@ -85,7 +84,7 @@ def distribution_figure(verifier, score: float):
 
 def read_uploads(verifier, files) -> np.ndarray:
     """Uploaded files, decoded and preprocessed; a bad one stops with an error naming it."""
-    return np.stack([verifier.preprocess_gray(decode_grayscale(f.getvalue(), f.name)[0]) for f in files])
+    return np.stack([verifier.preprocess(verifier.decode(f.getvalue(), f.name)[0], f.name) for f in files])
 
 
 def show_verdict(verifier, verdict) -> None:

@@ -1,7 +1,10 @@
-"""Decoding a signature image to 8-bit grayscale, safely.
+"""Decoding a signature image to 8-bit grayscale, safely: the one decode policy of every input path
+(training data, ``sigverify verify``, the HTTP service, the Streamlit app).
 
-Handles 16-bit, alpha, palette and CMYK images; rejects empty, truncated, non-image and
-oversized (decompression bomb) files with a :class:`DataError` naming the file.
+Handles 16-bit, alpha, palette and CMYK images and applies the EXIF orientation (a phone photo is decoded
+as it is displayed); rejects empty, truncated, non-image, multi-frame (a multi-page TIFF, an animation:
+which page is the signature?) and oversized (decompression bomb) files with a :class:`DataError` naming
+the file.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sigverify.data.errors import DataError, ImageTooLarge, NotAnImage
 
@@ -47,10 +50,14 @@ def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = Non
             if width * height > max_pixels:
                 raise ImageTooLarge(name, f"image too large ({width}x{height} px > {max_pixels} px limit; "
                                       "possible decompression bomb)")
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                raise DataError(name, f"{frames} frames (pages or an animation) in one file; send one signature "
+                                      "image per file")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()
-            gray = _to_gray(img)
+            gray = _to_gray(ImageOps.exif_transpose(img))
     except DataError:
         raise
     except UnidentifiedImageError as err:

@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field
 
 import sigverify
 from sigverify.data.errors import DataError, ImageTooLarge, NotAnImage
-from sigverify.data.images import decode_grayscale
 from sigverify.serving.store import NewReference, SignatureStore, StoreError
 from sigverify.serving.verifier import Verifier
 
@@ -33,13 +32,11 @@ log = logging.getLogger(__name__)
 
 SIGNER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 SIGNER_ID_RULE = "1-128 ASCII letters, digits and . _ : -, starting with a letter or digit"
-IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 
 
 @dataclass
 class Limits:
-    max_upload_bytes: int = 10 * 1024 * 1024  # per request body
-    max_pixels: int = 20_000_000  # per image (a signature crop at 600 dpi is a few Mpx; an A4 page at 300 dpi ~9)
+    max_upload_bytes: int = 10 * 1024 * 1024  # per request body (the pixels per image are the verifier's bound)
     max_concurrent_images: int = os.cpu_count() or 1  # decodes/embeddings at once: bounds memory and CPU
     max_files: int = 32  # per enrolment request
     max_references: int = 64  # per signer
@@ -160,13 +157,11 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings, da
             # Stored and echoed: printable and bounded (PostgreSQL text holds no NUL).
             name = "".join(c for c in (upload.filename or "upload") if c.isprintable())[:255] or "upload"
             try:
-                gray, found = decode_grayscale(data, name, limits.max_pixels, IMAGE_FORMATS)
-                images.append(verifier.preprocess_gray(gray))
+                gray, found = verifier.decode(data, name)
+                images.append(verifier.preprocess(gray, name))
             except DataError as err:
                 status = 415 if isinstance(err, NotAnImage) else 413 if isinstance(err, ImageTooLarge) else 422
                 raise HTTPException(status, str(err)) from err
-            except ValueError as err:  # preprocessing: a blank page
-                raise HTTPException(422, f"{name}: {err}") from err
             metadata.append((hashlib.sha256(data).hexdigest(), name, found, gray.shape))
         embeddings = verifier.embed(np.stack(images))
         return [NewReference(e, sha, name, fmt, shape[1], shape[0])
@@ -198,7 +193,8 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings, da
         config = model.config
         return {"model_id": model.model_id, "backbone": config["backbone"], "embedding_dim": config["embedding_dim"],
                 "protocol": config["protocol"], "threshold": config["threshold"],
-                "min_references": verifier.min_references, "limits": limits.__dict__,
+                "min_references": verifier.min_references,
+                "limits": {**limits.__dict__, "max_pixels": verifier.max_pixels},
                 "auth": settings.api_key is not None}
 
     @app.post("/signers", status_code=201, tags=["signers"], dependencies=writes)

@@ -13,6 +13,7 @@ import sys
 from sigverify.commandline import command_parser
 from sigverify.data.errors import DataError
 from sigverify.serving.model_dir import CONFIG, ModelDirError
+from sigverify.serving.verifier import MAX_PIXELS, Verifier  # onnxruntime loads only with a model
 
 
 def export_main(argv: list[str] | None = None) -> int:
@@ -52,6 +53,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = command_parser(prog, description)
     parser.add_argument("--model", required=True, help="an exported model folder (`sigverify export`)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="per image (default: %(default)s)")
     return parser
 
 
@@ -62,9 +64,7 @@ def verify_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questioned", required=True, help="the image to verify")
     args = parser.parse_args(argv)
     try:
-        from sigverify.serving.verifier import Verifier
-
-        verifier = Verifier(args.model, args.threads)
+        verifier = Verifier(args.model, args.threads, args.max_pixels)
         verdict = verifier.verify_files(args.reference, args.questioned)
     except (ModelDirError, DataError, ValueError, OSError) as err:
         print(f"sigverify verify: {err}", file=sys.stderr)
@@ -86,7 +86,6 @@ def serve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", help="the key writes need (default: $SIGVERIFY_API_KEY)")
     parser.add_argument("--no-auth", action="store_true", help="serve writes without a key (deliberately only)")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="request body limit (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=20_000_000, help="per image (default: %(default)s)")
     args = parser.parse_args(argv)
     api_key = args.api_key or os.environ.get("SIGVERIFY_API_KEY") or None
     if api_key is not None and not api_key.isascii():
@@ -102,9 +101,8 @@ def serve_main(argv: list[str] | None = None) -> int:
         from sigverify.serving.app import Limits, Settings, create_app
         from sigverify.serving.embedded import EmbeddedDatabase
         from sigverify.serving.store import SignatureStore, StoreError
-        from sigverify.serving.verifier import Verifier
 
-        verifier = Verifier(args.model, args.threads)
+        verifier = Verifier(args.model, args.threads, args.max_pixels)
         database = None if args.db else EmbeddedDatabase(args.data_dir)
         store = SignatureStore(args.db or database.dsn, verifier.model.model_id,
                                int(verifier.model.config["embedding_dim"]))
@@ -112,7 +110,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         print(f"sigverify serve: {err}", file=sys.stderr)
         _stop(locals().get("database"))
         return 1
-    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     app = create_app(verifier, store, Settings(api_key=api_key, limits=limits), database)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the previous
     # handler: make that an exit that runs the cleanup below (the default one would kill the process

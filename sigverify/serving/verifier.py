@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sigverify.data.preprocess import PreprocessConfig, preprocess_array, preprocess_file
+from sigverify.data.errors import DataError
+from sigverify.data.images import decode_grayscale
+from sigverify.data.preprocess import PreprocessConfig, preprocess_array
 from sigverify.evaluation.protocols import cosine, score_against_references
 from sigverify.serving.model_dir import ModelDir, read_model_dir
 
@@ -39,10 +41,15 @@ class Verdict:
                 "calibrated": self.n_references == self.n_references_validated}
 
 
-class Verifier:
-    """An exported model ready to verify. ``threads`` caps onnxruntime's intra-op threads (default: all cores)."""
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")  # sniffed from the content, never the name
+MAX_PIXELS = 20_000_000  # per image: a signature crop at 600 dpi is a few Mpx; an A4 page at 300 dpi about 9
 
-    def __init__(self, model: ModelDir | str | Path, threads: int | None = None):
+
+class Verifier:
+    """An exported model ready to verify. ``threads`` caps onnxruntime's intra-op threads (default: all cores);
+    ``max_pixels`` bounds every image it decodes."""
+
+    def __init__(self, model: ModelDir | str | Path, threads: int | None = None, max_pixels: int = MAX_PIXELS):
         import onnxruntime as ort  # the serving extra; imported here so reading a model folder does not need it
 
         self.model = model if isinstance(model, ModelDir) else read_model_dir(model)
@@ -54,6 +61,7 @@ class Verifier:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.model.onnx_path), options, providers=["CPUExecutionProvider"])
         self.preprocess_config = PreprocessConfig(**self.model.preprocess)
+        self.max_pixels = max_pixels
         protocol = self.model.protocol
         self.protocol = protocol["name"]
         self.reduce, self.normalize = protocol.get("reduce", "mean"), protocol.get("normalize", "none")
@@ -74,12 +82,22 @@ class Verifier:
         return int(self.model.protocol.get("n_references_validated", 1))
 
     # -- images -> embeddings ----------------------------------------------------------------------
-    def preprocess_files(self, paths) -> np.ndarray:
-        return np.stack([preprocess_file(p, self.preprocess_config) for p in paths])
+    def decode(self, data: bytes, name: str) -> tuple[np.ndarray, str]:
+        """The one decode policy of every front door (``sigverify verify``, the service, the app): the format
+        sniffed from the content (``IMAGE_FORMATS``), the EXIF orientation applied, one frame, at most
+        ``max_pixels``. Returns the grayscale page and the format found; errors name ``name``."""
+        return decode_grayscale(data, name, self.max_pixels, IMAGE_FORMATS)
 
-    def preprocess_gray(self, gray: np.ndarray) -> np.ndarray:
+    def preprocess(self, gray: np.ndarray, name: str) -> np.ndarray:
         """A decoded grayscale page (uint8, dark ink on light paper) as the model sees it."""
-        return preprocess_array(gray, self.preprocess_config)
+        try:
+            return preprocess_array(gray, self.preprocess_config)
+        except ValueError as err:  # a blank page
+            raise DataError(name, str(err)) from err
+
+    def preprocess_files(self, paths) -> np.ndarray:
+        """Image files, decoded by the front doors' policy and preprocessed."""
+        return np.stack([self.preprocess(self.decode(_read(p), str(p))[0], str(p)) for p in paths])
 
     def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Preprocessed uint8 images [N, H, W] -> unit-length embeddings [N, D] (float32)."""
@@ -120,3 +138,10 @@ class Verifier:
         images = self.preprocess_files([*references, questioned])
         embeddings = self.embed(images)
         return self.verdict(embeddings[-1], embeddings[:-1])
+
+
+def _read(path) -> bytes:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(file, "file not found")
+    return file.read_bytes()
