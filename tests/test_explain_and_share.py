@@ -296,6 +296,8 @@ def test_app_verifies_uploads_and_shows_the_maps(served_model, monkeypatch):
     expected = Verifier(served_model[3]).verify_files(genuine[:3], forged[0])
     shown = (at.success if expected.genuine else at.error)[0].value
     assert ("Genuine" if expected.genuine else "Forgery") in shown and f"score {expected.score:.4f}" in shown
+    lr = expected.likelihood_ratio_json()
+    assert any(f"Likelihood ratio **{lr['lr']:.3g}**" in m.value and lr["verbal"] in m.value for m in at.markdown)
     images = [e for e in at.main.children.values() if type(e).__name__ == "Image"]  # the distribution chart
     assert images and "Explanation maps" in [s.value for s in at.subheader]
     columns = [c for c in at.columns]

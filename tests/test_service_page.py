@@ -69,6 +69,7 @@ def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa
         page.wait_for_selector("#result", state="visible")
         decision = page.text_content("#decision")
         figures = page.text_content("#figures")
+        evidence = page.text_content("#evidence")
         calibration_shown = page.is_visible("#calibration")
         page.wait_for_function("(img => img.complete && img.naturalWidth > 0)(document.getElementById('questioned-image'))")
         questioned_width = page.eval_on_selector("#questioned-image", "img => img.naturalWidth")
@@ -77,6 +78,8 @@ def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa
         references_shown = page.eval_on_selector_all("#reference-images img", "imgs => imgs.length")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert not calibration_shown  # 3 references, as validated
+    assert evidence.startswith("Likelihood ratio ") and "support for the proposition" in evidence
+    assert "likelihood ratio (genuine vs skilled forgery)" in figures
     assert decision.startswith("Genuine" if expected.genuine else "Forgery")
     assert f"{expected.score:.4f}" in figures and f"{expected.threshold:.4f}" in figures
     assert questioned_width > 0 and references_shown == 3
@@ -110,6 +113,7 @@ def test_the_page_flags_an_uncalibrated_verdict_and_never_shows_a_stale_one(post
         page.click("#verify")
         page.wait_for_selector("#result", state="visible")
         decision, warning = page.text_content("#decision"), page.text_content("#calibration")
+        evidence = page.text_content("#evidence")
         warning_shown = page.is_visible("#calibration")
         page.set_input_files("#questioned", genuine[-1])  # another file: the verdict on screen is stale
         hidden_on_new_file = page.is_hidden("#result") and not page.text_content("#decision")
@@ -120,7 +124,7 @@ def test_the_page_flags_an_uncalibrated_verdict_and_never_shows_a_stale_one(post
         page.wait_for_function("document.getElementById('message').className === 'error'")
         error = page.text_content("#message")
         hidden_on_error = page.is_hidden("#result") and not page.get_attribute("#questioned-image", "src")
-    assert "(uncalibrated)" in decision and warning_shown
+    assert "(uncalibrated)" in decision and warning_shown and "uncalibrated: the LR calibration holds" in evidence
     assert f"{validated - 1} reference(s)" in warning and f"validated with {validated} references" in warning
     assert hidden_on_new_file and hidden_on_error and "scan.png" in error
 

@@ -92,6 +92,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
     assert served["questioned"]["filename"] == "questioned-forgery.png"
     assert served["score"] == pytest.approx(verified["score"], abs=1e-6)  # the service decides as `verify` does
     assert served["decision"] == verified["decision"] and served["calibrated"]
+    assert served["likelihood_ratio"] == verified["likelihood_ratio"] and served["likelihood_ratio"]["calibrated"]
     identified = next(v for v in values if isinstance(v, dict) and "matches" in v)
     assert identified["matches"][0]["signer_id"] == "alice"
 

@@ -91,6 +91,10 @@ def show_verdict(verifier, verdict) -> None:
     text = (f"**{'Genuine' if verdict.genuine else 'Forgery'}**: score {verdict.score:.4f} against threshold "
             f"{verdict.threshold:.4f}; confidence {100 * verdict.confidence:.1f} %")
     (st.success if verdict.genuine else st.error)(text)
+    lr = verdict.likelihood_ratio_json()
+    if lr is not None:
+        st.markdown(f"Likelihood ratio **{lr['lr']:.3g}** (log10 {lr['log10_lr']:.2f}): {lr['verbal']}"
+                    + (f" ({lr['note']})" if lr["note"] else "") + ". Verbal scale: ENFSI (2015).")
     if verdict.n_references != verdict.n_references_validated:
         st.warning(f"{verdict.n_references} reference(s) given; the threshold was validated with "
                    f"{verdict.n_references_validated}: its error rates hold for that number.")

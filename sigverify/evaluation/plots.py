@@ -1,4 +1,5 @@
-"""PNG plots of an evaluation: ROC (one or several curves), score histograms, confusion matrix."""
+"""PNG plots of an evaluation: ROC (one or several curves), score histograms, confusion matrix, and for
+likelihood ratios the Tippett plot and the empirical cross-entropy (ECE)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sigverify.evaluation.likelihood_ratio import ece, pav_log10_lr  # noqa: E402
 from sigverify.evaluation.metrics import auc, roc  # noqa: E402
 
 
@@ -45,6 +47,34 @@ def plot_confusion(confusion, path: Path) -> Path:
         ax.text(j, i, str(v), ha="center", va="center")
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["accepted", "rejected"], yticklabels=["genuine", "forgery"],
            title="Confusion at the threshold")
+    return _save(fig, path)
+
+
+def plot_tippett(genuine_log10_lr, skilled_log10_lr, path: Path) -> Path:
+    """The share of each class whose log10 LR exceeds each value: genuine curves far right, forgeries far
+    left; where a curve crosses 0 reads its misleading-evidence rate."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for values, label in ((genuine_log10_lr, "genuine (Hg true)"), (skilled_log10_lr, "skilled forgery (Hf true)")):
+        grid = np.sort(np.asarray(values))
+        ax.step(grid, 1.0 - np.arange(len(grid)) / len(grid), where="post", label=label)
+    ax.axvline(0.0, color="grey", ls=":")
+    ax.set(xlabel="log10 LR", ylabel="proportion with log10 LR >= x", title="Tippett plot", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_ece(genuine_log10_lr, skilled_log10_lr, genuine_scores, skilled_scores, path: Path) -> Path:
+    """Empirical cross-entropy over prior log10 odds: the system's LRs, the same scores after the best monotone
+    (PAV) calibration, and LR = 1 always (no information). Below the neutral curve the LRs help."""
+    prior = np.linspace(-2.5, 2.5, 101)
+    knots, pav = pav_log10_lr(genuine_scores, skilled_scores)
+    at = lambda s: pav[np.searchsorted(knots, np.asarray(s, float))]  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(prior, ece(genuine_log10_lr, skilled_log10_lr, prior), label="LR of this system")
+    ax.plot(prior, ece(at(genuine_scores), at(skilled_scores), prior), "--", label="after PAV (calibration removed)")
+    ax.plot(prior, ece(np.zeros(1), np.zeros(1), prior), ":", color="grey", label="LR = 1 (neutral)")
+    ax.set(xlabel="prior log10 odds of genuineness", ylabel="empirical cross-entropy (bits)", title="ECE plot")
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

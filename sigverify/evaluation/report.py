@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from sigverify.evaluation.likelihood_ratio import LRCalibration, validation_figures
 from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
 from sigverify.evaluation.protocols import PROTOCOLS, Scores, Similarity, check_reference_options, cosine, pair_scores, reference_scores
 
@@ -146,6 +147,9 @@ def evaluate(test: Scores, threshold: float, threshold_source: str, config: Eval
         **per_user(test.genuine, test.skilled, test.genuine_users, test.skilled_users),
         "config": asdict(config),
     }
+    if validation is not None:  # LRs calibrated on the validation signers, judged on these
+        report["likelihood_ratio"] = validation_figures(LRCalibration.fit(validation.genuine, validation.skilled),
+                                                        test.genuine, test.skilled)
     report["eer_ci95"], report["auc_ci95"] = _bootstrap(test, config)
     report["hter_ci95"] = _hter_interval(test, threshold, config, validation)
     report["hter_ci95_note"] = ("signer bootstrap over test signers and over the validation signers the threshold "
@@ -194,17 +198,23 @@ def _pair(scores: Scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_report(report: dict, test: Scores, folder: str | Path) -> Path:
-    """report.json, report.md, scores.npz (for ROC overlays), roc.png, scores.png, confusion.png into ``folder``."""
+    """report.json, report.md, scores.npz (for ROC overlays), roc.png, scores.png, confusion.png and, with
+    likelihood ratios, tippett.png and ece.png into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=1))
     (folder / "report.md").write_text(render_markdown(report))
     np.savez(folder / "scores.npz", **{k: getattr(test, k) for k in test.__dataclass_fields__})
-    from sigverify.evaluation.plots import plot_confusion, plot_roc, plot_scores
+    from sigverify.evaluation.plots import plot_confusion, plot_ece, plot_roc, plot_scores, plot_tippett
 
     plot_roc({report["protocol"]: test}, folder / "roc.png")
     plot_scores(test, report["threshold"], folder / "scores.png")
     plot_confusion(report["confusion"], folder / "confusion.png")
+    if "likelihood_ratio" in report:
+        calibration = LRCalibration.from_json(report["likelihood_ratio"]["lr_calibration"])
+        genuine, skilled = calibration.log10_lr(test.genuine), calibration.log10_lr(test.skilled)
+        plot_tippett(genuine, skilled, folder / "tippett.png")
+        plot_ece(genuine, skilled, test.genuine, test.skilled, folder / "ece.png")
     return folder / "report.json"
 
 
@@ -248,6 +258,7 @@ def render_markdown(r: dict) -> str:
         f"| mean genuine / skilled / random score | {r['pos_score']:.4f} / {r['neg_score']:.4f} / "
         f"{_num(r['random_score'])} |",
         "",
+        *_likelihood_ratio_lines(r),
         *_floor_lines(r),
         *_explanation_lines(r),
         "CIs: percentile bootstrap over test signers; the HTER's " + r.get("hter_ci95_note", "") + ". "
@@ -278,6 +289,19 @@ def _explanation_lines(r: dict) -> list[str]:
     lines += [f"| `explain/{m['file']}` | {m['kind']} | {m['signer']} | {m['similarity']:.3f} | "
               f"{ratio(m['reference_ink_ratio'])} / {ratio(m['questioned_ink_ratio'])} |" for m in e["maps"]]
     return lines + [""]
+
+
+def _likelihood_ratio_lines(r: dict) -> list[str]:
+    lr = r.get("likelihood_ratio")
+    if not lr:
+        return []
+    fit = lr["lr_calibration"]
+    return [f"**Likelihood ratios** (genuine vs skilled forgery), calibrated on the validation signers ({fit['method']} "
+            f"regression on {fit['n_genuine']} genuine and {fit['n_skilled']} skilled-forgery scores; bounded to "
+            f"1/{fit['n_genuine']} <= LR <= {fit['n_skilled']}) and judged here: Cllr **{lr['cllr']:.3f}** bits, "
+            f"Cllr-min {lr['cllr_min']:.3f} (discrimination alone; calibration loss {lr['cllr'] - lr['cllr_min']:.3f}); "
+            f"misleading evidence: {_pct(lr['misleading_genuine'])} of genuine signatures with LR < 1, "
+            f"{_pct(lr['misleading_forgery'])} of forgeries with LR > 1. Plots: `tippett.png`, `ece.png`.", ""]
 
 
 def _floor_lines(r: dict) -> list[str]:

@@ -8,7 +8,8 @@ Laid out as the Hugging Face hub expects a model repository, plus what verificat
       model.safetensors   the embedding network's weights (PyTorch, for fine-tuning or re-export)
       model.onnx          the same network for onnxruntime: uint8 images [B, 1, H, W] -> unit embeddings [B, D]
       calibration.json    the validation signers' genuine and skilled-forgery scores under the protocol,
-                          from which the threshold was chosen and every confidence is read
+                          from which the threshold was chosen and every confidence is read, and the
+                          score-to-likelihood-ratio calibration fitted on them
       README.md           the model card
 
 Reading it needs neither torch nor Lightning.
@@ -22,6 +23,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from sigverify.evaluation.likelihood_ratio import LRCalibration
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD = "config.json", "model.safetensors", "model.onnx", "calibration.json", "README.md"
@@ -38,6 +41,7 @@ class Calibration:
 
     genuine: np.ndarray  # sorted
     skilled: np.ndarray  # sorted
+    likelihood_ratio: LRCalibration | None = None  # None in folders exported before LRs were
 
     def frr_at(self, score: float) -> float:
         """Share of validation genuine scores below ``score`` (rejected if this were the threshold)."""
@@ -49,14 +53,15 @@ class Calibration:
 
     def to_json(self) -> dict:
         # Full precision: the threshold is one of these scores, and rounding would move it across ties.
-        return {"genuine": [float(v) for v in self.genuine], "skilled": [float(v) for v in self.skilled]}
+        scores = {"genuine": [float(v) for v in self.genuine], "skilled": [float(v) for v in self.skilled]}
+        return {**scores, "likelihood_ratio": self.likelihood_ratio.to_json()} if self.likelihood_ratio else scores
 
     @classmethod
-    def from_scores(cls, genuine, skilled) -> "Calibration":
+    def from_scores(cls, genuine, skilled, likelihood_ratio: LRCalibration | None = None) -> "Calibration":
         genuine, skilled = np.sort(np.asarray(genuine, float)), np.sort(np.asarray(skilled, float))
         if not len(genuine) or not len(skilled):
             raise ValueError("calibration needs genuine and skilled-forgery scores of validation signers")
-        return cls(genuine, skilled)
+        return cls(genuine, skilled, likelihood_ratio)
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,9 @@ def read_model_dir(path: str | Path) -> ModelDir:
             raise ModelDirError(f"{folder / CONFIG}: no {key!r} entry; re-export the model")
     scores = _read_json(folder / CALIBRATION)
     try:
-        calibration = Calibration.from_scores(scores["genuine"], scores["skilled"])
+        lr = scores.get("likelihood_ratio")
+        calibration = Calibration.from_scores(scores["genuine"], scores["skilled"],
+                                              LRCalibration.from_json(lr) if lr else None)
     except (KeyError, TypeError, ValueError) as err:
         raise ModelDirError(f"{folder / CALIBRATION}: not a calibration file ({err})") from err
     return ModelDir(folder, config, calibration)

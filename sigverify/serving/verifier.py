@@ -31,14 +31,31 @@ class Verdict:
     frr_at_score: float  # validation genuine signatures scoring below this score
     n_references: int
     n_references_validated: int  # the threshold and the rates hold for this many references
+    evidence: dict | None = None  # the likelihood ratio (likelihood_ratio.LRCalibration.evidence), if the model has one
+
+    @property
+    def calibrated(self) -> bool:
+        return self.n_references == self.n_references_validated
 
     def to_json(self) -> dict:
         return {"decision": "genuine" if self.genuine else "forgery", "score": self.score,
                 "distance": self.distance, "threshold": self.threshold, "confidence": self.confidence,
                 "similarities": self.similarities, "far_at_score": self.far_at_score,
                 "frr_at_score": self.frr_at_score, "n_references": self.n_references,
-                "n_references_validated": self.n_references_validated,
-                "calibrated": self.n_references == self.n_references_validated}
+                "n_references_validated": self.n_references_validated, "calibrated": self.calibrated,
+                "likelihood_ratio": self.likelihood_ratio_json()}
+
+    def likelihood_ratio_json(self) -> dict | None:
+        """The LR with what qualifies it: calibrated only for the validated reference count."""
+        if self.evidence is None:
+            return None
+        note = None
+        if not self.calibrated:
+            note = (f"uncalibrated: the LR calibration holds for {self.n_references_validated} references, not "
+                    f"{self.n_references}")
+        elif self.evidence["at_bound"]:
+            note = "at the bound of what the validation data support: the evidence may be stronger, not weaker"
+        return {**self.evidence, "calibrated": self.calibrated, "note": note}
 
 
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")  # sniffed from the content, never the name
@@ -131,8 +148,10 @@ class Verifier:
         # Confidence: the share of validation signatures of the other class that this score is on the far
         # side of. Accepted: forgeries that score lower (1 - FAR here); rejected: genuine that score higher.
         confidence = 1.0 - far if genuine else 1.0 - frr
+        lr = calibration.likelihood_ratio
         return Verdict([float(s) for s in similarities], score, float(1.0 - similarities.mean()), threshold,
-                       bool(genuine), float(confidence), far, frr, len(similarities), self.validated_references)
+                       bool(genuine), float(confidence), far, frr, len(similarities), self.validated_references,
+                       lr.evidence(score) if lr is not None else None)
 
     def verify_files(self, references, questioned) -> Verdict:
         images = self.preprocess_files([*references, questioned])

@@ -1,0 +1,127 @@
+"""Likelihood ratios: calibration and its validation metrics against cases whose answer is known analytically.
+
+The reference model: scores that are themselves natural-log LRs. If genuine scores follow N(+mu, 2 mu) and
+forgery scores N(-mu, 2 mu), the log ratio of the two densities at s is exactly s, so the scores are perfectly
+calibrated LRs; their misleading-evidence rates are Phi(-sqrt(mu / 2)) and their Cllr an integral over one
+normal density.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from sigverify.evaluation.likelihood_ratio import LRCalibration, cllr, cllr_min, ece, misleading_rates, pav_log10_lr, verbal
+
+LN10 = np.log(10.0)
+
+
+def calibrated_scores(mu: float, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sd = np.sqrt(2 * mu)
+    return rng.normal(mu, sd, n), rng.normal(-mu, sd, n)
+
+
+def analytic_cllr(mu: float) -> float:
+    """Cllr of perfectly calibrated normal LLRs: both classes contribute alike, E[log2(1 + e^-s)], s ~ N(mu, 2 mu)."""
+    density = stats.norm(mu, np.sqrt(2 * mu)).pdf
+    return integrate.quad(lambda s: density(s) * np.logaddexp(0, -s) / np.log(2), -60, 60)[0]
+
+
+def test_cllr_of_calibrated_scores_matches_the_integral_and_neutral_lrs_cost_one_bit():
+    genuine, forged = calibrated_scores(mu=2.0, n=200_000)
+    assert cllr(genuine / LN10, forged / LN10) == pytest.approx(analytic_cllr(2.0), abs=0.005)
+    assert cllr(np.zeros(10), np.zeros(7)) == pytest.approx(1.0)  # LR = 1 always: no information
+    assert cllr(-np.abs(genuine) / LN10, np.abs(forged) / LN10) > 1.0  # LRs pointing the wrong way cost more
+
+
+def test_misleading_evidence_rates_match_the_normal_tail():
+    genuine, forged = calibrated_scores(mu=2.0, n=200_000, seed=1)
+    rates = misleading_rates(genuine / LN10, forged / LN10)
+    expected = stats.norm.cdf(-np.sqrt(2.0 / 2))  # P(s < 0) for s ~ N(2, 4)
+    assert rates["misleading_genuine"] == pytest.approx(expected, abs=0.005)
+    assert rates["misleading_forgery"] == pytest.approx(expected, abs=0.005)
+
+
+def test_logistic_calibration_recovers_calibrated_scores_and_fixes_overconfident_ones():
+    genuine, forged = calibrated_scores(mu=1.5, n=50_000, seed=2)
+    fitted = LRCalibration.fit(genuine, forged)  # the scores already are ln LR: slope 1, intercept 0
+    assert fitted.slope == pytest.approx(1.0, abs=0.03) and fitted.intercept == pytest.approx(0.0, abs=0.03)
+    overconfident = LRCalibration.fit(3 * genuine, 3 * forged)  # scores three times too sure of themselves
+    assert overconfident.slope == pytest.approx(1 / 3, abs=0.01)
+    raw = cllr(3 * genuine / LN10, 3 * forged / LN10)
+    calibrated = cllr(overconfident.log10_lr(3 * genuine), overconfident.log10_lr(3 * forged))
+    assert calibrated < raw and calibrated == pytest.approx(analytic_cllr(1.5), abs=0.01)
+
+
+def test_cllr_min_is_the_discrimination_alone():
+    genuine, forged = calibrated_scores(mu=1.5, n=20_000, seed=3)
+    base = cllr_min(genuine, forged)
+    assert base == pytest.approx(cllr_min(3 * genuine + 7, 3 * forged + 7), abs=1e-12)  # any monotone map
+    assert base <= cllr(genuine / LN10, forged / LN10) + 1e-9  # never above a calibrated system's Cllr
+    assert base == pytest.approx(analytic_cllr(1.5), abs=0.02)
+    assert cllr_min(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0  # separated classes cost nothing
+
+
+def test_pav_is_the_plain_pool_adjacent_violators_loop():
+    rng = np.random.default_rng(4)
+    genuine, forged = rng.normal(1, 1, 40), rng.normal(0, 1, 60)
+    knots, log10 = pav_log10_lr(genuine, forged)
+    # The specification: sort by score; each point's value is its class (1 genuine, 0 forgery), weighted so
+    # both classes weigh the same; merge adjacent blocks while a block's mean exceeds the next one's.
+    order = np.argsort(np.r_[genuine, forged], kind="stable")
+    labels = np.r_[np.ones(40), np.zeros(60)][order]
+    weights = np.r_[np.full(40, 1 / 40), np.full(60, 1 / 60)][order]
+    blocks = []  # [weighted sum, weight, count]
+    for y, w in zip(labels, weights):
+        blocks.append([y * w, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            last = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
+    posterior = np.repeat([b[0] / b[1] for b in blocks], [b[2] for b in blocks])
+    scores = np.r_[genuine, forged][order]
+    with np.errstate(divide="ignore"):
+        expected = np.log10(posterior) - np.log10(1 - posterior)
+    np.testing.assert_allclose(log10[np.searchsorted(knots, scores)], expected, atol=1e-9)
+
+
+def test_ece_at_even_prior_odds_is_the_cllr():
+    genuine, forged = calibrated_scores(mu=1.0, n=5_000, seed=5)
+    curve = ece(genuine / LN10, forged / LN10, np.array([-2.0, 0.0, 2.0]))
+    assert curve[1] == pytest.approx(cllr(genuine / LN10, forged / LN10), abs=1e-12)
+    neutral = ece(np.zeros(3), np.zeros(3), np.array([-2.0, 0.0, 2.0]))  # the prior's own entropy
+    p = 1 / (1 + 10.0 ** -np.array([-2.0, 0.0, 2.0]))
+    np.testing.assert_allclose(neutral, -(p * np.log2(p) + (1 - p) * np.log2(1 - p)), atol=1e-12)
+
+
+def test_the_lr_is_bounded_by_the_evidence_behind_the_fit_and_said_in_words():
+    rng = np.random.default_rng(6)
+    fitted = LRCalibration.fit(rng.normal(2, 0.3, 10), rng.normal(-2, 0.3, 100))  # nearly separable
+    assert fitted.bounds == (-1.0, 2.0)  # 1/10 <= LR <= 100
+    high, low = fitted.evidence(10.0), fitted.evidence(-10.0)
+    assert high["lr"] == pytest.approx(100.0) and high["at_bound"] and low["lr"] == pytest.approx(0.1)
+    assert "moderate support for the proposition that the questioned signature is genuine" in high["verbal"]
+    assert "weak support for the proposition that it is a skilled forgery" in low["verbal"]
+    assert verbal(5_000) .startswith("strong support") and verbal(1 / 2_000_000).startswith("extremely strong")
+    assert verbal(1.0) == "no support for either proposition"
+    again = LRCalibration.from_json(fitted.to_json())
+    assert again.evidence(0.3) == fitted.evidence(0.3)
+    pav = LRCalibration.fit(rng.normal(1, 1, 50), rng.normal(0, 1, 50), method="pav")
+    assert np.all(np.diff(pav.log10_lr(np.linspace(-3, 4, 50))) >= 0)  # monotone in the score
+
+
+def test_sigverify_test_reports_calibrated_lrs_with_their_plots(served_model):
+    """Through `sigverify test` (the session's served run): the LR calibration is fitted on the validation
+    signers' scores and judged on the test signers'; the report carries its Cllr and plots."""
+    report_folder = served_model[1] / "test-references"
+    report = json.loads((report_folder / "report.json").read_text())
+    lr = report["likelihood_ratio"]
+    scores = np.load(report_folder / "scores.npz")
+    calibration = LRCalibration.from_json(lr["lr_calibration"])
+    assert lr["cllr"] == pytest.approx(cllr(calibration.log10_lr(scores["genuine"]), calibration.log10_lr(scores["skilled"])))
+    assert lr["cllr_min"] == pytest.approx(cllr_min(scores["genuine"], scores["skilled"]))
+    assert 0 <= lr["cllr_min"] <= lr["cllr"] + 1e-9 and lr["lr_calibration"]["n_genuine"] > 0
+    assert (report_folder / "tippett.png").stat().st_size > 0 and (report_folder / "ece.png").stat().st_size > 0
+    assert "Cllr" in (report_folder / "report.md").read_text()
