@@ -20,6 +20,7 @@ ENTRY_POINTS = {
     "serve": "sigverify.serving.commands:serve_main",
     "explain": "sigverify.serving.explain:main",
     "push": "sigverify.serving.commands:push_main",
+    "report": "sigverify.serving.commands:report_main",
     "app": "sigverify.app.launch:main",
 }
 COMMANDS = {
@@ -33,6 +34,7 @@ COMMANDS = {
     "verify": "a questioned signature against reference signatures with an exported model, as JSON",
     "serve": "the verification service: HTTP API, web page, PostgreSQL + pgvector (embedded by default)",
     "explain": "explanation maps (Grad-CAM) of one comparison and their ink-attribution ratios",
+    "report": "a case report of one verification (HTML): images, maps, score, likelihood ratio, model, limits",
     "push": "upload an exported model folder to the Hugging Face hub (when the network allows it)",
     "app": "the interactive app (Streamlit): upload references and a questioned signature, see the decision and maps",
 }

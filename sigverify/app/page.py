@@ -17,9 +17,8 @@ import numpy as np
 import streamlit as st
 
 from sigverify.data.errors import DataError
+from sigverify.serving.case_report import MAX_MAPS, distribution_figure
 from sigverify.serving.model_dir import ModelDirError
-
-MAX_MAPS = 3  # maps drawn per verification (one per reference): each costs a backward pass
 
 
 def model_folder() -> str | None:
@@ -59,27 +58,6 @@ def load_explainer(folder: str, stamp: float):
     except ModelDirError as err:
         return None, None, f"explanation maps need the folder's PyTorch weights: {err}"
     return Explainer(model.embedder, model.preprocess_config.height), threading.Lock(), None
-
-
-def distribution_figure(verifier, score: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    calibration = verifier.model.calibration
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    bins = np.linspace(min(calibration.skilled.min(), calibration.genuine.min(), score),
-                       max(calibration.skilled.max(), calibration.genuine.max(), score), 40)
-    ax.hist(calibration.genuine, bins=bins, alpha=0.6, density=True, label="validation genuine", color="tab:green")
-    ax.hist(calibration.skilled, bins=bins, alpha=0.6, density=True, label="validation skilled forgeries", color="tab:red")
-    ax.axvline(verifier.model.threshold, color="black", linestyle="--", label="threshold")
-    ax.axvline(score, color="tab:blue", linewidth=2.5, label="this signature")
-    ax.set_xlabel("score")
-    ax.set_yticks([])
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return fig  # closed by the caller once shown
 
 
 def read_uploads(verifier, files) -> np.ndarray:

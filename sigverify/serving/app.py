@@ -6,7 +6,6 @@ bytes and pixels, their format is sniffed from the content, and errors come back
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -25,8 +24,9 @@ from pydantic import BaseModel, Field
 
 import sigverify
 from sigverify.data.errors import DataError, ImageTooLarge, NotAnImage
+from sigverify.serving import case_report
 from sigverify.serving.store import NewReference, SignatureStore, StoreError
-from sigverify.serving.verifier import Verifier
+from sigverify.serving.verifier import DecodedImage, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -151,21 +151,20 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings, da
             return _embed_uploads(uploads)
 
     def _embed_uploads(uploads: list[UploadFile]) -> list[NewReference]:
-        images, metadata = [], []
-        for upload in uploads:
-            data = upload.file.read()
-            # Stored and echoed: printable and bounded (PostgreSQL text holds no NUL).
-            name = "".join(c for c in (upload.filename or "upload") if c.isprintable())[:255] or "upload"
-            try:
-                gray, found = verifier.decode(data, name)
-                images.append(verifier.preprocess(gray, name))
-            except DataError as err:
-                status = 415 if isinstance(err, NotAnImage) else 413 if isinstance(err, ImageTooLarge) else 422
-                raise HTTPException(status, str(err)) from err
-            metadata.append((hashlib.sha256(data).hexdigest(), name, found, gray.shape))
-        embeddings = verifier.embed(np.stack(images))
-        return [NewReference(e, sha, name, fmt, shape[1], shape[0])
-                for e, (sha, name, fmt, shape) in zip(embeddings, metadata)]
+        images = [read_upload(upload) for upload in uploads]
+        embeddings = verifier.embed(np.stack([image.model_view for image in images]))
+        return [NewReference(e, image.sha256, image.name, image.format, image.page.shape[1], image.page.shape[0])
+                for e, image in zip(embeddings, images)]
+
+    def read_upload(upload: UploadFile) -> DecodedImage:
+        """An upload decoded by the verifier's policy, or the 4xx naming it."""
+        # Stored and echoed: printable and bounded (PostgreSQL text holds no NUL).
+        name = "".join(c for c in (upload.filename or "upload") if c.isprintable())[:255] or "upload"
+        try:
+            return verifier.read(upload.file.read(), name)
+        except DataError as err:
+            status = 415 if isinstance(err, NotAnImage) else 413 if isinstance(err, ImageTooLarge) else 422
+            raise HTTPException(status, str(err)) from err
 
     page_html = files("sigverify.serving").joinpath("static/index.html").read_text()  # read once, not per request
 
@@ -243,6 +242,27 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings, da
         return {**verdict.to_json(), "signer_id": signer_id, "questioned": questioned.describe(),
                 "protocol": verifier.protocol, "threshold_source": model.config["threshold"]["source"],
                 "model": model.model_id}
+
+    @app.post("/signers/{signer_id}/report", tags=["verification"], dependencies=[Depends(one_questioned_file)],
+              response_class=HTMLResponse, summary="a case report of this verification (one HTML file)")
+    def report(signer_id: SignerId, file: UploadFile = File(..., description="the questioned signature image")):
+        """The verification of ``verify`` as a self-contained case report: the questioned image, the score among
+        the validation scores, the likelihood ratio and its verbal equivalent, the model, the limits. The service
+        keeps the references' embeddings, not their images: they are listed by name and SHA-256, without maps."""
+        references = store.reference_embeddings(signer_id)
+        try:
+            verifier.check_reference_count(len(references))
+        except ValueError as err:
+            raise HTTPException(409, f"signer {signer_id!r} has {len(references)} reference signature(s): {err}") from err
+        with image_work:
+            questioned = read_upload(file)
+            embedding = verifier.embed(questioned.model_view[None])[0]
+        stored = [DecodedImage(r["filename"] or f"reference {r['id']}", r["image_sha256"], r["image_format"])
+                  for r in store.references(signer_id)]
+        case = case_report.Case(verifier.verdict(embedding, references), questioned, stored, signer_id,
+                                maps_note="the service keeps the references as embeddings, not images: explanation "
+                                          "maps need the images (sigverify report --reference ... --questioned ...)")
+        return HTMLResponse(case_report.render(verifier, case))
 
     @app.post("/identify", tags=["verification"], dependencies=[Depends(one_questioned_file)],
               summary="the enrolled signers closest to a signature")

@@ -9,11 +9,12 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 from sigverify.commandline import command_parser
 from sigverify.data.errors import DataError
 from sigverify.serving.model_dir import CONFIG, ModelDirError
-from sigverify.serving.verifier import MAX_PIXELS, Verifier  # onnxruntime loads only with a model
+from sigverify.serving.verifier import MAX_PIXELS, Verifier, read_image_file  # onnxruntime loads only with a model
 
 
 def export_main(argv: list[str] | None = None) -> int:
@@ -131,6 +132,31 @@ def _stop(database) -> None:
     when uvicorn ends on a signal), unless another process still uses it."""
     if database is not None:
         database.close()
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    parser = _parser("sigverify report", "A case report of one verification as one self-contained HTML file: the "
+                     "images, the explanation maps, the score among the validation scores, the likelihood ratio with "
+                     "its verbal equivalent, the model's identity and the limits of the method.")
+    parser.add_argument("--reference", nargs="+", required=True, help="the signer's genuine reference images")
+    parser.add_argument("--questioned", required=True, help="the image to verify")
+    parser.add_argument("--out", required=True, help="the HTML file to write")
+    parser.add_argument("--title", default="Signature verification: case report")
+    parser.add_argument("--signer", help="the signer's name or id, printed in the report")
+    parser.add_argument("--no-maps", action="store_true", help="leave out the explanation maps (they need torch)")
+    args = parser.parse_args(argv)
+    try:
+        from sigverify.serving.case_report import case_from_images, render
+
+        verifier = Verifier(args.model, args.threads, args.max_pixels)
+        files = [(Path(p).name, read_image_file(p)) for p in (*args.reference, args.questioned)]
+        case = case_from_images(verifier, files[:-1], files[-1], args.signer, maps=not args.no_maps)
+        Path(args.out).write_text(render(verifier, case, args.title))
+    except (ModelDirError, DataError, ValueError, OSError) as err:
+        print(f"sigverify report: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"report": args.out, **case.verdict.to_json()}))
+    return 0
 
 
 def push_main(argv: list[str] | None = None) -> int:

@@ -168,6 +168,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
             "scripts": scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
             "split": record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
         }
+        model_config["test_figures"] = test_figures(report)
         (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
         # The LR calibration: fitted on the same validation scores, under this protocol and reference count.
         likelihood_ratio = LRCalibration.fit(validation.genuine, validation.skilled)
@@ -212,6 +213,16 @@ def readable_by_others(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for file in folder.iterdir():
         file.chmod(0o666 & ~umask)
+
+
+def test_figures(report: dict | None) -> dict | None:
+    """The figures of the run's test report that a case report quotes (None without a matching report)."""
+    if report is None:
+        return None
+    keys = ("n_signers", "eer", "hter", "auc", "frr", "far_skilled", "far_random", "image_statistics_eer")
+    lr = report.get("likelihood_ratio") or {}
+    return {**{k: report.get(k) for k in keys},
+            **{k: lr.get(k) for k in ("cllr", "cllr_min", "misleading_genuine", "misleading_forgery")}}
 
 
 def _test_report(ckpt: Path, protocol: str) -> dict | None:

@@ -6,6 +6,7 @@ The score of a questioned signature against a signer's references is computed by
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,18 @@ from sigverify.data.images import decode_grayscale
 from sigverify.data.preprocess import PreprocessConfig, preprocess_array
 from sigverify.evaluation.protocols import cosine, score_against_references
 from sigverify.serving.model_dir import ModelDir, read_model_dir
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """One image as received: its name, the SHA-256 of its bytes, its format, and (when the image itself is at
+    hand, not only its stored embedding) the decoded page and the model's view of it."""
+
+    name: str
+    sha256: str
+    format: str | None = None
+    page: np.ndarray | None = None
+    model_view: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,9 +125,14 @@ class Verifier:
         except ValueError as err:  # a blank page
             raise DataError(name, str(err)) from err
 
+    def read(self, data: bytes, name: str) -> DecodedImage:
+        """Bytes received (an upload, a file) decoded and preprocessed by the front doors' policy."""
+        page, found = self.decode(data, name)
+        return DecodedImage(name, hashlib.sha256(data).hexdigest(), found, page, self.preprocess(page, name))
+
     def preprocess_files(self, paths) -> np.ndarray:
         """Image files, decoded by the front doors' policy and preprocessed."""
-        return np.stack([self.preprocess(self.decode(_read(p), str(p))[0], str(p)) for p in paths])
+        return np.stack([self.preprocess(self.decode(read_image_file(p), str(p))[0], str(p)) for p in paths])
 
     def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Preprocessed uint8 images [N, H, W] -> unit-length embeddings [N, D] (float32)."""
@@ -159,7 +177,8 @@ class Verifier:
         return self.verdict(embeddings[-1], embeddings[:-1])
 
 
-def _read(path) -> bytes:
+def read_image_file(path) -> bytes:
+    """An image file's bytes, or a DataError naming it."""
     file = Path(path)
     if not file.is_file():
         raise DataError(file, "file not found")

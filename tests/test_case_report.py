@@ -1,0 +1,48 @@
+"""The case report: `sigverify report` writes one self-contained HTML document (no request leaves it), with the
+images and their hashes, the maps, the score among the validation scores, the likelihood ratio, the model's
+identity and the limits; the service writes the same for a verification of its stored references."""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from pathlib import Path
+
+from sigverify.serving.verifier import Verifier
+
+from conftest import cli, signer_files
+from test_service import KEY, client, enrol, postgres, service, upload, verifier  # noqa: F401  (fixtures)
+
+
+def test_sigverify_report_writes_a_self_contained_case_report(served_model, tmp_path, capsys):
+    genuine, forged, _ = signer_files(served_model)
+    out = tmp_path / "case.html"
+    assert cli("report", "--model", str(served_model[3]), "--reference", *genuine[:3], "--questioned", forged[0],
+               "--out", str(out), "--signer", "case 2026/17") == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = Verifier(served_model[3]).verify_files(genuine[:3], forged[0])
+    page = out.read_text()
+    assert printed["score"] == expected.score and printed["report"] == str(out)
+    lr = expected.likelihood_ratio_json()
+    assert html.escape(lr["verbal"]) in page and f"log10 {lr['log10_lr']:.2f}" in page and "ENFSI" in page
+    assert f"{expected.score:.4f}" in page and "case 2026/17" in page
+    for file in (*genuine[:3], forged[0]):  # every image, named by the hash of the bytes examined
+        assert hashlib.sha256(Path(file).read_bytes()).hexdigest() in page
+    assert page.count("<img") >= 2 * 4 + 1 + 2 * 3  # pages and model views, the score plot, 3 pairs of maps
+    assert "Explanation maps" in page and "ink ratio" in page and "Limits of the method" in page
+    assert not re.search(r"(src|href)=['\"]https?:", page)  # nothing to fetch: every image is inline
+
+
+def test_the_service_reports_a_verification_of_stored_references(served_model, client):  # noqa: F811
+    genuine, forged, _ = signer_files(served_model)
+    enrol(client, "gina", genuine[:3])
+    response = client.post("/signers/gina/report", files=upload([forged[0]], "file"))
+    verified = client.post("/signers/gina/verify", files=upload([forged[0]], "file")).json()
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert f"{verified['score']:.4f}" in page and html.escape(verified["likelihood_ratio"]["verbal"]) in page
+    assert "keeps the references as embeddings" in page and "gina" in page
+    for file in genuine[:3]:  # stored references listed by the hash of what was enrolled
+        assert hashlib.sha256(Path(file).read_bytes()).hexdigest() in page
+    assert client.post("/signers/nobody/report", files=upload([forged[0]], "file")).status_code == 404
