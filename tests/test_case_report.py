@@ -46,3 +46,26 @@ def test_the_service_reports_a_verification_of_stored_references(served_model, c
     for file in genuine[:3]:  # stored references listed by the hash of what was enrolled
         assert hashlib.sha256(Path(file).read_bytes()).hexdigest() in page
     assert client.post("/signers/nobody/report", files=upload([forged[0]], "file")).status_code == 404
+
+
+def test_the_case_report_renders_in_a_real_browser(served_model, tmp_path):
+    """Opened in headless Chromium with the network cut off: every image draws, nothing is requested."""
+    from test_service_page import CHROMIUM, CHROMIUM_FLAGS, _browser_or_skip
+
+    playwright_api = _browser_or_skip()
+    genuine, forged, _ = signer_files(served_model)
+    out = tmp_path / "case.html"
+    assert cli("report", "--model", str(served_model[3]), "--reference", *genuine[:3], "--questioned", forged[0],
+               "--out", str(out)) == 0
+    requested = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(out.as_uri())
+        drawn = page.eval_on_selector_all("img", "imgs => imgs.map(img => img.complete && img.naturalWidth > 0)")
+        title = page.title()
+        page.screenshot(path=str(tmp_path / "case.png"), full_page=True)
+        browser.close()
+    assert drawn and all(drawn) and title == "Signature verification: case report"
+    assert all(url.startswith(("file:", "data:")) for url in requested)

@@ -262,3 +262,16 @@ def test_triplet_baselines_agree_with_pytorch_metric_learning(seed):
     semihard = losses.TripletMarginLoss(margin=0.5)(emb, labels, mined)
     ours = create_loss("triplet_semihard", margin=0.5, fallback="none")(emb, ours_labels).loss
     assert ours.item() == pytest.approx(semihard.item(), rel=1e-6)
+
+
+def test_every_list_of_losses_is_the_registry():
+    """The W&B sweep and the experiment configs name exactly the registered losses."""
+    import yaml
+
+    from sigverify.losses import LOSSES
+
+    sweep = yaml.safe_load(open("configs/sweeps/wandb_losses.yaml"))
+    assert sorted(sweep["parameters"]["model.loss"]["values"]) == sorted(LOSSES)
+    experiments = {yaml.safe_load(open(p))["model"]["loss"] for p in __import__("glob").glob("configs/*.yaml")
+                   if p != "configs/base.yaml"}
+    assert experiments == set(LOSSES)

@@ -10,10 +10,10 @@ from collections import Counter
 from sigverify.commandline import command_parser
 from sigverify.data.cache import default_cache_root, prepare
 from sigverify.data.errors import DataError, DataProblems
-from sigverify.data.importers import LAYOUTS, import_cedar, import_folders, import_layout
+from sigverify.data.importers import FORGERY_PATTERN, LAYOUTS, import_cedar, import_folders, import_layout
 from sigverify.data.manifest import read_manifest, signer_warnings, summarize
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.synth import synthesize_dataset
+from sigverify.data.synth import SYNTHETIC_DEFAULTS, synthesize_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("layout", choices=["cedar", "folders", *sorted(LAYOUTS)])
     imp.add_argument("root", help="the data set's folder")
     imp.add_argument("--out", help="manifest path (default: ROOT/manifest.csv)")
-    imp.add_argument("--forgery-pattern", default=r"(?i)(forg|fake|^f_|_f\d)",
+    imp.add_argument("--forgery-pattern", default=FORGERY_PATTERN,
                      help="folders layout: regex matching forgery file names")
 
     info = sub.add_parser("info", help="counts, images per signer, and problems of a manifest")
@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="generate the built-in synthetic signatures")
     synth.add_argument("--out", required=True)
-    synth.add_argument("--signers", type=int, default=60)
-    synth.add_argument("--genuine", type=int, default=12)
-    synth.add_argument("--forgeries", type=int, default=12)
+    synth.add_argument("--signers", type=int, default=SYNTHETIC_DEFAULTS["signers"])
+    synth.add_argument("--genuine", type=int, default=SYNTHETIC_DEFAULTS["genuine"])
+    synth.add_argument("--forgeries", type=int, default=SYNTHETIC_DEFAULTS["forgeries"])
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=0)
     synth.add_argument("--style", default="classic", choices=["classic", "skilled"],

@@ -27,7 +27,7 @@ from sigverify.data.manifest import (
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.sampler import PKFMBatchSampler, ResumableLoader
 from sigverify.data.splits import SplitConfig, make_split, save_split, split_record
-from sigverify.data.synth import style_fingerprint, synthesize_dataset
+from sigverify.data.synth import SYNTHETIC_DEFAULTS, style_fingerprint, synthesize_dataset
 from sigverify.evaluation.report import EvalConfig
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 class SyntheticConfig:
     """The built-in data set used when ``data.root`` is not given."""
 
-    signers: int = 60
-    genuine: int = 12
-    forgeries: int = 12
+    signers: int = SYNTHETIC_DEFAULTS["signers"]
+    genuine: int = SYNTHETIC_DEFAULTS["genuine"]
+    forgeries: int = SYNTHETIC_DEFAULTS["forgeries"]
     seed: int = 0
     style: str = "classic"  # classic | skilled (forgeries that follow the genuine trajectory; see synth.py)
 

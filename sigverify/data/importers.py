@@ -31,7 +31,10 @@ def import_cedar(root: str | Path, out: str | Path | None = None) -> Path:
     return _write(records, Path(out) if out else root / "manifest.csv")
 
 
-def import_folders(root: str | Path, forgery_pattern: str = r"(?i)(forg|fake|^f_|_f\d)",
+FORGERY_PATTERN = r"(?i)(forg|fake|^f_|_f\d)"  # the folders layout's default: file names of forgeries
+
+
+def import_folders(root: str | Path, forgery_pattern: str = FORGERY_PATTERN,
                    out: str | Path | None = None) -> Path:
     """One folder per signer; a file whose name matches ``forgery_pattern`` (a regex) is a forgery.
 

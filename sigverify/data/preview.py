@@ -96,6 +96,8 @@ def plot_batch(images: np.ndarray, signers: np.ndarray, genuine: np.ndarray, nam
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sigverify.evaluation.figure import save_figure
+
     rows = len(images) // group
     height, width = images.shape[1:]
     fig, axes = plt.subplots(rows, group, figsize=(group * 1.9 * width / max(width, height) + 0.6, rows * 1.25 + 0.7),
@@ -114,8 +116,4 @@ def plot_batch(images: np.ndarray, signers: np.ndarray, genuine: np.ndarray, nam
                 spine.set_color(colour), spine.set_linewidth(2)
             ax.set_title(f"{names[signers[i]]}: {role}", fontsize=7, color=colour, pad=2)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

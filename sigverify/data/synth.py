@@ -283,7 +283,12 @@ def _write_signer(args) -> list[Record]:
     return records
 
 
-def synthesize_dataset(out: str | Path, signers: int = 60, genuine: int = 12, forgeries: int = 12,
+# The built-in set's size when nothing says otherwise (data.synthetic, `sigverify data synth`).
+SYNTHETIC_DEFAULTS = {"signers": 60, "genuine": 12, "forgeries": 12}
+
+
+def synthesize_dataset(out: str | Path, signers: int = SYNTHETIC_DEFAULTS["signers"],
+                       genuine: int = SYNTHETIC_DEFAULTS["genuine"], forgeries: int = SYNTHETIC_DEFAULTS["forgeries"],
                        seed: int = 0, workers: int = 0, style_name: str = "classic") -> Path:
     """Write a synthetic data set and its ``manifest.csv`` into ``out``; return the manifest path."""
     if signers < 1 or genuine < 1 or forgeries < 0:

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sigverify.evaluation.figure import save_figure  # noqa: E402
 from sigverify.evaluation.likelihood_ratio import ece, pav_log10_lr  # noqa: E402
 from sigverify.evaluation.metrics import auc, roc  # noqa: E402
 
@@ -79,7 +80,4 @@ def plot_ece(genuine_log10_lr, skilled_log10_lr, genuine_scores, skilled_scores,
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return Path(save_figure(fig, path))

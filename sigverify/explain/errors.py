@@ -128,6 +128,8 @@ def _plot_ratios(ratios: list[float], even: float | None, file: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sigverify.evaluation.figure import save_figure
+
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist([r for r in ratios if np.isfinite(r)], bins=20, range=(0, 1), color="tab:blue")
     if even is not None:
@@ -136,6 +138,4 @@ def _plot_ratios(ratios: list[float], even: float | None, file: Path) -> None:
     ax.set_xlabel("ink-attribution ratio")
     ax.set_ylabel("images")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(file, dpi=110)
-    plt.close(fig)
+    save_figure(fig, file)

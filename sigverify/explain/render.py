@@ -27,6 +27,8 @@ def save_pair_figure(maps: "PairMaps", reference: np.ndarray, questioned: np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sigverify.evaluation.figure import save_figure
+
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     height, width = reference.shape
@@ -41,7 +43,4 @@ def save_pair_figure(maps: "PairMaps", reference: np.ndarray, questioned: np.nda
         for ax in row:
             ax.set_axis_off()
     fig.suptitle(title or f"similarity {maps.similarity:.3f}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(file, dpi=120)
-    plt.close(fig)
-    return file
+    return save_figure(fig, file, dpi=120)

@@ -92,14 +92,9 @@ def _png(image: np.ndarray) -> str:
 
 
 def _figure_png(figure) -> str:
-    import matplotlib.pyplot as plt
+    from sigverify.evaluation.figure import save_figure
 
-    out = io.BytesIO()
-    try:
-        figure.savefig(out, format="png", dpi=110)
-    finally:
-        plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(save_figure(figure, io.BytesIO(), format="png").getvalue()).decode()
 
 
 def _e(value) -> str:

@@ -156,6 +156,8 @@ def plot_distributions(history: list[dict], edges: np.ndarray, path: Path) -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sigverify.evaluation.figure import save_figure
+
     epochs = [h["epoch"] for h in history]
     centres = (edges[:-1] + edges[1:]) / 2
     stages = [s for s in ("train", "val") if s in history[-1]]
@@ -176,10 +178,7 @@ def plot_distributions(history: list[dict], edges: np.ndarray, path: Path) -> Pa
         name = "training batches" if stage == "train" else "validation signers"
         ax.set(xlabel="cosine similarity", ylabel="fraction of pairs", title=f"{name}, epoch {history[-1]['epoch']}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 class NonFiniteLossError(FloatingPointError):
