@@ -93,6 +93,8 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
     assert served["score"] == pytest.approx(verified["score"], abs=1e-6)  # the service decides as `verify` does
     assert served["decision"] == verified["decision"] and served["calibrated"]
     assert served["likelihood_ratio"] == verified["likelihood_ratio"] and served["likelihood_ratio"]["calibrated"]
+    reported = next(v for v in values if isinstance(v, dict) and v.get("report") == "case.html")
+    assert reported["score"] == verified["score"] and "Limits of the method" in (clone / "case.html").read_text()
     identified = next(v for v in values if isinstance(v, dict) and "matches" in v)
     assert identified["matches"][0]["signer_id"] == "alice"
 
