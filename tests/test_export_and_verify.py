@@ -13,7 +13,7 @@ import torch
 
 from sigverify.evaluation.protocols import score_against_references
 from sigverify.models.checkpoint import TrainedCheckpoint
-from sigverify.models.embedding import SignatureEmbedder
+from sigverify.models.embedding import SignatureEmbedder, embed_images
 from sigverify.serving.export import export_onnx, onnx_embed
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.verifier import Verifier
@@ -243,3 +243,27 @@ def test_verify_gives_the_likelihood_ratio_of_the_calibration_fitted_on_validati
     assert cli("verify", "--model", str(model_dir), "--reference", *genuine[:2], "--questioned", forged[0]) == 0
     fewer = json.loads(capsys.readouterr().out)["likelihood_ratio"]
     assert not fewer["calibrated"] and fewer["note"].startswith("uncalibrated: the LR calibration holds for 3")
+
+
+def test_a_run_tested_with_both_features_exports_them(served_model, tmp_path):
+    """`sigverify test --model.evaluation.features both` (the embedding averaged with its backbone's view), then
+    export: the folder's ONNX graph, its PyTorch twin and its threshold are those of the scoring network."""
+    from sigverify.serving.pretrained import SignatureModel
+
+    tmp, run, ckpt, model_dir = served_model
+    other = tmp_path / "runs" / "both"
+    (other / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, other / "checkpoints" / "best.ckpt")
+    assert cli("test", "--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name",
+               "both", *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.evaluation.features", "both",
+               "--ckpt_path", str(other / "checkpoints" / "best.ckpt")) == 0
+    report = json.loads((other / "test-references" / "report.json").read_text())
+    assert cli("export", "--ckpt", str(other), "--out", str(tmp_path / "m")) == 0
+    model = read_model_dir(tmp_path / "m")
+    assert model.threshold == report["threshold"] and model.config["evaluation"]["features"] == "both"
+    genuine, forged, _ = signer_files(served_model)
+    images = Verifier(tmp_path / "m").preprocess_files(genuine + forged)
+    expected = embed_images(TrainedCheckpoint.read(other).network(features="both"), images)
+    assert model.config["embedding_dim"] == expected.shape[1] > 32
+    assert np.abs(Verifier(tmp_path / "m").embed(images) - expected).max() <= 1e-4
+    assert np.array_equal(SignatureModel.from_pretrained(str(tmp_path / "m")).embed(images), expected)

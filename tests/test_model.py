@@ -113,3 +113,15 @@ def test_frozen_stages_keep_their_batch_norm_statistics_in_training():
     trunk = torch.nn.Sequential(model.backbone.conv_stem, model.backbone.bn1, model.backbone.blocks[0])
     x = model.normalize_input(images)
     torch.testing.assert_close(trunk(x[:1]), trunk(x)[:1])  # per image, not per batch
+
+
+def test_both_features_score_the_mean_of_the_embeddings_and_the_backbones_similarity():
+    from sigverify.models.embedding import BackboneFeatures, scoring_network
+
+    model = SignatureEmbedder("test_efficientnet", hidden=[16], dim=8).eval()
+    images = torch.randint(0, 256, (3, 1, 32, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        both, embedding, backbone = (scoring_network(model, f)(images) for f in ("both", "embedding", "backbone"))
+        torch.testing.assert_close(backbone, BackboneFeatures(model)(images))
+    torch.testing.assert_close(both.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(both @ both.T, (embedding @ embedding.T + backbone @ backbone.T) / 2)

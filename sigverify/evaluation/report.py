@@ -17,7 +17,7 @@ from sigverify.evaluation.likelihood_ratio import LRCalibration, validation_figu
 from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
 from sigverify.evaluation.protocols import PROTOCOLS, Scores, Similarity, check_reference_options, cosine, pair_scores, reference_scores
 
-FEATURES = ("embedding", "backbone")
+FEATURES = ("embedding", "backbone", "both")
 # The Grad-CAM family methods of `sigverify explain` and `test --explain` (the CLI rejects any other name).
 ExplainMethod = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam"]
 
@@ -36,7 +36,9 @@ class EvalConfig:
     seed: int = 0
     ensemble: list[str] = field(default_factory=list)  # other models' checkpoints or run folders, scored with this one
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
-    features: str = "embedding"  # embedding | backbone: the backbone's pooled features alone (the untrained baseline)
+    # embedding | backbone: the backbone's pooled features alone (the untrained baseline of a pretrained recipe) |
+    # both: the two averaged (their cosine similarities' mean: the trained embedding with its starting point's view)
+    features: str = "embedding"
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
     explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution

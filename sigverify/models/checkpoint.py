@@ -19,7 +19,7 @@ from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, Synthe
 from sigverify.data.manifest import DATASET_SEPARATOR, dataset_name
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer
-from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams
+from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, scoring_network
 from sigverify.models.tta import ShiftAveraged
 
 _DATAMODULE_PARTS = {"synthetic": SyntheticConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
@@ -85,10 +85,11 @@ class TrainedCheckpoint:
         network.load_state_dict(self.embedder_weights())
         return network.eval()
 
-    def network(self, tta_shift: float = 0.0) -> nn.Module:
-        """The network ``sigverify test`` embeds with: the trained embedder, shift-averaged if tested so."""
-        embedder = self.embedder()
-        return ShiftAveraged(embedder, tta_shift).eval() if tta_shift else embedder
+    def network(self, tta_shift: float = 0.0, features: str = "embedding") -> nn.Module:
+        """The network ``sigverify test`` embeds with: the trained embedder (or what ``features`` scores),
+        shift-averaged if tested so."""
+        network = scoring_network(self.embedder(), features).eval()
+        return ShiftAveraged(network, tta_shift).eval() if tta_shift else network
 
     def datamodule(self, root: str | None = None) -> SignatureDataModule:
         """The data module it trained with (data, preprocessing, signer split), set to read its validation and

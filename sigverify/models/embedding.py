@@ -153,6 +153,20 @@ class SignatureEmbedder(nn.Module):
         return F.normalize(self.head(features).float(), dim=1)
 
 
+def scoring_network(embedder: "SignatureEmbedder", features: str = "embedding") -> nn.Module:
+    """What a model is scored with (``evaluation.features``): its embedding, its backbone's pooled features, or
+    ``both`` as one unit vector whose cosine similarity is the mean of the two's."""
+    if features == "embedding":
+        return embedder
+    if features == "backbone":
+        return BackboneFeatures(embedder)
+    if features == "both":
+        from sigverify.models.ensemble import EmbeddingEnsemble
+
+        return EmbeddingEnsemble([embedder, BackboneFeatures(embedder)])
+    raise ValueError(f"features must be embedding, backbone or both; got {features!r}")
+
+
 class BackboneFeatures(nn.Module):
     """An embedder's backbone alone: its pooled features, L2-normalised, without the projection head. Scored
     like embeddings, a pretrained backbone before any training is the baseline a training recipe must beat."""

@@ -30,7 +30,7 @@ from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.checkpoint import TrainedCheckpoint
-from sigverify.models.embedding import BackboneFeatures, embedder_from_hparams
+from sigverify.models.embedding import embedder_from_hparams, scoring_network
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
 from sigverify.models.schedule import warmup_cosine_factor
 from sigverify.models.tta import ShiftAveraged
@@ -185,14 +185,15 @@ class SignatureVerifier(L.LightningModule):
         return ensemble
 
     def _with_features(self, network: torch.nn.Module) -> torch.nn.Module:
-        """``evaluation.features: backbone``: the backbone's pooled features instead of the embedding (the
-        untrained pretrained network's features are the baseline of a recipe that starts from them)."""
+        """``evaluation.features``: ``backbone`` scores the backbone's pooled features instead of the embedding
+        (the untrained pretrained network's features are the baseline of a recipe that starts from them);
+        ``both`` averages the two's similarities."""
         if self.evaluation.features == "embedding":
             return network
         if self.evaluation.ensemble:
-            raise ValueError("model.evaluation.features backbone scores one network's backbone: no ensemble")
-        log.info("scoring the backbone's pooled features, not the embedding (model.evaluation.features backbone)")
-        return BackboneFeatures(self.embedder)
+            raise ValueError(f"model.evaluation.features {self.evaluation.features} scores one network: no ensemble")
+        log.info("scoring with model.evaluation.features %s", self.evaluation.features)
+        return scoring_network(self.embedder, self.evaluation.features)
 
     def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:
         """``evaluation.tta_shift``: embeddings averaged over shifted copies of each image (``tta.py``)."""

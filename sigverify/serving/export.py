@@ -28,7 +28,6 @@ from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_s
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embed_images
 from sigverify.models.packaged_weights import starting_weights
-from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_card import model_card
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
 
@@ -46,9 +45,9 @@ def evaluation_config(checkpoint: TrainedCheckpoint, report: dict | None, protoc
     if stored.get("ensemble"):
         raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
                          "or test without model.evaluation.ensemble first)")
-    if stored.get("features", "embedding") != "embedding":
-        raise ValueError("the run was tested on its backbone's features (model.evaluation.features backbone, a "
-                         "baseline); export writes the embedding network: test it with its embedding first")
+    if stored.get("features", "embedding") == "backbone":
+        raise ValueError("the run was tested on its backbone's features alone (model.evaluation.features backbone, "
+                         "the untrained baseline): test its trained network (embedding or both) before export")
     names = {f.name for f in fields(EvalConfig)}
     stored = {k: v for k, v in stored.items() if k in names}
     if n_references is not None and n_references < 2:
@@ -96,7 +95,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     protocol = protocol or "references"
     report = _test_report(ckpt, protocol)
     config = evaluation_config(checkpoint, report, protocol, n_references)
-    network = checkpoint.network(config.tta_shift)
+    network = checkpoint.network(config.tta_shift, config.features)
 
     datamodule = checkpoint.datamodule(data)
     datamodule.setup("validate")
@@ -131,8 +130,8 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
                                f"images (tolerance {ONNX_TOLERANCE:g}); not exported")
         from safetensors.torch import save_file
 
-        embedder = network.network if isinstance(network, ShiftAveraged) else network
-        save_file({k: v.contiguous() for k, v in embedder.state_dict().items()}, str(staging / WEIGHTS))
+        # The embedding network's own weights: from_pretrained rebuilds what scores with them (shifts, features).
+        save_file({k: v.contiguous() for k, v in checkpoint.embedder().state_dict().items()}, str(staging / WEIGHTS))
         training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
         model_config = {
             "format_version": FORMAT_VERSION,
@@ -141,13 +140,13 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
             "architecture": "SignatureEmbedder",
             "backbone": hparams["backbone"],
             "neck": hparams.get("neck", "plain"),
-            "embedding_dim": int(hparams["embedding_dim"]),
+            "embedding_dim": int(embeddings.shape[1]),  # the scoring network's: the embedding's, or more (features both)
             "head_hidden": list(hparams["head_hidden"]),
             "tta_shift": config.tta_shift,
             "evaluation": asdict(config),
             "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 1, preprocess.height, preprocess.width],
                       "ink": "bright (255) on black (0), after the preprocessing below"},
-            "output": {"name": "embeddings", "dtype": "float32", "shape": ["batch", int(hparams["embedding_dim"])],
+            "output": {"name": "embeddings", "dtype": "float32", "shape": ["batch", int(embeddings.shape[1])],
                        "norm": "unit length; compare with the cosine similarity"},
             "preprocess": asdict(preprocess),
             "protocol": {"name": config.protocol, "reduce": config.reduce, "normalize": config.normalize,

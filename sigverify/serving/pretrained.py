@@ -21,7 +21,7 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import nn
 
 from sigverify.data.preprocess import PreprocessConfig, preprocess_file
-from sigverify.models.embedding import SignatureEmbedder, embed_images, embedder_from_hparams
+from sigverify.models.embedding import SignatureEmbedder, embed_images, embedder_from_hparams, scoring_network
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDir, ModelDirError, read_model_dir
 
@@ -37,7 +37,8 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         super().__init__()
         self.embedder, self.folder = embedder.eval(), folder
         shift = float(folder.config.get("tta_shift") or 0.0)
-        self.network = ShiftAveraged(self.embedder, shift).eval() if shift else self.embedder
+        scoring = scoring_network(self.embedder, (folder.config.get("evaluation") or {}).get("features", "embedding"))
+        self.network = ShiftAveraged(scoring, shift).eval() if shift else scoring.eval()
         self.preprocess_config = PreprocessConfig(**folder.preprocess)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
