@@ -200,3 +200,25 @@ def test_identify_benchmark_reports_a_recall_latency_curve(capsys):
     assert [point["candidates"] for point in line["curve"]] == [20, 5]
     assert line["p95_ms"] == line["curve"][0]["p95_ms"] and line["index_build_s"] is not None
     assert all(point["queries"] == 30 and point["recall_at_1"] >= 0.9 for point in line["curve"])
+
+
+def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path, capsys):
+    """The screen's plain figure (embedding, references protocol, centred) is what `sigverify validate` reports
+    for the same run; every features x normalisation choice gets a figure."""
+    from benchmarks import scoring_screen
+    from conftest import SERVED_TINY, cli
+
+    common = ["--config", "configs/lsc_plus.yaml", *SERVED_TINY, "--vars.runs_root", str(tmp_path / "runs"),
+              "--vars.name", "fold0", "--data.cache_dir", str(tmp_path / "cache"), "--data.split.mode", "kfold",
+              "--data.split.folds", "2", "--data.split.fold", "0", "--data.split.min_val", "3"]
+    assert cli("fit", *common, "--trainer.max_epochs", "1", "--data.sampler.batches_per_epoch", "2") == 0
+    assert cli("validate", *common, "--ckpt_path", "best") == 0
+    validated = json.loads((tmp_path / "runs" / "fold0" / "validate-references" / "report.json").read_text())
+    capsys.readouterr()
+    assert scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--folds", "1", "--top-k", "0", "3"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["eer"]["embedding/references/center"]["eer_mean"] == pytest.approx(validated["eer"], abs=1e-4)
+    expected = {f"{f}/{p}/{n}" for f in ("embedding", "backbone", "both")
+                for p, names in (("references", ("center", "snorm", "asnorm3")), ("pairs", ("raw", "snorm", "asnorm3")))
+                for n in names}
+    assert set(line["eer"]) == expected and all(0 <= v["eer_mean"] <= 1 for v in line["eer"].values())

@@ -106,11 +106,17 @@ def score_against_references(questioned: np.ndarray, references: np.ndarray, red
 
 def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray, n_references: int = 12,
                      draws: int = 5, reduce: str = "mean", n_random: int = 10, seed: int = 0,
-                     normalize: str = "center", similarity: Similarity = cosine) -> Scores:
+                     normalize: str = "center", similarity: Similarity = cosine, scorer=None) -> Scores:
     """Enrol ``n_references`` genuine signatures per signer; score each remaining genuine, each skilled
     forgery and ``n_random`` other signers' genuine signatures against the references with
-    :func:`score_against_references`. Repeated over ``draws`` random draws of the references (scores pooled).
+    :func:`score_against_references` (or ``scorer(questioned, references)``, e.g. a cohort normalisation).
+    Repeated over ``draws`` random draws of the references (scores pooled).
     """
+    def score(questioned: np.ndarray, references: np.ndarray) -> np.ndarray:
+        if scorer is not None:
+            return scorer(questioned, references)
+        return score_against_references(questioned, references, reduce, normalize, similarity)
+
     check_reference_options(reduce, normalize)
     embeddings, signers, genuine = np.asarray(embeddings, np.float64), np.asarray(signers), np.asarray(genuine, bool)
     rng = np.random.default_rng(seed)
@@ -128,8 +134,7 @@ def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.nd
             rand = rng.choice(pool, min(n_random, len(pool)), replace=False) if len(pool) else pool
             # One call per writer and draw: the references' statistics are computed once.
             parts = (("g", questioned), ("f", skilled), ("r", rand))
-            scores = score_against_references(embeddings[np.concatenate([idx for _, idx in parts])],
-                                              embeddings[refs], reduce, normalize, similarity)
+            scores = score(embeddings[np.concatenate([idx for _, idx in parts])], embeddings[refs])
             for (key, idx), part in zip(parts, np.split(scores, np.cumsum([len(idx) for _, idx in parts])[:-1])):
                 out[key].append(part), out[key + "u"].append(np.full(len(idx), u))
     return Scores(*(np.concatenate(out[k]) for k in ("g", "f", "r", "gu", "fu", "ru")))
