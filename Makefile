@@ -10,7 +10,7 @@ export NO_ALBUMENTATIONS_UPDATE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install browser demo test test-fast lint bench-data bench-train bench-infer bench-accuracy sweep clean
+.PHONY: install browser demo test test-fast check-demo lint bench-data bench-train bench-infer bench-accuracy sweep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,15 +30,20 @@ browser:
 	      || echo "note: could not install chromium; the web page test will be skipped"; \
 	  else echo "note: no chromium here; the web page test will be skipped (apt-get install chromium)"; fi; }
 
+# DEMO_ARGS: sigverify options for the demo's fit and test (the walk-through test shrinks the training with them).
 demo: $(STAMP)
-	$(BIN)/python -m sigverify.demo
+	$(BIN)/python -m sigverify.demo $(DEMO_ARGS)
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not demo"
+
+# make demo as README writes it, its figure checked against README's (about 6 minutes; .ci/run runs it after make test).
+check-demo: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m demo
 
 # The suite without its slowest end-to-end tests (the README walk-through, the serving-only install): minutes less.
 test-fast: $(STAMP) browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not demo"
 
 lint: $(STAMP)
 	$(BIN)/ruff check sigverify tests benchmarks

@@ -206,6 +206,7 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
     """The screen's plain figure (embedding, references protocol, centred) is what `sigverify validate` reports
     for the same run; every features x normalisation choice gets a figure."""
     from benchmarks import scoring_screen
+
     from conftest import SERVED_TINY, cli
 
     common = ["--config", "configs/lsc_plus.yaml", *SERVED_TINY, "--vars.runs_root", str(tmp_path / "runs"),

@@ -37,7 +37,7 @@ class EvalConfig:
     ensemble: list[str] = field(default_factory=list)  # other models' checkpoints or run folders, scored with this one
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
     # embedding | backbone: the backbone's pooled features alone (the untrained baseline of a pretrained recipe) |
-    # both: the two averaged (their cosine similarities' mean: the trained embedding with its starting point's view)
+    # both: the two averaged (their cosine similarities' mean: the embedding beside the pooled features it is made from)
     features: str = "embedding"
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
