@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import timm
@@ -6,7 +5,6 @@ import torch
 from safetensors.torch import save_file
 
 from sigverify.models.embedding import SignatureEmbedder, create_backbone, freeze_stages
-from sigverify.models.schedule import warmup_cosine_factor
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -39,15 +37,6 @@ def test_freeze_first_stages():
     assert all(p.requires_grad for p in backbone.blocks[1].parameters())
     with pytest.raises(ValueError, match="stages"):
         freeze_stages(backbone, 99)
-
-
-def test_warmup_then_cosine():
-    lr = dict(warmup_steps=10, total_steps=110, base_lr=1e-3, start_lr=1e-4, min_lr=1e-6)
-    factors = [warmup_cosine_factor(s, **lr) * 1e-3 for s in range(111)]
-    assert factors[0] == pytest.approx(1e-4) and factors[5] == pytest.approx(5.5e-4)
-    assert factors[10] == pytest.approx(1e-3) and factors[110] == pytest.approx(1e-6)
-    assert factors[60] == pytest.approx(1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * 0.5)))
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay after warm-up
 
 
 @pytest.mark.parametrize("backbone", ["test_efficientnet", "mobilenetv3_small_050", "lcnet_050", "resnet10t"])

@@ -1,6 +1,7 @@
 """Training end to end on CPU: every config, resume, NaN guard, W&B offline histograms, bad configs."""
 import glob
 import json
+import math
 import re
 from pathlib import Path
 
@@ -308,3 +309,47 @@ def test_ema_weights_are_what_is_validated_checkpointed_and_kept(tmp_path):
     with pytest.raises(ValueError, match="ema_decay"):
         bad, data = tiny_parts(tmp_path, ema_decay=1.5)
         trainer(tmp_path, "bad", WeightRecorder(name), max_epochs=1).fit(bad, data)
+
+
+def test_the_default_schedule_warms_up_linearly_then_follows_a_cosine(tmp_path):
+    """The learning rate of every step of a real fit: warmup_start_lr to lr over warmup_epochs, then a cosine
+    down to min_lr at the end of the run (the specification, written out here)."""
+    recorder = LRRecorder()
+    model, data = tiny_parts(tmp_path, lr=1e-3, warmup_start_lr=1e-4, min_lr=1e-6)
+    trainer(tmp_path, "schedule", recorder, max_epochs=4).fit(model, data)
+    warmup, total = 3, 12  # warmup_epochs 1 and 4 epochs, of 3 steps each
+    for step, lr in recorder.lrs.items():
+        expected = (1e-4 + (1e-3 - 1e-4) * step / warmup if step < warmup else
+                    1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))))
+        assert lr == pytest.approx(expected, rel=1e-12), step
+
+
+def test_the_optimizer_and_scheduler_come_from_the_config(tmp_path):
+    """`sigverify fit` with another optimizer and scheduler named in YAML (class_path + init_args)."""
+    config = tmp_path / "sgd.yaml"
+    config.write_text("""model:
+  optimizer:
+    class_path: torch.optim.SGD
+    init_args: {lr: 0.05, momentum: 0.9}
+  scheduler:
+    class_path: torch.optim.lr_scheduler.StepLR
+    init_args: {step_size: 1, gamma: 0.5}
+""")
+    run_cli(tmp_path, "fit", "--config", "configs/triplet_hard.yaml", *TINY, "--config", str(config),
+            "--trainer.max_epochs", "2", "--data.sampler.batches_per_epoch", "2", "--vars.name", "sgd",
+            "--config", "configs/trainer/csv_only.yaml")
+    state = torch.load(tmp_path / "runs" / "sgd" / "checkpoints" / "last.ckpt", weights_only=True)
+    groups = state["optimizer_states"][0]["param_groups"]
+    assert groups[0]["momentum"] == 0.9 and "betas" not in groups[0]  # SGD's, not AdamW's
+    assert groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 2)  # halved after each of the two epochs
+    assert state["lr_schedulers"][0]["step_size"] == 1
+
+
+def test_norms_and_biases_can_be_left_out_of_the_weight_decay(tmp_path):
+    model, data = tiny_parts(tmp_path, decay_norms_and_biases=False, weight_decay=0.01)
+    trainer(tmp_path, "groups", LRRecorder(), max_epochs=1).fit(model, data)
+    groups = model.trainer.optimizers[0].param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert (id(p) in decayed) == (p.ndim > 1), name  # weights decay; norms' scales and biases do not

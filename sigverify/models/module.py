@@ -12,14 +12,15 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers
 from sigverify.evaluation.collector import EmbeddingCollector
@@ -32,7 +33,6 @@ from sigverify.losses import create_loss
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embedder_from_hparams, scoring_network
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
-from sigverify.models.schedule import warmup_cosine_factor
 from sigverify.models.tta import ShiftAveraged
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class SignatureVerifier(L.LightningModule):
         warmup_start_lr: float = 1e-4,
         min_lr: float = 1e-6,
         schedule_epochs: int | None = None,
+        decay_norms_and_biases: bool = True,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = True,
         compile: bool = False,
         val_loss_samples: int = 256,
@@ -69,7 +72,10 @@ class SignatureVerifier(L.LightningModule):
         allow_seen_signers: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # The injected optimizer and scheduler are the config's to record (config.yaml), not the checkpoint's:
+        # checkpoints hold only data, so they load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self._optimizer, self._scheduler = optimizer, scheduler
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
         self.embedder = embedder_from_hparams(self.hparams)
@@ -246,21 +252,42 @@ class SignatureVerifier(L.LightningModule):
         return out.loss
 
     def configure_optimizers(self):
+        """The optimizer and scheduler the config injects (``model.optimizer`` / ``model.scheduler``, any
+        ``class_path`` with its ``init_args``), or by default AdamW at ``lr`` / ``weight_decay`` with a linear
+        warm-up then cosine decay, per step (timm's CosineLRScheduler). ``decay_norms_and_biases: false`` takes
+        norms and biases out of the weight decay (timm's ``param_groups_weight_decay``)."""
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        groups = trainable if hp.decay_norms_and_biases else param_groups_weight_decay(self, hp.weight_decay)
+        if self._optimizer is not None:
+            optimizer = self._optimizer(groups)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        if self._scheduler is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self._scheduler(optimizer)}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self._warmup_cosine(optimizer), "interval": "step"}}
+
+    def _warmup_cosine(self, optimizer) -> CosineLRScheduler:
+        """From ``warmup_start_lr`` to ``lr`` linearly over ``warmup_epochs``, then a cosine to ``min_lr`` at the
+        end of ``schedule_epochs`` (default: ``trainer.max_epochs``; longer: a run stopped part of the way
+        through a longer schedule has its learning rates, epoch for epoch); stepped per optimizer step."""
+        hp = self.hparams
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = self.trainer.estimated_stepping_batches / epochs
-        # schedule_epochs: the schedule's length when training stops part of the way through it (a recipe
-        # chosen by stopping a longer run early: the same learning rates, epoch for epoch)
         schedule = hp.get("schedule_epochs") or epochs
         if schedule < epochs:
             raise ValueError(f"model.schedule_epochs ({schedule}) is shorter than trainer.max_epochs ({epochs}): "
                              "the learning rate would stay at its floor after the schedule ends")
         total, warmup = int(round(schedule * steps_per_epoch)), int(round(hp.warmup_epochs * steps_per_epoch))
-        factor = partial(warmup_cosine_factor, warmup_steps=warmup, total_steps=total, base_lr=hp.lr,
-                         start_lr=hp.warmup_start_lr, min_lr=hp.min_lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}}
+        return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=hp.min_lr, warmup_t=warmup,
+                                 warmup_lr_init=hp.warmup_start_lr, warmup_prefix=True, t_in_epochs=False)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """timm's schedulers take the number of optimizer steps done; PyTorch's step themselves."""
+        if isinstance(scheduler, CosineLRScheduler):
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     # -- validation / test ---------------------------------------------------------------------
     def _collect(self, stage: str, batch) -> None:
