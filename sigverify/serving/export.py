@@ -45,9 +45,6 @@ def evaluation_config(checkpoint: TrainedCheckpoint, report: dict | None, protoc
     if stored.get("ensemble"):
         raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
                          "or test without model.evaluation.ensemble first)")
-    if stored.get("features", "embedding") == "backbone":
-        raise ValueError("the run was tested on its backbone's features alone (model.evaluation.features backbone, "
-                         "the untrained baseline): test its trained network (embedding or both) before export")
     names = {f.name for f in fields(EvalConfig)}
     stored = {k: v for k, v in stored.items() if k in names}
     if n_references is not None and n_references < 2:
