@@ -25,7 +25,7 @@ from pgvector.psycopg import register_vector
 
 from benchmarks.common import emit, latency_percentiles
 from sigverify.serving.embedded import EmbeddedDatabase
-from sigverify.serving.store import DEFAULT_CANDIDATES, SignatureStore, migrate
+from sigverify.serving.store import DEFAULT_CANDIDATES, DEFAULT_SEARCH_BREADTH, SignatureStore, migrate
 
 PER_SIGNER = 10
 
@@ -85,17 +85,17 @@ def build_index(dsn: str, workers: int, m: int, ef_construction: int) -> float:
     return time.perf_counter() - started
 
 
-def timed_queries(store: SignatureStore, queries, order, k: int, candidates: int, warmup: int) -> dict:
+def timed_queries(store: SignatureStore, queries, order, k: int, candidates: int, breadth: int, warmup: int) -> dict:
     latencies, hits = [], 0
     for i, index in enumerate(order):
         query, signer = queries[index]
         start = time.perf_counter()
-        matches = store.nearest_signers(query, k, candidates)
+        matches = store.nearest_signers(query, k, candidates, breadth)
         elapsed = time.perf_counter() - start
         if i >= warmup:  # the first queries bring the table's pages into PostgreSQL's buffers
             latencies.append(elapsed)
             hits += bool(matches) and matches[0]["signer_id"] == signer
-    return {"candidates": candidates, "queries": len(latencies), **latency_percentiles(latencies),
+    return {"candidates": candidates, "breadth": breadth, "queries": len(latencies), **latency_percentiles(latencies),
             "recall_at_1": round(hits / len(latencies), 3)}
 
 
@@ -109,8 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--candidates", type=int, nargs="+", default=[DEFAULT_CANDIDATES, 10, 50],
                         help="candidate signers compared exactly, one curve point each (default: the service's first)")
+    parser.add_argument("--breadth", type=int, nargs="+", default=[DEFAULT_SEARCH_BREADTH],
+                        help="HNSW search breadths (hnsw.ef_search), crossed with --candidates for the curve")
     parser.add_argument("--m", type=int, default=16, help="HNSW graph degree (pgvector's default)")
     parser.add_argument("--ef-construction", type=int, default=64, help="HNSW build candidates (pgvector's default)")
+    parser.add_argument("--reindex", action="store_true", help="rebuild a kept database's index (with --m, --ef-construction)")
     parser.add_argument("--db", help="PostgreSQL DSN (default: embedded, in --data-dir)")
     parser.add_argument("--data-dir", help="keep the embedded database here (default: a temporary folder)")
     parser.add_argument("--index-workers", type=int, default=2)
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         with psycopg.connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM signature_references").fetchone()[0]
         load_s = index_s = None
+        if stored == args.vectors and args.reindex:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("DROP INDEX IF EXISTS signers_centroid")
+            index_s = build_index(dsn, args.index_workers, args.m, args.ef_construction)
         if stored != args.vectors:  # a kept --data-dir with the right count is reused
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("TRUNCATE signers CASCADE")
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
             centre = centres(signer * PER_SIGNER // BLOCK, args.dim)[signer % (BLOCK // PER_SIGNER)]
             queries.append((around(centre, rng, 1)[0], f"s{signer:07d}"))
         order = rng.permutation(len(queries))
-        curve = [timed_queries(store, queries, order, args.k, c, args.warmup) for c in args.candidates]
+        curve = [timed_queries(store, queries, order, args.k, c, b, args.warmup)
+                 for b in args.breadth for c in args.candidates]
         store.close()
     emit({"vectors": args.vectors, "dim": args.dim, "k": args.k, "warmup": args.warmup, "m": args.m,
           "ef_construction": args.ef_construction,

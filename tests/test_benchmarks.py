@@ -195,9 +195,9 @@ def test_identify_benchmark_reports_a_recall_latency_curve(capsys):
     from benchmarks import identify
 
     identify.main(["--vectors", "3000", "--queries", "30", "--warmup", "10", "--candidates", "20", "5",
-                   "--shared-buffers-mb", "128"])
+                   "--breadth", "40", "100", "--shared-buffers-mb", "128"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [point["candidates"] for point in line["curve"]] == [20, 5]
+    assert [(point["breadth"], point["candidates"]) for point in line["curve"]] == [(40, 20), (40, 5), (100, 20), (100, 5)]
     assert line["p95_ms"] == line["curve"][0]["p95_ms"] and line["index_build_s"] is not None
     assert all(point["queries"] == 30 and point["recall_at_1"] >= 0.9 for point in line["curve"])
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 _LOCK_ID = 0x5167_5EF1  # pg_advisory_xact_lock key of the migrations
 DEFAULT_CANDIDATES = 20  # signers whose references identify compares exactly (docs/benchmarks.md: the curve)
+# How widely the HNSW search looks for them (hnsw.ef_search): centroids are spread like random directions, the
+# hard case for a graph search, so it looks well beyond the candidates it returns.
+DEFAULT_SEARCH_BREADTH = 100
 
 # version -> statements; {dim} is the model's embedding size (an int, formatted with sql.Literal).
 MIGRATIONS: list[tuple[int, str]] = [
@@ -254,15 +257,16 @@ class SignatureStore:
             raise StoreError(f"unknown signer {signer_id!r}", 404)
 
     # -- search ----------------------------------------------------------------------------------
-    def nearest_signers(self, embedding: np.ndarray, k: int, candidates: int | None = None) -> list[dict]:
+    def nearest_signers(self, embedding: np.ndarray, k: int, candidates: int | None = None,
+                        breadth: int | None = None) -> list[dict]:
         """The ``k`` enrolled signers whose closest reference is most similar to ``embedding``: the
-        ``candidates`` signers with the nearest centroids (HNSW, approximate), then every reference of those
-        compared exactly."""
+        ``candidates`` signers with the nearest centroids (HNSW, approximate, searching ``breadth`` wide), then
+        every reference of those compared exactly."""
         candidates = max(candidates or DEFAULT_CANDIDATES, k)
+        breadth = min(max(breadth or DEFAULT_SEARCH_BREADTH, candidates), 1000)  # it returns at most this many
         with self._connection() as conn:
             with conn.transaction():
-                # The HNSW search visits at least as many nodes as it must return.
-                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(max(candidates, 40), 1000))))
+                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(breadth)))
                 return conn.execute(
                     "SELECT r.signer_id, max(1 - (r.embedding <=> %(q)s)) AS similarity, count(*) AS n_references "
                     "FROM (SELECT id FROM signers WHERE centroid IS NOT NULL ORDER BY centroid <=> %(q)s "
