@@ -25,7 +25,7 @@ from pgvector.psycopg import register_vector
 
 from benchmarks.common import emit, latency_percentiles
 from sigverify.serving.embedded import EmbeddedDatabase
-from sigverify.serving.store import DEFAULT_CANDIDATES, DEFAULT_SEARCH_BREADTH, SignatureStore, migrate
+from sigverify.serving.store import CENTROID_GRAPH, DEFAULT_CANDIDATES, DEFAULT_SEARCH_BREADTH, SignatureStore, migrate
 
 PER_SIGNER = 10
 
@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="candidate signers compared exactly, one curve point each (default: the service's first)")
     parser.add_argument("--breadth", type=int, nargs="+", default=[DEFAULT_SEARCH_BREADTH],
                         help="HNSW search breadths (hnsw.ef_search), crossed with --candidates for the curve")
-    parser.add_argument("--m", type=int, default=16, help="HNSW graph degree (pgvector's default)")
-    parser.add_argument("--ef-construction", type=int, default=64, help="HNSW build candidates (pgvector's default)")
+    parser.add_argument("--m", type=int, default=CENTROID_GRAPH["m"], help="HNSW graph degree (the store's)")
+    parser.add_argument("--ef-construction", type=int, default=CENTROID_GRAPH["ef_construction"],
+                        help="HNSW build candidates (the store's)")
     parser.add_argument("--reindex", action="store_true", help="rebuild a kept database's index (with --m, --ef-construction)")
     parser.add_argument("--db", help="PostgreSQL DSN (default: embedded, in --data-dir)")
     parser.add_argument("--data-dir", help="keep the embedded database here (default: a temporary folder)")
