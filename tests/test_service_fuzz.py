@@ -46,6 +46,7 @@ def check(case, headers: dict) -> None:
 OPERATIONS = ["POST /signers", "GET /signers", "GET /signers/{signer_id}", "DELETE /signers/{signer_id}",
               "POST /signers/{signer_id}/references", "GET /signers/{signer_id}/references",
               "DELETE /signers/{signer_id}/references/{reference_id}", "POST /signers/{signer_id}/verify",
+              "POST /signers/{signer_id}/report",
               "POST /identify", "GET /healthz", "GET /readyz", "GET /model"]
 
 

@@ -68,7 +68,8 @@ MIGRATIONS: list[tuple[int, str]] = [
         UPDATE signers s SET centroid = a.centroid FROM (
             SELECT signer_id, avg(embedding) AS centroid FROM signature_references GROUP BY signer_id) a
             WHERE s.id = a.signer_id;
-        CREATE INDEX signers_centroid ON signers USING hnsw (centroid vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction});
+        CREATE INDEX signers_centroid ON signers USING hnsw (centroid vector_cosine_ops)
+            WITH (m = {m}, ef_construction = {ef_construction});
         DROP INDEX signature_references_embedding;
     """),
 ]
