@@ -93,7 +93,6 @@ class SignatureVerifier(L.LightningModule):
         self.validation_embeddings: tuple | None = None  # the last validation pass, for DistributionMonitor
         self.test_reports: dict[str, dict] = {}  # {protocol: report} of the last test (or validate) run
         self.test_scores: dict = {}  # {protocol: Scores}: what ReportWriter plots
-        self.last_loss_output = None  # the last training step's, for DistributionMonitor
         self._forward = self.embedder
         self._evaluation_forward: torch.nn.Module | None = None  # validate/test/predict: see _prepare_evaluation
 
@@ -248,8 +247,9 @@ class SignatureVerifier(L.LightningModule):
         # and would leave DDP ranks out of step.
         out = self.loss_fn(self(images), SignatureLabels(signers, genuine))
         self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
-        self.last_loss_output = out  # read by DistributionMonitor, on the device
-        return out.loss
+        # The loss's diagnostics (the batch's similarities and counts, on the device) reach the callbacks through
+        # the step's output: DistributionMonitor reads them in on_train_batch_end.
+        return {"loss": out.loss, "loss_output": out}
 
     def configure_optimizers(self):
         """The optimizer and scheduler the config injects (``model.optimizer`` / ``model.scheduler``, any

@@ -59,7 +59,7 @@ class DistributionMonitor(L.Callback):
         self._acc[key] = self._acc[key] + value if key in self._acc else value.clone()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        out = pl_module.last_loss_output
+        out = outputs.get("loss_output") if isinstance(outputs, dict) else None  # the training step's diagnostics
         if out is None:
             return
         if self._acc is None:  # a mid-epoch resume skips on_train_epoch_start
