@@ -38,12 +38,11 @@ def fold_embeddings(run: str) -> tuple[dict, tuple, np.ndarray, dict]:
     checkpoint = TrainedCheckpoint.read(run)
     data = checkpoint.datamodule()
     data.setup("validate")
-    both = checkpoint.network(features="both")
-    dim = int(checkpoint.hparams["embedding_dim"])
+    networks = {features: checkpoint.network(features=features) for features in ("embedding", "backbone")}
 
-    def views(images):  # one forward pass: "both" is cat(embedding, backbone) / sqrt(2)
-        out = embed_images(both, np.asarray(images)) * np.sqrt(2.0)
-        return {"embedding": out[:, :dim], "backbone": out[:, dim:], "both": out / np.sqrt(2.0)}
+    def views(images):  # each network as `sigverify test` scores with it; "both" as EmbeddingEnsemble joins them
+        out = {features: embed_images(network, np.asarray(images)) for features, network in networks.items()}
+        return out | {"both": np.concatenate([out["embedding"], out["backbone"]], axis=1) / np.sqrt(2.0)}
 
     val = data.positions("val")
     train = data.positions("train")

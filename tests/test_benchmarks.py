@@ -165,7 +165,7 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
 def test_a_stopped_accuracy_benchmark_still_summarises_the_folds_it_finished(tmp_path, monkeypatch, capsys):
     from benchmarks import accuracy
 
-    def fold_then_stop(fold, args):
+    def fold_then_stop(fold, seed, args):
         if fold == 2:
             raise KeyboardInterrupt  # what a time limit's SIGINT does in the middle of a fold
         return {p: {"eer": 0.1 * (fold + 1), "hter": 0.2} for p in accuracy.PROTOCOLS}
@@ -218,7 +218,9 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
     capsys.readouterr()
     assert scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--folds", "1", "--top-k", "0", "3"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["eer"]["embedding/references/center"]["eer_mean"] == pytest.approx(validated["eer"], abs=1e-4)
+    # The screen embeds in its own batches: float rounding may flip one near-tied decision of the tiny model, no more.
+    one_decision = 1 / min(validated["n_genuine"], validated["n_forgery"])
+    assert line["eer"]["embedding/references/center"]["eer_mean"] == pytest.approx(validated["eer"], abs=one_decision)
     expected = {f"{f}/{p}/{n}" for f in ("embedding", "backbone", "both")
                 for p, names in (("references", ("center", "snorm", "asnorm3")), ("pairs", ("raw", "snorm", "asnorm3")))
                 for n in names}

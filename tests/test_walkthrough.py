@@ -65,7 +65,10 @@ BRIEF_DEMO = "--trainer.max_epochs 2 --data.sampler.batches_per_epoch 10"  # DEM
 def run_in_a_clone(tmp_path, script: str, **env) -> tuple[Path, str, str]:
     clone = fresh_clone(tmp_path / "clone")
     environment = {**os.environ, "SIGVERIFY_CACHE": str(tmp_path / "cache"), **env}  # a fresh synthetic set
-    environment.pop("SIGVERIFY_API_KEY", None)
+    # A fresh shell has neither. WANDB_SERVICE is set by an earlier test's in-process W&B run: inherited, it
+    # hands the demo's run to that service, whose working directory is the repository (runs/ appeared there).
+    for inherited in ("SIGVERIFY_API_KEY", "WANDB_SERVICE"):
+        environment.pop(inherited, None)
     done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=clone, env=environment,
                           capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
