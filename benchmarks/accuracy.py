@@ -165,7 +165,8 @@ def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
 def summarise(reports: list[list[dict]], fit_seconds: list[float | None]) -> dict:
     """The figures the README quotes over folds (and seeds): ``reports[fold][seed]``; the mean over every
     member, ``std`` over folds of their seed means, ``seed_std`` over seeds of their fold means."""
-    finished = [[r for r in fold if "error" not in r] for fold in reports]
+    # The likelihood-ratio figures sit under "likelihood_ratio" in a report (absent without validation signers).
+    finished = [[{**r, **r.get("likelihood_ratio", {})} for r in fold if "error" not in r] for fold in reports]
 
     def per_fold(key):
         return [[r[key] for r in fold if r.get(key) is not None] for fold in finished]
@@ -190,6 +191,8 @@ def summarise(reports: list[list[dict]], fit_seconds: list[float | None]) -> dic
             "hter_mean": mean("hter"), "hter_std": fold_std("hter"), "hter_seed_std": seed_std("hter"),
             "image_statistics_eer_mean": mean("image_statistics_eer"),
             "auc_mean": mean("auc"), "far_random_mean": mean("far_random"),
+            "cllr_mean": mean("cllr"), "cllr_std": fold_std("cllr"), "cllr_min_mean": mean("cllr_min"),
+            "misleading_genuine_mean": mean("misleading_genuine"), "misleading_forgery_mean": mean("misleading_forgery"),
             "folds_finished": sum(bool(fold) and len(fold) == len(reports[0]) for fold in finished),
             # the fit subprocess's wall time per member (start-up and, on a first run, the cache build included)
             "train_minutes": round(float(np.mean(timed)) / 60, 2) if len(timed) == len(fit_seconds) else None}

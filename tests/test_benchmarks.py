@@ -74,7 +74,7 @@ def test_repeat_names_a_run_the_kernel_killed():
 
 
 @pytest.mark.slow
-def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypatch, capsys):
+def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypatch, capsys, members_in_this_process):
     """`make bench-accuracy` at toy size: k folds fitted and tested, the JSON line their mean and std;
     `--screen` reads the validation signers and leaves the test reports alone; a new recipe gets its own folder."""
     from benchmarks import accuracy
@@ -92,6 +92,7 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     reports = [json.loads((out / f"co_tuplet-seed0-fold{f}" / "test-references" / "report.json").read_text()) for f in (0, 1)]
     assert line["eer_mean"] == pytest.approx(sum(r["eer"] for r in reports) / 2, abs=1e-4)
     assert line["hter_std"] == pytest.approx(abs(reports[0]["hter"] - reports[1]["hter"]) / 2, abs=1e-4)
+    assert line["cllr_mean"] == pytest.approx(sum(r["likelihood_ratio"]["cllr"] for r in reports) / 2, abs=1e-4)
     assert line["stage"] == "test signers" and line["folds"] == 2 and line["train_minutes"] > 0
     pairs = [json.loads((out / f"co_tuplet-seed0-fold{f}" / "test-pairs" / "report.json").read_text())["eer"] for f in (0, 1)]
     assert line["other_protocols"]["pairs"]["eer_mean"] == pytest.approx(sum(pairs) / 2, abs=1e-4)

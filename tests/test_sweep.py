@@ -17,7 +17,7 @@ TINY = ["--data.synthetic.signers", "12", "--data.synthetic.genuine", "4", "--da
 
 
 @pytest.mark.slow
-def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch, capsys):
+def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch, capsys, request):
     monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "sweep"
     # loss_args that only LSC+ accepts: the triplet member fails, the sweep goes on.
@@ -33,6 +33,9 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     checkpoint = next((out / "lsc_plus-seed0" / "checkpoints").glob("best*.ckpt"))
     fitted_at = checkpoint.stat().st_mtime_ns
 
+    # The rest runs the members' commands in this process (the fixture's reasons); what is checked is the
+    # sweep's bookkeeping: reuse, retries, retests, ensembles and the screen.
+    request.getfixturevalue("members_in_this_process")
     # Adding a protocol tests the fitted member again without refitting it; the failed one is retried
     # from a clean folder (no checkpoint of an interrupted attempt can pass for its own).
     stale = out / "triplet_hard-seed0" / "checkpoints" / "best-epoch=099.ckpt"
