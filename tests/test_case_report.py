@@ -32,6 +32,12 @@ def test_sigverify_report_writes_a_self_contained_case_report(served_model, tmp_
     assert page.count("<img") >= 2 * 4 + 1 + 2 * 3  # pages and model views, the score plot, 3 pairs of maps
     assert "Explanation maps" in page and "ink ratio" in page and "Limits of the method" in page
     assert not re.search(r"(src|href)=['\"]https?:", page)  # nothing to fetch: every image is inline
+    # The model's identity: its id, its data and validation signers, its LR figures on its test signers.
+    config = json.loads((served_model[3] / "config.json").read_text())
+    tested = config["test_figures"]
+    assert Verifier(served_model[3]).model.model_id in page and config["split"]["data"] in page
+    assert ", ".join(map(str, config["split"]["val"])) in page
+    assert f"Cllr {tested['cllr']:.3f} bits (Cllr-min {tested['cllr_min']:.3f})" in page
 
 
 def test_the_service_reports_a_verification_of_stored_references(served_model, client):  # noqa: F811

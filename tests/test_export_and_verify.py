@@ -227,19 +227,19 @@ def test_the_serving_install_alone_verifies(served_model, serving_install, tmp_p
 def test_verify_gives_the_likelihood_ratio_of_the_calibration_fitted_on_validation_signers(served_model, capsys):
     """The exported folder carries an LR calibration fitted on the validation scores it keeps; `verify` reports
     the LR of its score, with the verbal equivalent, and flags a reference count it was not validated for."""
-    from sigverify.evaluation.likelihood_ratio import LRCalibration
+    from sigverify.evaluation.likelihood_ratio import LRCalibration, verbal
 
     tmp, run, ckpt, model_dir = served_model
     stored = json.loads((model_dir / CALIBRATION).read_text())
-    refit = LRCalibration.fit(stored["genuine"], stored["skilled"])
     exported = LRCalibration.from_json(stored["likelihood_ratio"])
+    refit = LRCalibration.fit(stored["genuine"], stored["skilled"], repeats=exported.repeats)
     assert (exported.slope, exported.intercept) == pytest.approx((refit.slope, refit.intercept), rel=1e-9)
     genuine, forged, _ = signer_files(served_model)
     assert cli("verify", "--model", str(model_dir), "--reference", *genuine[:3], "--questioned", forged[0]) == 0
     answer = json.loads(capsys.readouterr().out)
     lr = answer["likelihood_ratio"]
     assert lr["log10_lr"] == pytest.approx(float(refit.log10_lr(answer["score"]))) and lr["calibrated"]
-    assert lr["lr"] == pytest.approx(10 ** lr["log10_lr"]) and "support for the proposition" in lr["verbal"]
+    assert lr["lr"] == pytest.approx(10 ** lr["log10_lr"]) and lr["verbal"] == verbal(lr["lr"]) and "ENFSI" in lr["scale"]
     assert cli("verify", "--model", str(model_dir), "--reference", *genuine[:2], "--questioned", forged[0]) == 0
     fewer = json.loads(capsys.readouterr().out)["likelihood_ratio"]
     assert not fewer["calibrated"] and fewer["note"].startswith("uncalibrated: the LR calibration holds for 3")

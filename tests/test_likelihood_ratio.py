@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from sigverify.evaluation.likelihood_ratio import LRCalibration, cllr, cllr_min, ece, misleading_rates, pav_log10_lr, verbal
+from sigverify.evaluation.likelihood_ratio import SCALE, LRCalibration, cllr, cllr_min, ece, misleading_rates, pav_log10_lr, tippett, verbal
 
 LN10 = np.log(10.0)
 
@@ -105,11 +105,26 @@ def test_the_lr_is_bounded_by_the_evidence_behind_the_fit_and_said_in_words():
     assert "moderate support for the proposition that the questioned signature is genuine" in high["verbal"]
     assert "weak support for the proposition that it is a skilled forgery" in low["verbal"]
     assert verbal(5_000) .startswith("strong support") and verbal(1 / 2_000_000).startswith("extremely strong")
-    assert verbal(1.0) == "no support for either proposition"
+    # ENFSI's table: 1 no support, 2-10 weak, 10-100 moderate; between 1/2 and 2 no support either way
+    for lr in (1.0, 1.5, 1 / 1.9):
+        assert verbal(lr) == "no support for either proposition", lr
+    assert [verbal(lr).split(" for ")[0] for lr in (2.0, 10.0, 10.5, 1 / 10.5)] == [
+        "weak support", "weak support", "moderate support", "moderate support"]
+    assert high["scale"] == SCALE and "ENFSI" in SCALE
+    # The references protocol scores every validation signature once per draw: the bounds count it once.
+    drawn = LRCalibration.fit(np.tile(rng.normal(2, 0.3, 10), 5), np.tile(rng.normal(-2, 0.3, 100), 5), repeats=5)
+    assert drawn.bounds == (-1.0, 2.0) and LRCalibration.from_json(drawn.to_json()).bounds == (-1.0, 2.0)
     again = LRCalibration.from_json(fitted.to_json())
     assert again.evidence(0.3) == fitted.evidence(0.3)
     pav = LRCalibration.fit(rng.normal(1, 1, 50), rng.normal(0, 1, 50), method="pav")
     assert np.all(np.diff(pav.log10_lr(np.linspace(-3, 4, 50))) >= 0)  # monotone in the score
+
+
+def test_the_tippett_curve_is_the_share_at_or_above_each_level():
+    values = np.array([0.5, -1.0, 0.5, 2.0, -3.0, 0.5])
+    levels, share = tippett(values)
+    assert list(levels) == sorted(set(values))
+    np.testing.assert_allclose(share, [np.mean(values >= level) for level in levels])  # the plain definition
 
 
 def test_sigverify_test_reports_calibrated_lrs_with_their_plots(served_model):
@@ -123,5 +138,27 @@ def test_sigverify_test_reports_calibrated_lrs_with_their_plots(served_model):
     assert lr["cllr"] == pytest.approx(cllr(calibration.log10_lr(scores["genuine"]), calibration.log10_lr(scores["skilled"])))
     assert lr["cllr_min"] == pytest.approx(cllr_min(scores["genuine"], scores["skilled"]))
     assert 0 <= lr["cllr_min"] <= lr["cllr"] + 1e-9 and lr["lr_calibration"]["n_genuine"] > 0
+    genuine_lr, skilled_lr = calibration.log10_lr(scores["genuine"]), calibration.log10_lr(scores["skilled"])
+    assert lr["misleading_genuine"] == np.mean(genuine_lr < 0) and lr["misleading_forgery"] == np.mean(skilled_lr > 0)
+    # Fitted on the validation signers: export fits the same map on their scores, and on nothing else.
+    exported = json.loads((served_model[3] / "calibration.json").read_text())["likelihood_ratio"]
+    assert exported == lr["lr_calibration"] and exported["n_genuine"] != report["n_genuine"]
+    assert exported["repeats"] == report["config"]["draws"]
     assert (report_folder / "tippett.png").stat().st_size > 0 and (report_folder / "ece.png").stat().st_size > 0
     assert "Cllr" in (report_folder / "report.md").read_text()
+
+
+def test_a_verdicts_lr_note_names_every_qualifier():
+    """Uncalibrated and capped at a bound at once: both are said; a score beyond every validation score is said."""
+    from sigverify.serving.verifier import Verdict
+
+    fitted = LRCalibration.fit(np.r_[0.8, 0.9, 0.95], np.r_[0.1, 0.2, 0.3, 0.4])
+    verdict = dict(similarities=[0.99], score=0.99, distance=0.01, threshold=0.5, genuine=True, confidence=1.0,
+                   far_at_score=0.0, frr_at_score=1.0, n_references=2, n_references_validated=3)
+    capped = Verdict(**verdict, evidence={**fitted.evidence(5.0), "beyond_validation_scores": True})
+    note = capped.likelihood_ratio_json()["note"]
+    assert note.startswith("uncalibrated: the LR calibration holds for 3 references, not 2") and "at the bound" in note
+    inside = {**fitted.evidence(0.6), "beyond_validation_scores": False}
+    beyond = {**inside, "beyond_validation_scores": True}
+    assert Verdict(**{**verdict, "n_references": 3}, evidence=inside).likelihood_ratio_json()["note"] is None
+    assert "extrapolated" in Verdict(**{**verdict, "n_references": 3}, evidence=beyond).likelihood_ratio_json()["note"]

@@ -78,13 +78,7 @@ def show_verdict(verifier, verdict) -> None:
                    f"{verdict.n_references_validated}: its error rates hold for that number.")
     st.caption(f"At this score, on the validation signers: FAR {100 * verdict.far_at_score:.1f} % of skilled "
                f"forgeries score as high, FRR {100 * verdict.frr_at_score:.1f} % of genuine signatures score lower.")
-    import matplotlib.pyplot as plt
-
-    figure = distribution_figure(verifier, verdict.score)
-    try:
-        st.pyplot(figure)
-    finally:
-        plt.close(figure)
+    st.pyplot(distribution_figure(verifier, verdict.score))  # a Figure of its own: nothing for pyplot to close
 
 
 def show_maps(folder: str, references: np.ndarray, questioned: np.ndarray, names: list[str]) -> None:

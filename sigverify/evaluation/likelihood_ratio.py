@@ -9,16 +9,19 @@ one proposition over the other:
   judged on). ``logistic``: the natural log LR is linear in the score, fitted by logistic regression with
   both classes weighted equally (the standard of forensic speaker and handwriting systems, Brümmer's FoCal);
   ``pav``: the pool-adjacent-violators (isotonic) transform, a monotone step function.
-- **Bounds** (the evidence behind an LR): with n genuine and m skilled-forgery validation scores, no LR is
-  reported above m or below 1/n. An LR of 1,000 claims forgeries reach the score a thousand times less often
-  than genuine signatures; fewer than a thousand forgery comparisons cannot show that. (A plain sample-size
-  rule; Vergeer et al.'s ELUB bounds, which also look at the scores, are tighter or equal.)
+- **Bounds** (the evidence behind an LR): with n genuine and m skilled-forgery validation comparisons, no LR
+  is reported above m or below 1/n. An LR of 1,000 claims forgeries reach the score a thousand times less often
+  than genuine signatures; fewer than a thousand forgery comparisons cannot show that. Comparisons are
+  counted once: the references protocol scores each validation signature once per random draw of the
+  references (``repeats``), and those repeats are not more evidence. (A plain sample-size rule; Vergeer et
+  al.'s ELUB bounds, which also look at the scores, are tighter or equal.)
 - **Validation** (Brümmer & du Preez 2006; Ramos & González-Rodríguez 2013; Meuwly, Ramos & Haraksim 2017):
   ``cllr`` (the log-likelihood-ratio cost, 0 perfect, 1 an uninformative LR of 1 every time), ``cllr_min``
   (the Cllr after the best monotone calibration of the same scores: what discrimination alone allows; the
   difference is the calibration loss), the rates of misleading evidence, the Tippett plot (the share of each
   class whose log10 LR exceeds each value) and the empirical cross-entropy (ECE) over prior odds.
-- **Verbal scale**: the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015) equivalents.
+- **Verbal scale**: the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015) equivalents. Its
+  table starts at "1: no support" and "2-10: weak support"; an LR between 1/2 and 2 is reported as no support.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import numpy as np
 
 METHODS = ("logistic", "pav")
 # ENFSI (2015): the upper end of each band of LR values and its verbal equivalent.
-VERBAL_SCALE = ((1.0, "no support for either proposition"), (10.0, "weak support"), (100.0, "moderate support"),
+SCALE = "ENFSI Guideline for Evaluative Reporting in Forensic Science (2015)"
+VERBAL_SCALE = ((2.0, "no support for either proposition"), (10.0, "weak support"), (100.0, "moderate support"),
                 (1_000.0, "moderately strong support"), (10_000.0, "strong support"),
                 (1_000_000.0, "very strong support"), (np.inf, "extremely strong support"))
 PROPOSITIONS = ("the questioned signature is genuine", "it is a skilled forgery of the signer's signature")
@@ -36,9 +40,9 @@ PROPOSITIONS = ("the questioned signature is genuine", "it is a skilled forgery 
 
 def verbal(lr: float) -> str:
     """The ENFSI verbal equivalent of an LR, naming the proposition it supports."""
-    if lr == 1.0:
+    strength = lr if lr >= 1 else 1.0 / lr
+    if strength < VERBAL_SCALE[0][0]:
         return VERBAL_SCALE[0][1]
-    strength = lr if lr > 1 else 1.0 / lr
     words = next(text for upper, text in VERBAL_SCALE[1:] if strength <= upper)
     favoured, other = PROPOSITIONS if lr > 1 else PROPOSITIONS[::-1]
     return f"{words} for the proposition that {favoured}, rather than that {other}"
@@ -51,6 +55,7 @@ class LRCalibration:
     method: str
     n_genuine: int  # validation scores it was fitted on
     n_skilled: int
+    repeats: int = 1  # scores per validation signature (the references protocol's draws): the bounds count each once
     slope: float = 0.0  # logistic: ln LR = slope * score + intercept
     intercept: float = 0.0
     knots: list[float] = field(default_factory=list)  # pav: scores and their log10 LR (step function)
@@ -58,11 +63,13 @@ class LRCalibration:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """(lowest, highest) log10 LR the validation data support: 1/n_genuine and n_skilled."""
-        return -float(np.log10(self.n_genuine)), float(np.log10(self.n_skilled))
+        """(lowest, highest) log10 LR the validation data support: 1 / genuine and skilled comparisons."""
+        return -float(np.log10(self.n_genuine / self.repeats)), float(np.log10(self.n_skilled / self.repeats))
 
     @classmethod
-    def fit(cls, genuine, skilled, method: str = "logistic") -> "LRCalibration":
+    def fit(cls, genuine, skilled, method: str = "logistic", repeats: int = 1) -> "LRCalibration":
+        """Fitted on validation scores; ``repeats``: how many scores each validation signature has (the
+        references protocol's draws), so that the bounds count comparisons, not scores."""
         genuine, skilled = np.asarray(genuine, float).ravel(), np.asarray(skilled, float).ravel()
         if method not in METHODS:
             raise ValueError(f"LR calibration method must be one of {METHODS}, got {method!r}")
@@ -70,9 +77,9 @@ class LRCalibration:
             raise ValueError("an LR calibration needs at least 2 genuine and 2 skilled-forgery validation scores")
         if method == "logistic":
             slope, intercept = _balanced_logistic(genuine, skilled)
-            return cls(method, len(genuine), len(skilled), slope=slope, intercept=intercept)
+            return cls(method, len(genuine), len(skilled), repeats, slope=slope, intercept=intercept)
         knots, log10_lr = pav_log10_lr(genuine, skilled)
-        return cls(method, len(genuine), len(skilled), knots=list(knots), knot_log10_lr=list(log10_lr))
+        return cls(method, len(genuine), len(skilled), repeats, knots=list(knots), knot_log10_lr=list(log10_lr))
 
     def log10_lr(self, scores) -> np.ndarray:
         """log10 LR of each score, clipped to :attr:`bounds`."""
@@ -90,21 +97,23 @@ class LRCalibration:
         sits at a bound (the data support no stronger statement)."""
         log10 = float(self.log10_lr(score))
         low, high = self.bounds
-        return {"lr": float(10.0 ** log10), "log10_lr": log10, "verbal": verbal(10.0 ** log10),
+        return {"lr": float(10.0 ** log10), "log10_lr": log10, "verbal": verbal(10.0 ** log10), "scale": SCALE,
                 "at_bound": bool(np.isclose(log10, low) or np.isclose(log10, high)),
                 "bounds_log10": [low, high]}
 
     def to_json(self) -> dict:
-        return {"method": self.method, "n_genuine": self.n_genuine, "n_skilled": self.n_skilled,
+        return {"method": self.method, "n_genuine": self.n_genuine, "n_skilled": self.n_skilled, "repeats": self.repeats,
                 "slope": self.slope, "intercept": self.intercept, "knots": self.knots,
                 "knot_log10_lr": self.knot_log10_lr,
-                "bounds_rule": "1/n_genuine <= LR <= n_skilled (validation scores behind the fit)",
+                "bounds_rule": "repeats/n_genuine <= LR <= n_skilled/repeats (validation comparisons behind the fit, "
+                               "each validation signature counted once)",
                 "propositions": {"numerator": PROPOSITIONS[0], "denominator": PROPOSITIONS[1]}}
 
     @classmethod
     def from_json(cls, value: dict) -> "LRCalibration":
-        return cls(value["method"], int(value["n_genuine"]), int(value["n_skilled"]), float(value.get("slope", 0.0)),
-                   float(value.get("intercept", 0.0)), list(value.get("knots", [])), list(value.get("knot_log10_lr", [])))
+        return cls(value["method"], int(value["n_genuine"]), int(value["n_skilled"]), int(value.get("repeats", 1)),
+                   float(value.get("slope", 0.0)), float(value.get("intercept", 0.0)), list(value.get("knots", [])),
+                   list(value.get("knot_log10_lr", [])))
 
 
 def _balanced_logistic(genuine: np.ndarray, skilled: np.ndarray) -> tuple[float, float]:
@@ -159,6 +168,14 @@ def misleading_rates(genuine_log10_lr, skilled_log10_lr) -> dict:
     genuineness (LR > 1): evidence pointing the wrong way."""
     return {"misleading_genuine": float(np.mean(np.asarray(genuine_log10_lr) < 0)),
             "misleading_forgery": float(np.mean(np.asarray(skilled_log10_lr) > 0))}
+
+
+def tippett(log10_lr) -> tuple[np.ndarray, np.ndarray]:
+    """The Tippett curve of one class: each distinct log10 LR and the share of the class at or above it (the
+    share is constant between one level and the next, up to and including the next)."""
+    values = np.sort(np.asarray(log10_lr, float))
+    levels = np.unique(values)
+    return levels, 1.0 - np.searchsorted(values, levels, side="left") / len(values)
 
 
 def ece(genuine_log10_lr, skilled_log10_lr, prior_log10_odds: np.ndarray) -> np.ndarray:

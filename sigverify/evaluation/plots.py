@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sigverify.evaluation.figure import save_figure  # noqa: E402
-from sigverify.evaluation.likelihood_ratio import ece, pav_log10_lr  # noqa: E402
+from sigverify.evaluation.likelihood_ratio import ece, pav_log10_lr, tippett  # noqa: E402
 from sigverify.evaluation.metrics import auc, roc  # noqa: E402
 
 
@@ -55,9 +55,11 @@ def plot_tippett(genuine_log10_lr, skilled_log10_lr, path: Path) -> Path:
     """The share of each class whose log10 LR exceeds each value: genuine curves far right, forgeries far
     left; where a curve crosses 0 reads its misleading-evidence rate."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    values = np.r_[genuine_log10_lr, skilled_log10_lr]
+    pad = max(0.25, 0.05 * float(np.ptp(values)))  # the curves start at 1 and end at 0 inside the plot
     for values, label in ((genuine_log10_lr, "genuine (Hg true)"), (skilled_log10_lr, "skilled forgery (Hf true)")):
-        grid = np.sort(np.asarray(values))
-        ax.step(grid, 1.0 - np.arange(len(grid)) / len(grid), where="post", label=label)
+        levels, share = tippett(values)
+        ax.step(np.r_[levels[0] - pad, levels, levels[-1] + pad], np.r_[1.0, share, 0.0], where="pre", label=label)
     ax.axvline(0.0, color="grey", ls=":")
     ax.set(xlabel="log10 LR", ylabel="proportion with log10 LR >= x", title="Tippett plot", ylim=(0, 1.02))
     ax.legend(fontsize=8)

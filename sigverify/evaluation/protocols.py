@@ -126,7 +126,8 @@ def reference_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.nd
             g_idx = np.flatnonzero((signers == u) & genuine)
             if len(g_idx) <= n_references:
                 raise ValueError(f"signer {u} has {len(g_idx)} genuine signatures; the references protocol "
-                                 f"needs more than {n_references} (set n_references lower)")
+                                 f"needs more than {n_references} (pass a lower --model.evaluation.n_references, "
+                                 "or --n-references to export)")
             refs = rng.choice(g_idx, n_references, replace=False)
             questioned = np.setdiff1d(g_idx, refs)
             skilled = np.flatnonzero((signers == u) & ~genuine)

@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from sigverify.evaluation.likelihood_ratio import METHODS as LR_METHODS
 from sigverify.evaluation.likelihood_ratio import LRCalibration, validation_figures
 from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
 from sigverify.evaluation.protocols import PROTOCOLS, Scores, Similarity, check_reference_options, cosine, pair_scores, reference_scores
@@ -39,6 +40,7 @@ class EvalConfig:
     # embedding | backbone: the backbone's pooled features alone (the untrained baseline of a pretrained recipe) |
     # both: the two averaged (their cosine similarities' mean: the embedding beside the pooled features it is made from)
     features: str = "embedding"
+    lr_method: str = "logistic"  # the score-to-likelihood-ratio calibration: logistic | pav (likelihood_ratio.py)
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
     explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution
@@ -52,6 +54,8 @@ class EvalConfig:
                 raise ValueError(f"also_protocols must list protocols of {PROTOCOLS} other than protocol "
                                  f"({self.protocol!r}), each once; got {self.also_protocols}")
         check_reference_options(self.reduce, self.normalize)
+        if self.lr_method not in LR_METHODS:
+            raise ValueError(f"lr_method must be one of {LR_METHODS}, got {self.lr_method!r}")
         if self.features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if not 0.0 <= self.tta_shift < 0.5:
@@ -64,6 +68,12 @@ class EvalConfig:
         if self.threshold_from:  # a report that cannot lend its threshold is refused before any work
             for protocol in (self.protocol, *self.also_protocols):
                 carried_threshold(self, protocol)
+
+    def lr_calibration(self, validation: Scores) -> LRCalibration:
+        """The score-to-LR map fitted on validation scores of this protocol; the references protocol scores each
+        signature once per draw, and the bounds count each signature once."""
+        repeats = self.draws if self.protocol == "references" else 1
+        return LRCalibration.fit(validation.genuine, validation.skilled, self.lr_method, repeats)
 
 
 def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity: Similarity = cosine) -> Scores:
@@ -150,8 +160,7 @@ def evaluate(test: Scores, threshold: float, threshold_source: str, config: Eval
         "config": asdict(config),
     }
     if validation is not None:  # LRs calibrated on the validation signers, judged on these
-        report["likelihood_ratio"] = validation_figures(LRCalibration.fit(validation.genuine, validation.skilled),
-                                                        test.genuine, test.skilled)
+        report["likelihood_ratio"] = validation_figures(config.lr_calibration(validation), test.genuine, test.skilled)
     report["eer_ci95"], report["auc_ci95"] = _bootstrap(test, config)
     report["hter_ci95"] = _hter_interval(test, threshold, config, validation)
     report["hter_ci95_note"] = ("signer bootstrap over test signers and over the validation signers the threshold "

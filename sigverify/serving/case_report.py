@@ -62,13 +62,13 @@ def explanation_maps(verifier: Verifier, case: Case) -> tuple[list, str | None]:
 
 def distribution_figure(verifier: Verifier, score: float):
     """The validation signers' genuine and skilled-forgery scores, the threshold, and this score (matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot's: the service draws reports from several threads at once, and pyplot's
+    # figure registry is not thread-safe.
+    from matplotlib.figure import Figure
 
     calibration = verifier.model.calibration
-    fig, ax = plt.subplots(figsize=(6, 2.6))
+    fig = Figure(figsize=(6, 2.6))
+    ax = fig.subplots()
     bins = np.linspace(min(calibration.skilled.min(), calibration.genuine.min(), score),
                        max(calibration.skilled.max(), calibration.genuine.max(), score), 40)
     ax.hist(calibration.genuine, bins=bins, alpha=0.6, density=True, label="validation genuine", color="tab:green")
@@ -130,8 +130,8 @@ def render(verifier: Verifier, case: Case, title: str = "Signature verification:
     if lr is not None:
         parts.append(f"<p class=finding>The likelihood ratio is <b>{_lr(lr['lr'])}</b> (log10 {lr['log10_lr']:.2f}): "
                      f"the comparison gives <b>{_e(lr['verbal'])}</b>.</p>")
-        if lr["note"] and v.calibrated:  # an uncalibrated count is said once, below
-            parts.append(f"<p class=warn>{_e(lr['note'])}.</p>")
+        for note in v.range_notes():  # an uncalibrated count is said once, below
+            parts.append(f"<p class=warn>{_e(note)}.</p>")
     parts.append(f"<p>At the operating threshold the questioned signature is <b>{decision}</b> (score {v.score:.4f}, "
                  f"threshold {v.threshold:.4f}, chosen on {config['threshold']['n_validation_signers']} validation "
                  f"signers: {_e(config['threshold']['source'])}).</p>")
@@ -188,7 +188,9 @@ def _model_section(config: dict, model_id: str) -> str:
                                  + (f" ({weights['licence']})" if weights.get("licence") else ""))),
             _row("training data", _e(f"{data.get('root') or 'built-in synthetic set'}: {len(split.get('train', []))} "
                                      f"training, {len(split.get('val', []))} validation, {len(split.get('test', []))} "
-                                     "test signers, disjoint")),
+                                     "test signers, disjoint"
+                                     + (f"; data set fingerprint {split['data']}" if split.get("data") else ""))),
+            _row("validation signers", _e(", ".join(map(str, split.get("val", []))) or "not recorded")),
             _row("threshold and likelihood ratios fitted on", _e(f"{threshold['n_validation_signers']} validation signers "
                                                                  f"({threshold['n_genuine_scores']} genuine and "
                                                                  f"{threshold['n_skilled_scores']} skilled-forgery scores); "

@@ -20,7 +20,7 @@ from sigverify.serving.verifier import MAX_PIXELS, Verifier, read_image_file  # 
 def export_main(argv: list[str] | None = None) -> int:
     parser = command_parser("sigverify export", "A trained checkpoint as a self-contained model folder: ONNX and "
                             "safetensors weights, the operating threshold chosen on the run's validation signers, "
-                            "their scores, and a model card.")
+                            "their scores with the score-to-likelihood-ratio calibration fitted on them, and a model card.")
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by `sigverify fit`, or its run folder "
                                                       "(its best checkpoint)")
     parser.add_argument("--out", required=True, help="the model folder to write")
@@ -60,7 +60,8 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def verify_main(argv: list[str] | None = None) -> int:
     parser = _parser("sigverify verify", "Score a questioned signature against a signer's references with an "
-                     "exported model; prints JSON with the decision, score, distance, confidence and threshold.")
+                     "exported model; prints JSON with the decision, score, threshold, confidence and the likelihood ratio "
+                     "(genuine vs skilled forgery, with its ENFSI verbal equivalent).")
     parser.add_argument("--reference", nargs="+", required=True, help="the signer's genuine reference images")
     parser.add_argument("--questioned", required=True, help="the image to verify")
     args = parser.parse_args(argv)

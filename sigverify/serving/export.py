@@ -22,7 +22,6 @@ import torch
 
 import sigverify
 from sigverify.data.splits import same_validation_signers
-from sigverify.evaluation.likelihood_ratio import LRCalibration
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
 from sigverify.models.checkpoint import TrainedCheckpoint
@@ -167,7 +166,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
         model_config["test_figures"] = test_figures(report)
         (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
         # The LR calibration: fitted on the same validation scores, under this protocol and reference count.
-        likelihood_ratio = LRCalibration.fit(validation.genuine, validation.skilled)
+        likelihood_ratio = config.lr_calibration(validation)
         calibration = Calibration.from_scores(validation.genuine, validation.skilled, likelihood_ratio)
         (staging / CALIBRATION).write_text(json.dumps(calibration.to_json()))
         (staging / CARD).write_text(model_card(model_config, report))

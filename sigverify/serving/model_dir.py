@@ -51,6 +51,10 @@ class Calibration:
         """Share of validation skilled-forgery scores at or above ``score`` (accepted at this threshold)."""
         return float(1.0 - np.searchsorted(self.skilled, score, side="left") / len(self.skilled))
 
+    def beyond(self, score: float) -> bool:
+        """Whether ``score`` lies outside every validation score (where a fitted map only extrapolates)."""
+        return bool(score < min(self.genuine[0], self.skilled[0]) or score > max(self.genuine[-1], self.skilled[-1]))
+
     def to_json(self) -> dict:
         # Full precision: the threshold is one of these scores, and rounding would move it across ties.
         scores = {"genuine": [float(v) for v in self.genuine], "skilled": [float(v) for v in self.skilled]}

@@ -62,13 +62,19 @@ class Verdict:
         """The LR with what qualifies it: calibrated only for the validated reference count."""
         if self.evidence is None:
             return None
-        note = None
-        if not self.calibrated:
-            note = (f"uncalibrated: the LR calibration holds for {self.n_references_validated} references, not "
-                    f"{self.n_references}")
-        elif self.evidence["at_bound"]:
-            note = "at the bound of what the validation data support: the evidence may be stronger, not weaker"
-        return {**self.evidence, "calibrated": self.calibrated, "note": note}
+        notes = [] if self.calibrated else [f"uncalibrated: the LR calibration holds for {self.n_references_validated} "
+                                            f"references, not {self.n_references}"]
+        return {**self.evidence, "calibrated": self.calibrated, "note": "; ".join(notes + self.range_notes()) or None}
+
+    def range_notes(self) -> list[str]:
+        """What qualifies the LR's value itself: capped at a bound, or extrapolated beyond the validation scores."""
+        if self.evidence is None:
+            return []
+        if self.evidence["at_bound"]:
+            return ["at the bound of what the validation data support: the evidence may be stronger, not weaker"]
+        if self.evidence["beyond_validation_scores"]:
+            return ["the score lies beyond every validation score: the LR there is extrapolated by the fit"]
+        return []
 
 
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")  # sniffed from the content, never the name
@@ -169,7 +175,7 @@ class Verifier:
         lr = calibration.likelihood_ratio
         return Verdict([float(s) for s in similarities], score, float(1.0 - similarities.mean()), threshold,
                        bool(genuine), float(confidence), far, frr, len(similarities), self.validated_references,
-                       lr.evidence(score) if lr is not None else None)
+                       None if lr is None else {**lr.evidence(score), "beyond_validation_scores": calibration.beyond(score)})
 
     def verify_files(self, references, questioned) -> Verdict:
         images = self.preprocess_files([*references, questioned])
