@@ -78,7 +78,7 @@ def test_the_page_enrols_and_verifies(postgres, served_model, tmp_path):  # noqa
         references_shown = page.eval_on_selector_all("#reference-images img", "imgs => imgs.length")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert not calibration_shown  # 3 references, as validated
-    assert evidence.startswith("Likelihood ratio ") and "support for the proposition" in evidence
+    assert evidence.startswith("Likelihood ratio ") and f": {expected.likelihood_ratio_json()['verbal']}" in evidence
     assert "likelihood ratio (genuine vs skilled forgery)" in figures
     assert decision.startswith("Genuine" if expected.genuine else "Forgery")
     assert f"{expected.score:.4f}" in figures and f"{expected.threshold:.4f}" in figures
@@ -124,9 +124,26 @@ def test_the_page_flags_an_uncalibrated_verdict_and_never_shows_a_stale_one(post
         page.wait_for_function("document.getElementById('message').className === 'error'")
         error = page.text_content("#message")
         hidden_on_error = page.is_hidden("#result") and not page.get_attribute("#questioned-image", "src")
+        # enrolling more references, or creating another signer, makes a verdict on screen stale too
+        page.set_input_files("#questioned", forged[0])
+        page.click("#verify")
+        page.wait_for_selector("#result", state="visible")
+        page.set_input_files("#references", genuine[validated - 1:validated])
+        page.click("#enrol")
+        page.wait_for_function("document.getElementById('message').textContent.includes('enrolled')")
+        hidden_on_enrol = page.is_hidden("#result")
+        page.click("#verify")
+        page.wait_for_selector("#result", state="visible")
+        calibrated_now = "(uncalibrated)" not in page.text_content("#decision")
+        scale = page.text_content("#figures")
+        page.fill("#new-signer", "other")
+        page.click("#create-signer")
+        page.wait_for_function("document.getElementById('message').textContent.includes('created')")
+        hidden_on_new_signer = page.is_hidden("#result")
     assert "(uncalibrated)" in decision and warning_shown and "uncalibrated: the LR calibration holds" in evidence
     assert f"{validated - 1} reference(s)" in warning and f"validated with {validated} references" in warning
     assert hidden_on_new_file and hidden_on_error and "scan.png" in error
+    assert hidden_on_enrol and calibrated_now and hidden_on_new_signer and "ENFSI" in scale
 
 
 def test_the_api_docs_render_offline(postgres, served_model):  # noqa: F811
