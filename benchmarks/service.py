@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dsn = args.db or EmbeddedDatabase(Path(tmp) / "db", supervise=False).dsn
         verifier = Verifier(args.model, args.threads)
-        dim = int(verifier.model.config["embedding_dim"])
+        dim = verifier.model.config.embedding_dim
         migrate(dsn, verifier.model.model_id, dim)
         started = time.perf_counter()
         load_signers(dsn, args.signers, args.references, dim)
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     bare_stats = latency_percentiles(bare)
     bare_p50 = bare_stats["p50_ms"]
     single = next((level for level in levels if level["clients"] == 1), levels[0])
-    emit({"model": verifier.model.model_id, "backbone": verifier.model.config["backbone"],
-          "input": verifier.model.config["input"]["shape"][2:], "enrolled_signers": args.signers + 1,
+    emit({"model": verifier.model.model_id, "backbone": verifier.model.config.backbone,
+          "input": [verifier.model.config.preprocess.height, verifier.model.config.preprocess.width], "enrolled_signers": args.signers + 1,
           "stored_vectors": args.signers * args.references + len(references), "load_s": round(load_seconds, 1),
           "bare_inference": bare_stats,
           "levels": levels,

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from sigverify.data.preprocess import preprocess_file
 from sigverify.explain.attribution import Explainer, ink_mask, ink_ratio
 from sigverify.explain.errors import confident_errors, within_signer_pairs
-from sigverify.serving.model_dir import CARD, WEIGHTS, ModelDirError
+from sigverify.serving.model_dir import CARD, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.pretrained import SignatureModel
 
 from conftest import SERVED_TINY, cli, signer_files
@@ -175,7 +176,7 @@ def test_a_model_loaded_from_its_folder_embeds_bit_identically_to_its_checkpoint
 
     tmp, run, ckpt, model_dir = served_model
     model = SignatureModel.from_pretrained(str(model_dir))
-    network = TrainedCheckpoint.read(ckpt).network(model.folder.config["tta_shift"])
+    network = TrainedCheckpoint.read(ckpt).network(model.folder.config.tta_shift)
     genuine, forged, _ = signer_files(served_model)
     images = Verifier(model_dir).preprocess_files(genuine + forged)
     with torch.no_grad():
@@ -259,19 +260,29 @@ def test_push_checks_the_folder_and_uploads_it_or_says_why_not(served_model, tmp
 def test_model_card_states_data_protocol_threshold_figures_floor_and_limits(served_model):
     from sigverify.serving.model_card import model_card
 
-    card = (served_model[3] / CARD).read_text()
-    config = json.loads((served_model[3] / "config.json").read_text())
+    card = ModelCard.load(served_model[3] / CARD)  # the hub's own reader: metadata and text
+    folder = read_model_dir(served_model[3])
+    config, text = folder.config, card.text
     report = json.loads((served_model[1] / "test-references" / "report.json").read_text())
-    with_intervals = model_card(config, {**report, "eer": 0.12, "image_statistics_eer": 0.30, "eer_ci95": [0.08, 0.17],
-                                         "hter_ci95": [0.1, 0.2], "auc_ci95": [0.9, 0.95]})
+    with_intervals = str(model_card(config, {**report, "eer": 0.12, "image_statistics_eer": 0.30, "eer_ci95": [0.08, 0.17],
+                                             "hter_ci95": [0.1, 0.2], "auc_ci95": [0.9, 0.95]}))
     assert "| 12.0 % | 8.0 % - 17.0 % |" in with_intervals and "10.0 % - 20.0 %" in with_intervals
     assert "0.900 - 0.950" in with_intervals and "Do not deploy" not in with_intervals
-    assert "Do not deploy it" in model_card(config, {**report, "eer": 0.28, "image_statistics_eer": 0.30})
-    assert "built-in synthetic set" in card and f"{len(config['split']['train'])} training" in card
-    assert "Protocol: **references**" in card and f"{config['threshold']['value']:.4f}" in card
-    assert "validation signers" in card and "95 % interval" in card
-    assert f"{100 * report['eer']:.1f} %" in card and f"{100 * report['image_statistics_eer']:.1f} %" in card
-    assert "Writer-independent" in card and "Offline only" in card and "synthetic (generated Latin-like strokes)" in card
+    assert "Do not deploy it" in str(model_card(config, {**report, "eer": 0.28, "image_statistics_eer": 0.30}))
+    assert "built-in synthetic set" in text and f"{len(config.split['train'])} training" in text
+    assert "Protocol: **references**" in text and f"{config.threshold.value:.4f}" in text
+    assert "validation signers" in text and "95 % interval" in text
+    assert f"{100 * report['eer']:.1f} %" in text and f"{100 * report['image_statistics_eer']:.1f} %" in text
+    assert "Writer-independent" in text and "Offline only" in text and "synthetic (generated Latin-like strokes)" in text
+    # the hub's metadata: licence, library and the test figures as a model-index
+    assert card.data.license == "apache-2.0" and card.data.library_name == "sigverify"
+    metrics = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert metrics["eer"] == pytest.approx(report["eer"], abs=1e-4) and metrics["hter"] == pytest.approx(report["hter"], abs=1e-4)
+    # the likelihood ratios: the calibration and its range, and the test signers' Cllr when the report has one
+    lr = folder.calibration.likelihood_ratio
+    assert f"{lr.method} calibration" in text and f"to {10 ** lr.bounds[1]:,.0f}" in text
+    tested = report["likelihood_ratio"]
+    assert f"{tested['cllr']:.3f} / {tested['cllr_min']:.3f}" in text and metrics["cllr"] == pytest.approx(tested["cllr"], abs=1e-4)
 
 
 # -- the app ------------------------------------------------------------------------------------------

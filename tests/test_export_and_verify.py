@@ -15,7 +15,7 @@ from sigverify.evaluation.protocols import score_against_references
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import SignatureEmbedder, embed_images
 from sigverify.serving.export import export_onnx, onnx_embed
-from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, read_model_dir
+from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, ScoringProtocol, read_model_dir
 from sigverify.serving.verifier import Verifier
 
 from conftest import SERVED_TINY, cli, signer_files
@@ -30,15 +30,15 @@ def test_export_writes_a_hub_style_folder_with_the_validation_threshold(served_m
     report = json.loads((run / "test-references" / "report.json").read_text())
     # the threshold `sigverify test` chose on the validation signers is the one the folder serves
     assert model.threshold == pytest.approx(report["threshold"], abs=1e-9)
-    assert config["protocol"] == {"name": "references", "reduce": "mean", "normalize": "center",
-                                  "n_references_validated": 3}
-    assert config["split"] == TrainedCheckpoint.read(ckpt).split
-    assert config["backbone"] == "test_efficientnet" and config["embedding_dim"] == 32
-    assert config["preprocess"]["height"] == 32 and len(config["training_config_sha256"]) == 64
-    assert config["onnx"]["max_abs_difference_to_pytorch"] <= 1e-4
+    assert config.protocol == ScoringProtocol(name="references", reduce="mean", normalize="center",
+                                              n_references_validated=3)
+    assert config.split == TrainedCheckpoint.read(ckpt).split
+    assert config.backbone == "test_efficientnet" and config.embedding_dim == 32
+    assert config.preprocess.height == 32 and len(config.training_config_sha256) == 64
+    assert config.onnx.max_abs_difference_to_pytorch <= 1e-4
     # calibration: the validation scores the threshold came from, with its rates there
-    assert model.calibration.far_at(model.threshold) == pytest.approx(config["threshold"]["far_skilled"])
-    assert model.calibration.frr_at(model.threshold) == pytest.approx(config["threshold"]["frr"])
+    assert model.calibration.far_at(model.threshold) == pytest.approx(config.threshold.far_skilled)
+    assert model.calibration.frr_at(model.threshold) == pytest.approx(config.threshold.frr)
     card = (model_dir / CARD).read_text()
     assert card.startswith("---\nlibrary_name: sigverify") and f"{report['n_signers']} test signers" in card
 
@@ -135,11 +135,36 @@ def test_bad_inputs_name_the_file(served_model, tmp_path, capsys):
     assert not list(tmp_path.glob(".export-*"))
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("threshold"), "no threshold entry"),
+    (lambda c: c["protocol"].pop("normalize"), "no protocol.normalize entry"),
+    (lambda c: c.update(calibrated_on="?"), "unknown entries calibrated_on"),
+    (lambda c: c["preprocess"].update(ink_tone="sepia"), "preprocess: ink_tone must be one of"),
+    (lambda c: c.update(protocol=[1]), "protocol is not a JSON object"),
+    (lambda c: c["protocol"].update(name="triplets"), "protocol.name 'triplets' is not pairs or references"),
+])
+def test_config_json_is_read_as_typed_settings_and_a_bad_entry_names_the_file(served_model, tmp_path, change, message):
+    """config.json is written from one typed ModelConfig and read back into it unchanged; an entry missing,
+    unknown or invalid is refused with the file and the entry, not met later as a KeyError mid-request."""
+    model_dir = served_model[3]
+    model = read_model_dir(model_dir)
+    written = json.loads((model_dir / CONFIG).read_text())
+    assert model.config.to_json() == written  # every entry read back, nothing dropped or added
+    assert model.config.preprocess.height == written["preprocess"]["height"] and model.config.head_hidden == tuple(written["head_hidden"])
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    change(written)
+    (broken / CONFIG).write_text(json.dumps(written))
+    with pytest.raises(ModelDirError, match=message) as raised:
+        read_model_dir(broken)
+    assert str(broken / CONFIG) in str(raised.value)
+
+
 def test_the_reference_count_of_the_threshold_can_be_chosen(served_model, tmp_path):
     tmp, run, ckpt, model_dir = served_model
     assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "two"), "--n-references", "2") == 0
     two = read_model_dir(tmp_path / "two")
-    assert two.protocol["n_references_validated"] == 2
+    assert two.config.protocol.n_references_validated == 2
     # fewer references per validation signer: more genuine scores, from other reference sets
     assert len(two.calibration.genuine) > len(read_model_dir(model_dir).calibration.genuine)
 
@@ -159,7 +184,7 @@ def test_export_takes_a_run_folder_and_a_reference_count_its_validation_signers_
         assert cli("export", "--ckpt", str(many), "--out", str(tmp_path / "m")) == 0  # the run folder
     printed = json.loads(capsys.readouterr().out)
     assert printed["n_references"] == genuine_per_signer - 1
-    assert read_model_dir(tmp_path / "m").protocol["n_references_validated"] == genuine_per_signer - 1
+    assert read_model_dir(tmp_path / "m").config.protocol.n_references_validated == genuine_per_signer - 1
     assert "evaluated with 12 references" in caplog.text and "--n-references" in caplog.text
     assert cli("export", "--ckpt", str(many), "--out", str(tmp_path / "n"), "--n-references", "6") == 1
     error = capsys.readouterr().err
@@ -190,7 +215,7 @@ def test_export_takes_the_evaluation_settings_the_run_was_tested_with(served_mod
     report = json.loads((other / "test-references" / "report.json").read_text())
     assert cli("export", "--ckpt", str(other / "checkpoints" / "best.ckpt"), "--out", str(tmp_path / "m" / "z")) == 0
     model = read_model_dir(tmp_path / "m" / "z")  # a parent folder that did not exist is made
-    assert model.protocol["normalize"] == "z" and model.config["evaluation"]["normalize"] == "z"
+    assert model.config.protocol.normalize == "z" and model.config.evaluation["normalize"] == "z"
     assert model.threshold == report["threshold"]
     assert "test signers never seen" in (tmp_path / "m" / "z" / CARD).read_text()
 
@@ -260,10 +285,10 @@ def test_a_run_tested_with_both_features_exports_them(served_model, tmp_path):
     report = json.loads((other / "test-references" / "report.json").read_text())
     assert cli("export", "--ckpt", str(other), "--out", str(tmp_path / "m")) == 0
     model = read_model_dir(tmp_path / "m")
-    assert model.threshold == report["threshold"] and model.config["evaluation"]["features"] == "both"
+    assert model.threshold == report["threshold"] and model.config.features == "both"
     genuine, forged, _ = signer_files(served_model)
     images = Verifier(tmp_path / "m").preprocess_files(genuine + forged)
     expected = embed_images(TrainedCheckpoint.read(other).network(features="both"), images)
-    assert model.config["embedding_dim"] == expected.shape[1] > 32
+    assert model.config.embedding_dim == expected.shape[1] > 32
     assert np.abs(Verifier(tmp_path / "m").embed(images) - expected).max() <= 1e-4
     assert np.array_equal(SignatureModel.from_pretrained(str(tmp_path / "m")).embed(images), expected)

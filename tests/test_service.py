@@ -81,7 +81,7 @@ def verifier(served_model):
 def service(postgres, verifier, request):
     """(app, store) on a database of this test's own."""
     dsn = fresh_database(postgres, request.node.name[:40].replace("[", "_").replace("]", "_"))
-    store = SignatureStore(dsn, verifier.model.model_id, verifier.model.config["embedding_dim"], timeout=2)
+    store = SignatureStore(dsn, verifier.model.model_id, verifier.model.config.embedding_dim, timeout=2)
     limits = Limits(max_upload_bytes=300_000, max_references=10_000)
     app = create_app(Verifier(verifier.model, threads=1, max_pixels=2_000_000), store,
                      Settings(api_key="test-key", limits=limits))
@@ -170,7 +170,7 @@ def test_a_database_of_the_first_schema_is_migrated_with_its_data(postgres, veri
     """A database written before signer centroids existed gets them from its stored references."""
     from sigverify.serving.store import MIGRATIONS
 
-    dsn, dim = fresh_database(postgres, "schema_v1"), verifier.model.config["embedding_dim"]
+    dsn, dim = fresh_database(postgres, "schema_v1"), verifier.model.config.embedding_dim
     vectors = np.eye(dim, dtype=np.float32)[:3]
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -278,7 +278,7 @@ def test_a_failed_enrolment_writes_nothing(served_model, client, service):
 def test_the_reference_limit_per_signer_refuses_the_whole_request(service, verifier):
     store = service[1]
     store.create_signer("fay", None)
-    references = [NewReference(np.eye(verifier.model.config["embedding_dim"])[i], f"{i:064d}", None, "PNG", 1, 1)
+    references = [NewReference(np.eye(verifier.model.config.embedding_dim)[i], f"{i:064d}", None, "PNG", 1, 1)
                   for i in range(3)]
     store.add_references("fay", references[:2], max_per_signer=2)
     with pytest.raises(StoreError, match="would have 3 references; the limit is 2") as refused:
@@ -335,9 +335,9 @@ def test_concurrent_enrolments_for_one_signer_keep_every_image_once(client, serv
 
 def test_a_database_of_another_model_is_refused(postgres, verifier):
     dsn = fresh_database(postgres, "other_model")
-    SignatureStore(dsn, "model-a", verifier.model.config["embedding_dim"]).close()
+    SignatureStore(dsn, "model-a", verifier.model.config.embedding_dim).close()
     with pytest.raises(StoreError, match="holds the embeddings of model model-a"):
-        SignatureStore(dsn, verifier.model.model_id, verifier.model.config["embedding_dim"])
+        SignatureStore(dsn, verifier.model.model_id, verifier.model.config.embedding_dim)
 
 
 class EnrolmentLoad:

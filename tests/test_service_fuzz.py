@@ -22,7 +22,7 @@ KEY = "fuzz-key"
 def fuzzed_app(postgres, served_model):  # noqa: F811
     verifier = Verifier(served_model[3], threads=1)
     store = SignatureStore(fresh_database(postgres, "fuzz"), verifier.model.model_id,
-                           verifier.model.config["embedding_dim"], timeout=2)
+                           verifier.model.config.embedding_dim, timeout=2)
     app = create_app(Verifier(verifier.model, threads=1, max_pixels=2_000_000), store,
                      Settings(api_key=KEY, limits=Limits(max_upload_bytes=200_000)))
     with TestClient(app) as client:

@@ -39,7 +39,7 @@ def page_on_a_service(postgres, served_model, database: str):  # noqa: F811
     playwright_api = _browser_or_skip()
     verifier = Verifier(served_model[3], threads=1)
     store = SignatureStore(fresh_database(postgres, database), verifier.model.model_id,
-                           verifier.model.config["embedding_dim"], timeout=2)
+                           verifier.model.config.embedding_dim, timeout=2)
     try:
         with LiveServer(create_app(verifier, store, Settings(api_key="page-key"))) as live, \
                 playwright_api.sync_playwright() as p:

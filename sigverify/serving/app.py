@@ -108,9 +108,9 @@ def create_app(verifier: Verifier, store: SignatureStore, settings: Settings, da
     # so the API's documentation renders offline and behind firewalls.
     app = FastAPIOffline(title="sigverify", version=sigverify.__version__,
                          description="Offline signature verification: enrol a signer's reference signatures, verify "
-                                     f"a questioned one. Model {model.model_id} ({model.config['backbone']}), "
+                                     f"a questioned one. Model {model.model_id} ({model.config.backbone}), "
                                      f"{verifier.protocol} protocol, threshold {model.threshold:.4f} "
-                                     f"({model.config['threshold']['source']}).")
+                                     f"({model.config.threshold.source}).")
     app.state.service = Service(verifier, store, settings, database)
 
     @app.exception_handler(StoreError)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import sigverify
+from sigverify.serving.model_dir import ModelConfig
 from sigverify.serving.verifier import DecodedImage, Verdict, Verifier
 
 MAX_MAPS = 3  # explanation maps per report (one per reference): each costs a backward pass
@@ -133,8 +134,8 @@ def render(verifier: Verifier, case: Case, title: str = "Signature verification:
         for note in v.range_notes():  # an uncalibrated count is said once, below
             parts.append(f"<p class=warn>{_e(note)}.</p>")
     parts.append(f"<p>At the operating threshold the questioned signature is <b>{decision}</b> (score {v.score:.4f}, "
-                 f"threshold {v.threshold:.4f}, chosen on {config['threshold']['n_validation_signers']} validation "
-                 f"signers: {_e(config['threshold']['source'])}).</p>")
+                 f"threshold {v.threshold:.4f}, chosen on {config.threshold.n_validation_signers} validation "
+                 f"signers: {_e(config.threshold.source)}).</p>")
     if not v.calibrated:
         parts.append(f"<p class=warn>Uncalibrated: {v.n_references} reference(s) were used; the threshold, its error "
                      f"rates and the likelihood ratio were validated with {v.n_references_validated}.</p>")
@@ -178,12 +179,12 @@ def render(verifier: Verifier, case: Case, title: str = "Signature verification:
     return _page(title, "\n".join(parts))
 
 
-def _model_section(config: dict, model_id: str) -> str:
-    threshold, split, data = config["threshold"], config["split"], config["training_config"]["data"]
-    weights = config.get("starting_weights") or {}
-    tested = config.get("test_figures") or {}
+def _model_section(config: ModelConfig, model_id: str) -> str:
+    threshold, split, data = config.threshold, config.split, config.training_config["data"]
+    weights = config.starting_weights or {}
+    tested = config.test_figures or {}
     rows = [_row("model id (SHA-256 of its model.onnx, shortened)", f"<code>{_e(model_id)}</code>"),
-            _row("network", _e(f"{config['backbone']}, {config['embedding_dim']}-d embedding; starting weights: "
+            _row("network", _e(f"{config.backbone}, {config.embedding_dim}-d embedding; starting weights: "
                                  f"{weights.get('source', 'not recorded')}"
                                  + (f" ({weights['licence']})" if weights.get("licence") else ""))),
             _row("training data", _e(f"{data.get('root') or 'built-in synthetic set'}: {len(split.get('train', []))} "
@@ -191,11 +192,11 @@ def _model_section(config: dict, model_id: str) -> str:
                                      "test signers, disjoint"
                                      + (f"; data set fingerprint {split['data']}" if split.get("data") else ""))),
             _row("validation signers", _e(", ".join(map(str, split.get("val", []))) or "not recorded")),
-            _row("threshold and likelihood ratios fitted on", _e(f"{threshold['n_validation_signers']} validation signers "
-                                                                 f"({threshold['n_genuine_scores']} genuine and "
-                                                                 f"{threshold['n_skilled_scores']} skilled-forgery scores); "
-                                                                 f"there FRR {_percent(threshold['frr'])}, FAR "
-                                                                 f"{_percent(threshold['far_skilled'])}"))]
+            _row("threshold and likelihood ratios fitted on", _e(f"{threshold.n_validation_signers} validation signers "
+                                                                 f"({threshold.n_genuine_scores} genuine and "
+                                                                 f"{threshold.n_skilled_scores} skilled-forgery scores); "
+                                                                 f"there FRR {_percent(threshold.frr)}, FAR "
+                                                                 f"{_percent(threshold.far_skilled)}"))]
     if tested:
         rows.append(_row("on its test signers (never seen in training or validation)", _e(
             f"{tested.get('n_signers')} signers: EER {_percent(tested.get('eer'))}, HTER at this threshold "
@@ -209,12 +210,12 @@ def _model_section(config: dict, model_id: str) -> str:
     return "<h2>The model</h2><table>" + "".join(rows) + "</table>"
 
 
-def _limits_section(config: dict) -> str:
+def _limits_section(config: ModelConfig) -> str:
     return "<h2>Limits of the method</h2><ul>" + "".join(f"<li>{_e(item)}</li>" for item in (
         "The system compares the questioned signature with the given references of the same person; it does not "
         "say who wrote it, and it was never trained on this person.",
         "Its figures hold for signatures like those it was validated on: "
-        f"{config.get('scripts') or 'the scripts of its training data'}, scanned on paper. Another population "
+        f"{config.scripts or 'the scripts of its training data'}, scanned on paper. Another population "
         "(script, scanner, pen, photographs) needs its own validation before these numbers apply.",
         "The likelihood ratio weighs two propositions only: a genuine signature of this person, or a skilled "
         "forgery of it. Disguised signatures, tracings and other writers' genuine signatures are not modelled.",

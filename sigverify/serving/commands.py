@@ -9,11 +9,12 @@ import json
 import os
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from sigverify.commandline import command_parser
 from sigverify.data.errors import DataError
-from sigverify.serving.model_dir import CONFIG, ModelDirError
+from sigverify.serving.model_dir import ModelDirError, read_model_dir
 from sigverify.serving.verifier import MAX_PIXELS, Verifier, read_image_file  # onnxruntime loads only with a model
 
 
@@ -43,9 +44,9 @@ def export_main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"sigverify export: {err}", file=sys.stderr)
         return 1
-    config = json.loads((path / CONFIG).read_text())
-    print(json.dumps({"model_dir": str(path), **config["threshold"],
-                      "n_references": config["protocol"]["n_references_validated"]}))
+    config = read_model_dir(path).config
+    print(json.dumps({"model_dir": str(path), **asdict(config.threshold),
+                      "n_references": config.protocol.n_references_validated}))
     return 0
 
 
@@ -71,9 +72,8 @@ def verify_main(argv: list[str] | None = None) -> int:
     except (ModelDirError, DataError, ValueError, OSError) as err:
         print(f"sigverify verify: {err}", file=sys.stderr)
         return 1
-    model = verifier.model.config
     print(json.dumps({**verdict.to_json(), "protocol": verifier.protocol, "references": list(args.reference),
-                      "questioned": args.questioned, "threshold_source": model["threshold"]["source"],
+                      "questioned": args.questioned, "threshold_source": verifier.model.config.threshold.source,
                       "model": str(verifier.model.path)}, indent=1))
     return 0
 
@@ -107,7 +107,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         verifier = Verifier(args.model, args.threads, args.max_pixels)
         database = None if args.db else EmbeddedDatabase(args.data_dir)
         store = SignatureStore(args.db or database.dsn, verifier.model.model_id,
-                               int(verifier.model.config["embedding_dim"]))
+                               verifier.model.config.embedding_dim)
     except (ModelDirError, StoreError, ValueError, OSError, ImportError) as err:
         print(f"sigverify serve: {err}", file=sys.stderr)
         _stop(locals().get("database"))

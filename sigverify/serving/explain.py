@@ -25,7 +25,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, PreprocessConfig, dict]:
 
         model = SignatureModel.from_pretrained(str(path))
         # Decisions use the folder's scoring network (shift-averaged if exported so): its threshold's scale.
-        return model.embedder, model.preprocess_config, {"protocol": model.folder.protocol["name"],
+        return model.embedder, model.preprocess_config, {"protocol": model.folder.config.protocol.name,
                                                          "threshold": model.threshold, "model": model}
     from sigverify.models.checkpoint import TrainedCheckpoint
 

@@ -28,7 +28,19 @@ from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embed_images
 from sigverify.models.packaged_weights import starting_weights
 from sigverify.serving.model_card import model_card
-from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, FORMAT_VERSION, ONNX, WEIGHTS, Calibration
+from sigverify.serving.model_dir import (
+    CALIBRATION,
+    CARD,
+    CONFIG,
+    ONNX,
+    WEIGHTS,
+    Calibration,
+    CheckpointOrigin,
+    ModelConfig,
+    OnnxCheck,
+    OperatingThreshold,
+    ScoringProtocol,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,47 +141,37 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
         # The embedding network's own weights: from_pretrained rebuilds what scores with them (shifts, features).
         save_file({k: v.contiguous() for k, v in checkpoint.embedder().state_dict().items()}, str(staging / WEIGHTS))
         training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
-        model_config = {
-            "format_version": FORMAT_VERSION,
-            "library_name": "sigverify",
-            "sigverify_version": sigverify.__version__,
-            "architecture": "SignatureEmbedder",
-            "backbone": hparams["backbone"],
-            "neck": hparams.get("neck", "plain"),
-            "embedding_dim": int(embeddings.shape[1]),  # the scoring network's: the embedding's, or more (features both)
-            "head_hidden": list(hparams["head_hidden"]),
-            "tta_shift": config.tta_shift,
-            "evaluation": asdict(config),
-            "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 1, preprocess.height, preprocess.width],
-                      "ink": "bright (255) on black (0), after the preprocessing below"},
-            "output": {"name": "embeddings", "dtype": "float32", "shape": ["batch", int(embeddings.shape[1])],
-                       "norm": "unit length; compare with the cosine similarity"},
-            "preprocess": asdict(preprocess),
-            "protocol": {"name": config.protocol, "reduce": config.reduce, "normalize": config.normalize,
-                         "n_references_validated": config.n_references if config.protocol == "references" else 1},
-            "threshold": {"value": float(threshold), "source": source, "far_skilled": rates["far_skilled"],
-                          "frr": rates["frr"], "far_random": rates["far_random"], "hter": rates["hter"],
-                          "n_validation_signers": len(datamodule.split["val"]),
-                          "n_genuine_scores": int(len(validation.genuine)),
-                          "n_skilled_scores": int(len(validation.skilled))},
-            "onnx": {"opset": 17, "max_abs_difference_to_pytorch": difference, "tolerance": ONNX_TOLERANCE,
-                     "checked_on": f"{len(images)} preprocessed validation images"},
-            "checkpoint": {"file": ckpt.name, "epoch": checkpoint.contents.get("epoch"),
-                           "global_step": checkpoint.contents.get("global_step")},
-            "starting_weights": starting_weights(hparams["backbone"], hparams.get("pretrained", False),
-                                                 hparams.get("weights_file"), hparams.get("init_from")),
-            "training_config": training,
-            "training_config_sha256": config_hash(training),
-            "scripts": scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
-            "split": record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
-        }
-        model_config["test_figures"] = test_figures(report)
-        (staging / CONFIG).write_text(json.dumps(model_config, indent=1))
+        model_config = ModelConfig(
+            sigverify_version=sigverify.__version__,
+            backbone=hparams["backbone"],
+            neck=hparams.get("neck", "plain"),
+            embedding_dim=int(embeddings.shape[1]),
+            head_hidden=tuple(hparams["head_hidden"]),
+            tta_shift=config.tta_shift,
+            evaluation=_plain(config),
+            preprocess=preprocess,
+            protocol=ScoringProtocol(config.protocol, config.reduce, config.normalize,
+                                     config.n_references if config.protocol == "references" else 1),
+            threshold=OperatingThreshold(
+                float(threshold), source, rates["far_skilled"], rates["frr"], rates["far_random"], rates["hter"],
+                n_validation_signers=len(datamodule.split["val"]), n_genuine_scores=int(len(validation.genuine)),
+                n_skilled_scores=int(len(validation.skilled))),
+            onnx=OnnxCheck(17, difference, ONNX_TOLERANCE, f"{len(images)} preprocessed validation images"),
+            checkpoint=CheckpointOrigin(ckpt.name, checkpoint.contents.get("epoch"), checkpoint.contents.get("global_step")),
+            starting_weights=starting_weights(hparams["backbone"], hparams.get("pretrained", False),
+                                              hparams.get("weights_file"), hparams.get("init_from")),
+            training_config=training,
+            training_config_sha256=config_hash(training),
+            scripts=scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
+            split=record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
+            test_figures=test_figures(report),
+        )
+        (staging / CONFIG).write_text(json.dumps(model_config.to_json(), indent=1))
         # The LR calibration: fitted on the same validation scores, under this protocol and reference count.
         likelihood_ratio = config.lr_calibration(validation)
         calibration = Calibration.from_scores(validation.genuine, validation.skilled, likelihood_ratio)
         (staging / CALIBRATION).write_text(json.dumps(calibration.to_json()))
-        (staging / CARD).write_text(model_card(model_config, report))
+        model_card(model_config, report, likelihood_ratio).save(staging / CARD)
         readable_by_others(staging)
         if out.exists():
             shutil.rmtree(out)

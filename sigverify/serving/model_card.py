@@ -1,6 +1,59 @@
-"""The model card (``README.md`` of an exported model folder), in the Hugging Face hub's format: YAML
-metadata, then what the model is for, how it was trained and validated, and what it must not be used for."""
+"""The model card (``README.md`` of an exported model folder): ``huggingface_hub``'s ``ModelCard``, its YAML
+metadata (with the test figures as the hub's ``model-index``) from ``ModelCardData``, its text from the
+``templates/model_card.md`` Jinja template: what the model is for, how it decides, how it was trained and
+validated, and what it must not be used for."""
 from __future__ import annotations
+
+from importlib.resources import files
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from sigverify.evaluation.likelihood_ratio import SCALE, LRCalibration
+from sigverify.serving.model_dir import ModelConfig
+
+TEMPLATE = files("sigverify.serving") / "templates" / "model_card.md"
+TAGS = ["signature-verification", "metric-learning", "onnx", "sigverify"]
+NEAR_FLOOR = 0.05  # an EER within this of the image-statistics floor is flagged: the model may rest on a shortcut
+
+
+def model_card(config: ModelConfig, test_report: dict | None = None,
+               likelihood_ratio: LRCalibration | None = None) -> ModelCard:
+    report = test_report or {}
+    tested_lr = report.get("likelihood_ratio") or {}
+    model = config.training_config.get("model", {})
+    floor, eer = report.get("image_statistics_eer"), report.get("eer")
+    card_data = ModelCardData(library_name="sigverify", license="apache-2.0", pipeline_tag="image-feature-extraction",
+                              tags=TAGS, model_name=f"sigverify {config.backbone} {model.get('loss', '')}".strip(),
+                              eval_results=_eval_results(config, report) or None)
+    return ModelCard.from_template(
+        card_data, template_str=TEMPLATE.read_text(encoding="utf-8"),
+        config=config, model=model, pre=config.preprocess, protocol=config.protocol, threshold=config.threshold,
+        split=config.split, data=config.training_config.get("data", {}), weights=_weights(config.starting_weights, model),
+        report=test_report, tested_lr=tested_lr if tested_lr.get("cllr") is not None else None,
+        near_floor=floor is not None and eer is not None and eer > floor - NEAR_FLOOR,
+        lr=likelihood_ratio, scale=SCALE, **_lr_range(likelihood_ratio),
+        percent=_percent, interval=_interval, nan=float("nan"))
+
+
+def _eval_results(config: ModelConfig, report: dict) -> list[EvalResult]:
+    """The test figures as the hub's model-index entries (one per metric)."""
+    data = config.training_config.get("data", {})
+    name = str(data.get("root") or "sigverify built-in synthetic set")
+    figures = [("eer", "EER", report.get("eer")), ("hter", "HTER at the validation threshold", report.get("hter")),
+               ("roc_auc", "AUC", report.get("auc")), ("cllr", "Cllr (bits)", (report.get("likelihood_ratio") or {}).get("cllr"))]
+    return [EvalResult(task_type="image-feature-extraction", task_name="writer-independent signature verification",
+                       dataset_type="signatures", dataset_name=name, dataset_split=f"test signers, {config.protocol.name} protocol",
+                       metric_type=metric, metric_name=label, metric_value=round(float(value), 4))
+            for metric, label, value in figures if value is not None]
+
+
+def _lr_range(lr: LRCalibration | None) -> dict:
+    if lr is None:
+        return {"lr_comparisons": None, "lr_range": None}
+    low, high = (10.0 ** b for b in lr.bounds)
+    return {"lr_comparisons": f"{round(lr.n_genuine / lr.repeats)} genuine and {round(lr.n_skilled / lr.repeats)} "
+                              "skilled-forgery comparisons",
+            "lr_range": f"1/{1 / low:,.0f} to {high:,.0f}"}
 
 
 def _percent(value) -> str:
@@ -18,112 +71,3 @@ def _weights(described: dict | None, model: dict) -> str:
         return "pretrained (not recorded)" if model.get("pretrained") or model.get("weights_file") else "scratch"
     extra = [f"{key.replace('_', ' ')}: {described[key]}" for key in ("trained_on", "licence") if key in described]
     return described["source"] + (f" ({'; '.join(extra)})" if extra else "")
-
-
-def model_card(config: dict, test_report: dict | None = None) -> str:
-    threshold, protocol, pre = config["threshold"], config["protocol"], config["preprocess"]
-    split, data = config["split"], config["training_config"]["data"]
-    model = config["training_config"]["model"]
-    lines = [
-        "---",
-        "library_name: sigverify",
-        "license: apache-2.0",
-        "pipeline_tag: image-feature-extraction",
-        "tags: [signature-verification, metric-learning, onnx, sigverify]",
-        "---",
-        "",
-        f"# Offline signature verifier ({config['backbone']}, {model.get('loss', '?')} loss)",
-        "",
-        "A writer-independent verifier exported by `sigverify export`: it embeds a scanned signature into a "
-        f"{config['embedding_dim']}-d unit vector; a questioned signature is accepted as genuine when its score "
-        "against the signer's enrolled references reaches the threshold below.",
-        "",
-        "## Use",
-        "",
-        "```bash",
-        "sigverify verify --model THIS_FOLDER --reference r1.png r2.png r3.png --questioned q.png",
-        "sigverify serve --model THIS_FOLDER",
-        "```",
-        "",
-        f"Input: one grayscale signature image per file, preprocessed as in `config.json` (Otsu binarisation "
-        f"{'on' if pre['binarize'] else 'off'}, crop to the ink, aspect-preserving resize to "
-        f"{pre['height']}x{pre['width']}). `model.onnx` takes uint8 images [batch, 1, {pre['height']}, {pre['width']}] "
-        "with the ink bright on black and returns unit-length embeddings.",
-        "",
-        "## Decision rule",
-        "",
-        f"- Protocol: **{protocol['name']}**"
-        + (f" ({protocol['reduce']} similarity to the references, writer normalisation `{protocol['normalize']}`; "
-           f"validated with {protocol['n_references_validated']} references per signer)"
-           if protocol["name"] == "references" else " (cosine similarity of one reference and the questioned signature)"),
-        f"- Threshold: **{threshold['value']:.4f}**, chosen on {threshold['n_validation_signers']} validation signers "
-        f"({threshold['source']}); there: FRR {_percent(threshold['frr'])}, FAR (skilled forgeries) "
-        f"{_percent(threshold['far_skilled'])}, FAR (other signers) {_percent(threshold['far_random'])}.",
-        "- Confidence of a decision: the share of the validation signers' signatures of the other class that "
-        "the score is on the far side of (accepted: 1 - FAR at the score; rejected: 1 - FRR at the score), read "
-        "from `calibration.json`; about 1 - EER right at the threshold, not 0.5.",
-        f"- Enrol {protocol['n_references_validated']} reference(s) per signer: the threshold and its rates hold "
-        "for that number.",
-        "",
-        "## Evaluation",
-        "",
-    ]
-    if test_report:
-        r = test_report
-        lines += [
-            f"On {r.get('n_signers', '?')} test signers never seen in training or validation, same protocol, "
-            "95 % intervals from a bootstrap over test signers:",
-            "",
-            "| figure | value | 95 % interval |",
-            "|---|---|---|",
-            f"| EER (a posteriori, threshold found on the test signers) | {_percent(r.get('eer'))} | {_interval(r.get('eer_ci95'))} |",
-            f"| AUC | {r.get('auc', float('nan')):.3f} | {_interval(r.get('auc_ci95'), percent=False)} |",
-            f"| HTER at this threshold | {_percent(r.get('hter'))} | {_interval(r.get('hter_ci95'))} |",
-            f"| FRR / FAR skilled / FAR random at this threshold | {_percent(r.get('frr'))} / "
-            f"{_percent(r.get('far_skilled'))} / {_percent(r.get('far_random'))} | |",
-            f"| shortcut floor: EER of image statistics alone (ink amount, darkness, size) | "
-            f"{_percent(r.get('image_statistics_eer'))} | |",
-            "",
-            "The shortcut floor is what a verifier reaches without looking at the signature's form; a model close "
-            "to it may have learned a shortcut. `sigverify test --explain N` and `sigverify explain` show where "
-            "its attribution falls.",
-        ]
-        floor = r.get("image_statistics_eer")
-        if floor is not None and r.get("eer") is not None and r["eer"] > floor - 0.05:
-            lines += ["", f"**Warning**: this model's EER ({_percent(r['eer'])}) is within 5 points of the shortcut "
-                          f"floor ({_percent(floor)}) or above it: it may rest on ink amount, darkness or size rather "
-                          "than the signature's form. Do not deploy it on this evidence."]
-    else:
-        lines += ["No test report was found beside the checkpoint; run `sigverify test` on the run and re-export "
-                  "to include its figures."]
-    lines += [
-        "",
-        "## Training",
-        "",
-        f"- Data: `{data.get('root') or 'built-in synthetic set'}` (fingerprint `{split.get('data')}`): "
-        f"{len(split.get('train', []))} training, {len(split.get('val', []))} validation and "
-        f"{len(split.get('test', []))} test signers (lists in `config.json`, `split`)"
-        + (f"; training signers also from `{'`, `'.join(data['train_extra'])}` (training only)." if data.get("train_extra") else "."),
-        f"- Network: timm `{config['backbone']}`, projection head {config['head_hidden']} -> {config['embedding_dim']}; "
-        f"loss `{model.get('loss')}`.",
-        f"- Starting weights: {_weights(config.get('starting_weights'), model)}.",
-        f"- Checkpoint: `{config['checkpoint']['file']}` (epoch {config['checkpoint']['epoch']}); training config "
-        f"sha256 `{config['training_config_sha256'][:16]}`.",
-        f"- ONNX graph checked against PyTorch on {config['onnx']['checked_on']}: max difference "
-        f"{config['onnx']['max_abs_difference_to_pytorch']:.1e}.",
-        "",
-        "## Limitations",
-        "",
-        "- Writer-independent: it compares a questioned signature with a person's references; it was never "
-        "trained on the signers it verifies, and it does not identify writers.",
-        "- Offline only: scanned or photographed signatures on paper, preprocessed as above; not pen-tablet "
-        "(online) signatures, and not signatures cut from cluttered documents without cropping.",
-        f"- Scripts seen in training: {config.get('scripts') or 'not stated at export (sigverify export --scripts)'}; "
-        "other scripts are untested.",
-        "- Validated only on signers like those of its data set; a new population (script, scanner, pen) needs "
-        "its own validation signers and a new threshold.",
-        "- The threshold rests on a handful of validation signers; its error rates there are estimates.",
-        "- A decision support for trained examiners, not a substitute for forensic examination.",
-        "",
-    ]
-    return "\n".join(lines)

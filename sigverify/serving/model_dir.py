@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from sigverify.data.preprocess import PreprocessConfig
 from sigverify.evaluation.likelihood_ratio import LRCalibration
 
 FORMAT_VERSION = 1
@@ -69,9 +71,133 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class ScoringProtocol:
+    """How a questioned signature is scored against the references the threshold was chosen for."""
+
+    name: Literal["pairs", "references"]
+    reduce: str  # the references protocol's reduction of the similarities (mean, max)
+    normalize: str  # writer normalisation of the references protocol (none, center, z)
+    n_references_validated: int  # references per validation signer when the threshold was chosen
+
+
+@dataclass(frozen=True)
+class OperatingThreshold:
+    """The threshold and its error rates on the validation signers it was chosen on."""
+
+    value: float
+    source: str
+    far_skilled: float
+    frr: float
+    far_random: float | None
+    hter: float
+    n_validation_signers: int
+    n_genuine_scores: int
+    n_skilled_scores: int
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How closely ``model.onnx`` was checked to follow the PyTorch network."""
+
+    opset: int
+    max_abs_difference_to_pytorch: float
+    tolerance: float
+    checked_on: str
+
+
+@dataclass(frozen=True)
+class CheckpointOrigin:
+    file: str
+    epoch: int | None
+    global_step: int | None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``config.json``: written by ``sigverify export`` and read back by everything else, only through
+    :meth:`to_json` and :meth:`from_json`. The free-form parts (the training config, the split, the test
+    figures) are kept as JSON objects: they are quoted, not computed with."""
+
+    backbone: str
+    embedding_dim: int  # of the scoring network's output: the embedding's, or more (features: both)
+    head_hidden: tuple[int, ...]
+    preprocess: PreprocessConfig
+    protocol: ScoringProtocol
+    threshold: OperatingThreshold
+    onnx: OnnxCheck
+    checkpoint: CheckpointOrigin
+    evaluation: dict  # the evaluation settings the threshold was chosen under (EvalConfig as JSON)
+    training_config: dict  # {"model": the module's hyperparameters, "data": the data settings}
+    training_config_sha256: str
+    split: dict  # the signers of each part and the data set's fingerprint
+    neck: str = "plain"
+    tta_shift: float = 0.0
+    starting_weights: dict | None = None  # None: exported before they were recorded
+    scripts: str | None = None
+    test_figures: dict | None = None  # the run's test report under this protocol, when it had one
+    sigverify_version: str = ""
+    format_version: int = FORMAT_VERSION
+    library_name: str = "sigverify"
+    architecture: str = "SignatureEmbedder"
+
+    @property
+    def features(self) -> str:
+        """Which of the network's outputs is scored (embedding, backbone or both)."""
+        return self.evaluation.get("features", "embedding")
+
+    def onnx_signature(self) -> dict:
+        """The graph's input and output, for readers that do not know sigverify (derived, never read back)."""
+        pre = self.preprocess
+        return {"input": {"name": "images", "dtype": "uint8", "shape": ["batch", 1, pre.height, pre.width],
+                          "ink": "bright (255) on black (0), after the preprocessing below"},
+                "output": {"name": "embeddings", "dtype": "float32", "shape": ["batch", self.embedding_dim],
+                           "norm": "unit length; compare with the cosine similarity"}}
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "head_hidden": list(self.head_hidden), **self.onnx_signature()}
+
+    @classmethod
+    def from_json(cls, data: dict, file: Path) -> "ModelConfig":
+        """Parse ``config.json``'s object; a missing, unknown or mistyped entry is a ModelDirError naming the file."""
+        data = {k: v for k, v in data.items() if k not in ("input", "output")}  # derived from the rest
+        parts = {"preprocess": PreprocessConfig, "protocol": ScoringProtocol, "threshold": OperatingThreshold,
+                 "onnx": OnnxCheck, "checkpoint": CheckpointOrigin}
+        values = _fields_of(cls, data, file, "")
+        for key, part in parts.items():
+            values[key] = _build(part, _fields_of(part, values[key], file, f"{key}."), file, key)
+        values["head_hidden"] = tuple(values["head_hidden"])
+        config = _build(cls, values, file, "config")
+        if config.protocol.name not in ("pairs", "references"):
+            raise ModelDirError(f"{file}: protocol.name {config.protocol.name!r} is not pairs or references")
+        return config
+
+
+def _fields_of(cls, value, file: Path, where: str) -> dict:
+    """``value``'s entries, checked against the fields of ``cls``: an object, every required field present,
+    nothing unknown (a setting this sigverify does not know would be silently ignored)."""
+    if not isinstance(value, dict):
+        raise ModelDirError(f"{file}: {where.rstrip('.') or 'the file'} is not a JSON object")
+    known = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    if missing := sorted(required - value.keys()):
+        raise ModelDirError(f"{file}: no {', '.join(where + m for m in missing)} entry; re-export the model")
+    if unknown := sorted(value.keys() - known):
+        raise ModelDirError(f"{file}: unknown entries {', '.join(where + u for u in unknown)} (exported by another "
+                            "sigverify version?)")
+    return dict(value)
+
+
+def _build(cls, values: dict, file: Path, where: str):
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # the part's own checks (PreprocessConfig validates its settings)
+        raise ModelDirError(f"{file}: {where}: {err}") from err
+
+
+@dataclass(frozen=True)
 class ModelDir:
     path: Path
-    config: dict
+    config: ModelConfig
     calibration: Calibration
 
     @property
@@ -89,15 +215,7 @@ class ModelDir:
 
     @property
     def threshold(self) -> float:
-        return float(self.config["threshold"]["value"])
-
-    @property
-    def protocol(self) -> dict:
-        return self.config["protocol"]
-
-    @property
-    def preprocess(self) -> dict:
-        return self.config["preprocess"]
+        return self.config.threshold.value
 
 
 def read_model_dir(path: str | Path) -> ModelDir:
@@ -112,9 +230,7 @@ def read_model_dir(path: str | Path) -> ModelDir:
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelDirError(f"{folder / CONFIG}: model format {version!r}, this sigverify reads {FORMAT_VERSION}")
-    for key in ("preprocess", "protocol", "threshold", "input"):
-        if key not in config:
-            raise ModelDirError(f"{folder / CONFIG}: no {key!r} entry; re-export the model")
+    config = ModelConfig.from_json(config, folder / CONFIG)
     scores = _read_json(folder / CALIBRATION)
     try:
         lr = scores.get("likelihood_ratio")

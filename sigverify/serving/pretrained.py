@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import nn
 
-from sigverify.data.preprocess import PreprocessConfig, preprocess_file
+from sigverify.data.preprocess import preprocess_file
 from sigverify.models.embedding import SignatureEmbedder, embed_images, embedder_from_hparams, scoring_network
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDir, ModelDirError, read_model_dir
@@ -36,10 +36,10 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
     def __init__(self, embedder: SignatureEmbedder, folder: ModelDir):
         super().__init__()
         self.embedder, self.folder = embedder.eval(), folder
-        shift = float(folder.config.get("tta_shift") or 0.0)
-        scoring = scoring_network(self.embedder, (folder.config.get("evaluation") or {}).get("features", "embedding"))
+        shift = folder.config.tta_shift
+        scoring = scoring_network(self.embedder, folder.config.features)
         self.network = ShiftAveraged(scoring, shift).eval() if shift else scoring.eval()
-        self.preprocess_config = PreprocessConfig(**folder.preprocess)
+        self.preprocess_config = folder.config.preprocess
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)
@@ -106,10 +106,9 @@ def load_embedder(folder: str | Path) -> SignatureEmbedder:
     weights = model.path / WEIGHTS
     if not weights.is_file():
         raise ModelDirError(f"{weights}: missing; re-export the model with `sigverify export`")
-    try:
-        hparams = model.config["training_config"]["model"]
-    except (KeyError, TypeError):
-        raise ModelDirError(f"{model.path / CONFIG}: no training_config.model entry; re-export the model") from None
+    hparams = model.config.training_config.get("model")
+    if not isinstance(hparams, dict):
+        raise ModelDirError(f"{model.path / CONFIG}: no training_config.model entry; re-export the model")
     network = embedder_from_hparams(hparams, weights_from_checkpoint=True)
     try:
         network.load_state_dict(load_file(str(weights)))

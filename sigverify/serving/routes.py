@@ -4,6 +4,7 @@ check for writes, one questioned file per verification."""
 from __future__ import annotations
 
 import hmac
+from dataclasses import asdict
 from functools import cache
 from importlib.resources import files
 from typing import Annotated
@@ -117,8 +118,8 @@ def readyz(svc: Running):
 @router.get("/model", tags=["operations"], summary="the served model and its decision rule")
 def model_info(svc: Running):
     model, config = svc.verifier.model, svc.verifier.model.config
-    return {"model_id": model.model_id, "backbone": config["backbone"], "embedding_dim": config["embedding_dim"],
-            "protocol": config["protocol"], "threshold": config["threshold"],
+    return {"model_id": model.model_id, "backbone": config.backbone, "embedding_dim": config.embedding_dim,
+            "protocol": asdict(config.protocol), "threshold": asdict(config.threshold),
             "min_references": svc.verifier.min_references,
             "limits": {**svc.settings.limits.__dict__, "max_pixels": svc.verifier.max_pixels},
             "auth": svc.settings.api_key is not None}
@@ -177,7 +178,7 @@ def verify(signer_id: SignerId, svc: Running,
     model = svc.verifier.model
     return {**svc.verifier.verdict(questioned.embedding, references).to_json(), "signer_id": signer_id,
             "questioned": questioned.describe(), "protocol": svc.verifier.protocol,
-            "threshold_source": model.config["threshold"]["source"], "model": model.model_id}
+            "threshold_source": model.config.threshold.source, "model": model.model_id}
 
 
 @router.post("/signers/{signer_id}/report", tags=["verification"], dependencies=ONE_FILE,

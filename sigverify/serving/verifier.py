@@ -15,7 +15,7 @@ import numpy as np
 
 from sigverify.data.errors import DataError
 from sigverify.data.images import decode_grayscale
-from sigverify.data.preprocess import PreprocessConfig, preprocess_array
+from sigverify.data.preprocess import preprocess_array
 from sigverify.evaluation.protocols import cosine, score_against_references
 from sigverify.serving.model_dir import ModelDir, read_model_dir
 
@@ -96,11 +96,10 @@ class Verifier:
         # request handling and the database.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.model.onnx_path), options, providers=["CPUExecutionProvider"])
-        self.preprocess_config = PreprocessConfig(**self.model.preprocess)
+        self.preprocess_config = self.model.config.preprocess
         self.max_pixels = max_pixels
-        protocol = self.model.protocol
-        self.protocol = protocol["name"]
-        self.reduce, self.normalize = protocol.get("reduce", "mean"), protocol.get("normalize", "none")
+        protocol = self.model.config.protocol
+        self.protocol, self.reduce, self.normalize = protocol.name, protocol.reduce, protocol.normalize
 
     @property
     def min_references(self) -> int:
@@ -115,7 +114,7 @@ class Verifier:
     @property
     def validated_references(self) -> int:
         """How many references each validation signer had when the threshold was chosen."""
-        return int(self.model.protocol.get("n_references_validated", 1))
+        return self.model.config.protocol.n_references_validated
 
     # -- images -> embeddings ----------------------------------------------------------------------
     def decode(self, data: bytes, name: str) -> tuple[np.ndarray, str]:
@@ -145,7 +144,7 @@ class Verifier:
         images = np.ascontiguousarray(images, dtype=np.uint8)
         chunks = [self.session.run(None, {"images": images[i:i + batch_size, None]})[0]
                   for i in range(0, len(images), batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.config["embedding_dim"]), np.float32)
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.config.embedding_dim), np.float32)
 
     # -- embeddings -> verdict ---------------------------------------------------------------------
     def score(self, questioned: np.ndarray, references: np.ndarray) -> float:
