@@ -33,13 +33,21 @@ def dist(e, i, j):
     return torch.sqrt(torch.clamp(2 - 2 * (e[i] @ e[j]), min=1e-12))
 
 
-def ref_triplet_hard(e, labels, margin=0.5):
+def mined_similarity(e, i, candidates, strategy, role):
+    """The similarity of the pair a strategy picks, by its definition: a hard positive is the least similar,
+    a hard negative the most similar; easy is the opposite."""
+    pick = min if (strategy == "hard") == (role == "positive") else max
+    return pick((e[i] @ e[j] for j in candidates), key=lambda v: v.item())
+
+
+def ref_triplet_hard(e, labels, margin=0.5, positives="hard", negatives="hard"):
     losses = []
     for i in range(len(e)):
         pos, neg = roles(labels, i)
         if pos and neg:
-            d_ap = max((dist(e, i, j) for j in pos), key=lambda t: t.item())
-            d_an = min((dist(e, i, j) for j in neg), key=lambda t: t.item())
+            s_ap = mined_similarity(e, i, pos, positives, "positive")
+            s_an = mined_similarity(e, i, neg, negatives, "negative")
+            d_ap, d_an = (torch.sqrt(torch.clamp(2 - 2 * v, min=1e-12)) for v in (s_ap, s_an))
             losses.append(torch.relu(d_ap - d_an + margin))
     return torch.stack(losses).mean()
 
@@ -59,25 +67,24 @@ def ref_triplet_semihard(e, labels, margin=0.5, fallback="hardest"):
     return torch.stack(losses).mean()
 
 
-def ref_sct(e, labels, lam=1.0, t=0.1, hard_threshold=0.8, mu=0.0, margin=0.5, pull_on="easiest"):
+def ref_sct(e, labels, lam=1.0, t=0.1, hard_threshold=0.8, mu=0.0, margin=0.5, positives="easy", negatives="hard",
+            pull_positives="easy"):
     losses, pulls = [], []
     for i in range(len(e)):
         pos, neg = roles(labels, i)
         if not (pos and neg):
             continue
-        s_ap = max((e[i] @ e[j] for j in pos), key=lambda v: v.item())
-        s_an = max((e[i] @ e[n] for n in neg), key=lambda v: v.item())
+        s_ap = mined_similarity(e, i, pos, positives, "positive")
+        s_an = mined_similarity(e, i, neg, negatives, "negative")
         hard = s_an.item() > s_ap.item() or (hard_threshold is not None and s_an.item() > hard_threshold)
         if hard:
             losses.append(lam * s_an)
         else:
             losses.append(-torch.log(torch.exp(s_ap / t) / (torch.exp(s_ap / t) + torch.exp(s_an / t))))
-        if pull_on == "easiest":
-            pulls.append(torch.relu(margin - s_ap))
-        elif pull_on == "hardest":
-            pulls.append(torch.relu(margin - min((e[i] @ e[j] for j in pos), key=lambda v: v.item())))
-        else:
+        if pull_positives == "all":
             pulls.append(torch.stack([torch.relu(margin - e[i] @ e[j]) for j in pos]).mean())
+        else:
+            pulls.append(torch.relu(margin - mined_similarity(e, i, pos, pull_positives, "positive")))
     return torch.stack(losses).sum() / len(losses) + mu * torch.stack(pulls).mean()
 
 
@@ -134,35 +141,56 @@ def test_loss_matches_loop_values_and_gradients(name, seed):
     torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("pull_on", ["hardest", "all"])
+MINING = [  # (loss, its mining settings, the loop with the same settings): every swap a config can make
+    ("triplet_hard", {"positives": "easy"}, lambda e, lab: ref_triplet_hard(e, lab, positives="easy")),
+    ("triplet_hard", {"negatives": "easy"}, lambda e, lab: ref_triplet_hard(e, lab, negatives="easy")),
+    ("sct", {"positives": "hard"}, lambda e, lab: ref_sct(e, lab, positives="hard")),
+    ("sct", {"positives": "hard", "negatives": "easy"},
+     lambda e, lab: ref_sct(e, lab, positives="hard", negatives="easy")),
+    ("lsc_plus", {"mu": 0.7, "margin": 0.6, "pull_positives": "hard"},
+     lambda e, lab: ref_sct(e, lab, mu=0.7, margin=0.6, pull_positives="hard")),
+    ("lsc_plus", {"mu": 0.7, "margin": 0.6, "pull_positives": "all"},
+     lambda e, lab: ref_sct(e, lab, mu=0.7, margin=0.6, pull_positives="all")),
+    ("lsc_plus", {"mu": 0.7, "margin": 0.6, "positives": "hard", "pull_positives": "easy"},
+     lambda e, lab: ref_sct(e, lab, mu=0.7, margin=0.6, positives="hard", pull_positives="easy")),
+]
+
+
+@pytest.mark.parametrize("name, mining, ref_fn", MINING, ids=[f"{n}-{m}" for n, m, _ in MINING])
 @pytest.mark.parametrize("seed", range(4))
-def test_lsc_plus_pull_on_hardest_or_all_positives_matches_the_loop(pull_on, seed):
+def test_mining_set_in_the_config_matches_the_loop(name, mining, ref_fn, seed):
     emb, labels = random_batch(seed, dim=4)
-    ours = create_loss("lsc_plus", mu=0.7, margin=0.6, pull_on=pull_on)(emb, labels).loss
+    ours = create_loss(name, **mining)(emb, labels).loss
     (grad_ours,) = torch.autograd.grad(ours, emb)
-    ref = ref_sct(emb, labels, mu=0.7, margin=0.6, pull_on=pull_on)
+    ref = ref_fn(emb, labels)
     (grad_ref,) = torch.autograd.grad(ref, emb)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-9, abs=1e-12)
     torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("name, argument, value", [("triplet_hard", "positives", "all"), ("sct", "negatives", "semihard"),
+                                                   ("lsc_plus", "pull_positives", "hardest"),
+                                                   ("triplet_semihard", "fallback", "easy")])
+def test_a_mining_strategy_a_loss_cannot_use_is_refused_by_name(name, argument, value):
+    with pytest.raises(ValueError, match=f"{argument} must be one of .*got '{value}'"):
+        create_loss(name, **{argument: value})
+
+
 def test_pull_activity_is_counted():
     emb, labels = random_batch(1, dim=4)
-    for pull_on, margin in (("easiest", 0.5), ("hardest", 0.9), ("all", 0.9)):
-        out = create_loss("lsc_plus", margin=margin, pull_on=pull_on)(emb, labels)
+    for pull_positives, margin in (("easy", 0.5), ("hard", 0.9), ("all", 0.9)):
+        out = create_loss("lsc_plus", margin=margin, pull_positives=pull_positives)(emb, labels)
         s = (emb @ emb.T).detach()
         terms = [(i, j) for i in range(len(emb)) for j in roles(labels, i)[0] if all(roles(labels, i))]
         by_anchor = {}
         for i, j in terms:
             by_anchor.setdefault(i, []).append(s[i, j].item())
-        if pull_on == "all":
+        if pull_positives == "all":
             expected = sum(margin > v for vals in by_anchor.values() for v in vals), len(terms)
         else:
-            pick = max if pull_on == "easiest" else min
+            pick = max if pull_positives == "easy" else min
             expected = sum(margin > pick(vals) for vals in by_anchor.values()), len(by_anchor)
-        assert (int(out.counts["pull_active"]), int(out.counts["pull_terms"])) == expected, pull_on
-    with pytest.raises(ValueError, match="pull_on"):
-        create_loss("lsc_plus", pull_on="nearest")
+        assert (int(out.counts["pull_active"]), int(out.counts["pull_terms"])) == expected, pull_positives
 
 
 @pytest.mark.parametrize("seed", range(3))

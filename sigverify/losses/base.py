@@ -63,17 +63,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp_min(1)
 
 
-def select(sim: torch.Tensor, mask: torch.Tensor, most_similar: bool) -> torch.Tensor:
-    """Per row, the column of the most (or least) similar masked entry, chosen on detached values.
-
-    Gradients flow only through the values gathered with it. Rows with an empty mask get an
-    arbitrary column; callers mask those rows out.
-    """
-    fill = float("-inf") if most_similar else float("inf")
-    masked = sim.detach().masked_fill(~mask, fill)
-    return masked.argmax(1) if most_similar else masked.argmin(1)
-
-
 def gather(sim: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return sim.gather(1, index[:, None])[:, 0]
 

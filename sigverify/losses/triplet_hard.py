@@ -1,22 +1,26 @@
 """Batch-hard triplet loss (Hermans et al. 2017): per anchor, the hardest positive and negative.
 
 Distances are Euclidean between L2-normalised embeddings; loss = mean over valid anchors of
-max(0, D_ap - D_an + margin).
+max(0, D_ap - D_an + margin). The mining is a setting (``positives``, ``negatives``: hard or easy, see
+``mining.py``); the defaults are the paper's batch-hard choice.
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
 
-from sigverify.losses.base import LossOutput, MetricLoss, cosine_to_distance, gather, masked_mean, select, triplet_output
+from sigverify.losses.base import LossOutput, MetricLoss, cosine_to_distance, gather, masked_mean, triplet_output
+from sigverify.losses.mining import OnePerAnchor, check_strategy, mine_one
 
 
 class BatchHardTripletLoss(MetricLoss):
-    def __init__(self, margin: float = 0.5):
+    def __init__(self, margin: float = 0.5, positives: OnePerAnchor = "hard", negatives: OnePerAnchor = "hard"):
         super().__init__()
-        self.margin = margin
+        check_strategy("positives", positives, ("hard", "easy"))
+        check_strategy("negatives", negatives, ("hard", "easy"))
+        self.margin, self.positives, self.negatives = margin, positives, negatives
 
     def compute(self, sim, positive, negative, valid) -> LossOutput:
-        s_ap = gather(sim, select(sim, positive, most_similar=False))  # farthest positive
-        s_an = gather(sim, select(sim, negative, most_similar=True))  # closest negative
+        s_ap = gather(sim, mine_one(sim, positive, self.positives, "positive"))
+        s_an = gather(sim, mine_one(sim, negative, self.negatives, "negative"))
         losses = F.relu(cosine_to_distance(s_ap) - cosine_to_distance(s_an) + self.margin)
         return triplet_output(masked_mean(losses, valid), s_ap, s_an, valid)
