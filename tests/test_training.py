@@ -139,6 +139,16 @@ def test_unknown_names_list_the_choices(tmp_path, capsys):
     assert "sampler.p" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("key, value", [("protocol", "triplets"), ("normalize", "zscore"), ("reduce", "median"),
+                                        ("features", "head"), ("lr_method", "isotonic"), ("explain_method", "gradcam+"),
+                                        ("also_protocols", "[pair]")])
+def test_the_cli_refuses_a_wrong_evaluation_method_name_before_any_work(tmp_path, capsys, key, value):
+    with pytest.raises(SystemExit):
+        run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, f"--model.evaluation.{key}", value)
+    assert f"model.evaluation.{key}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused while parsing: nothing trained, nothing written
+
+
 # -- programmatic runs: resume after a crash, NaN guard ----------------------------------------
 
 def tiny_parts(tmp_path, **module_kwargs):

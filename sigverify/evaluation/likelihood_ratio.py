@@ -26,10 +26,12 @@ one proposition over the other:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
-METHODS = ("logistic", "pav")
+LRMethod = Literal["logistic", "pav"]
+METHODS = get_args(LRMethod)
 # ENFSI (2015): the upper end of each band of LR values and its verbal equivalent.
 SCALE = "ENFSI Guideline for Evaluative Reporting in Forensic Science (2015)"
 VERBAL_SCALE = ((2.0, "no support for either proposition"), (10.0, "weak support"), (100.0, "moderate support"),

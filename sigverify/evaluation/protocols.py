@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
-PROTOCOLS = ("pairs", "references")
+Protocol = Literal["pairs", "references"]
+PROTOCOLS = get_args(Protocol)
 
 Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -65,8 +67,9 @@ def pair_scores(embeddings: np.ndarray, signers: np.ndarray, genuine: np.ndarray
     return Scores(*(np.concatenate(x) for x in (g_scores, f_scores, r_scores, g_users, f_users, r_users)))
 
 
-REDUCTIONS = ("mean", "max")
-NORMALIZATIONS = ("none", "center", "z")
+Reduction = Literal["mean", "max"]
+Normalization = Literal["none", "center", "z"]
+REDUCTIONS, NORMALIZATIONS = get_args(Reduction), get_args(Normalization)
 
 
 def check_reference_options(reduce: str, normalize: str) -> None:

@@ -14,23 +14,35 @@ from typing import Literal, get_args
 import numpy as np
 
 from sigverify.evaluation.likelihood_ratio import METHODS as LR_METHODS
-from sigverify.evaluation.likelihood_ratio import LRCalibration, validation_figures
+from sigverify.evaluation.likelihood_ratio import LRCalibration, LRMethod, validation_figures
 from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
-from sigverify.evaluation.protocols import PROTOCOLS, Scores, Similarity, check_reference_options, cosine, pair_scores, reference_scores
+from sigverify.evaluation.protocols import (
+    PROTOCOLS,
+    Normalization,
+    Protocol,
+    Reduction,
+    Scores,
+    Similarity,
+    check_reference_options,
+    cosine,
+    pair_scores,
+    reference_scores,
+)
 
-FEATURES = ("embedding", "backbone", "both")
+Features = Literal["embedding", "backbone", "both"]
+FEATURES = get_args(Features)
 # The Grad-CAM family methods of `sigverify explain` and `test --explain` (the CLI rejects any other name).
 ExplainMethod = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam"]
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class EvalConfig:
-    protocol: str = "pairs"  # pairs | references
-    also_protocols: list[str] = field(default_factory=list)  # tested too, from the same embeddings (a report each)
+    protocol: Protocol = "pairs"
+    also_protocols: list[Protocol] = field(default_factory=list)  # tested too, from the same embeddings (a report each)
     n_references: int = 12  # references protocol: genuine signatures enrolled per signer
     draws: int = 5  # references protocol: random draws of the references
-    reduce: str = "mean"  # references protocol: mean or max similarity to the references
-    normalize: str = "center"  # references protocol: none | center | z (see score_against_references)
+    reduce: Reduction = "mean"  # references protocol: mean or max similarity to the references
+    normalize: Normalization = "center"  # references protocol: writer normalisation (see score_against_references)
     n_random: int = 10  # references protocol: other signers' genuine signatures per signer
     target_far: float | None = None  # None: threshold at the validation EER; else at this skilled FAR
     bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
@@ -39,8 +51,8 @@ class EvalConfig:
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
     # embedding | backbone: the backbone's pooled features alone (the untrained baseline of a pretrained recipe) |
     # both: the two averaged (their cosine similarities' mean: the embedding beside the pooled features it is made from)
-    features: str = "embedding"
-    lr_method: str = "logistic"  # the score-to-likelihood-ratio calibration: logistic | pav (likelihood_ratio.py)
+    features: Features = "embedding"
+    lr_method: LRMethod = "logistic"  # the score-to-likelihood-ratio calibration (likelihood_ratio.py)
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
     explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
     explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution
