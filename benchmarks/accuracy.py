@@ -25,7 +25,9 @@ their fits' sum.
 spread over folds of the seed means, and ``seed_std`` the spread of the 5-fold means over seeds. A recipe
 that starts from pretrained weights also gets its **baseline** on each fold (``baseline_eer_mean``, ...):
 the same network before any training, its backbone's pooled features scored exactly as the trained
-models are. A recipe that does not beat its baseline has taught the network nothing.
+models are. A recipe that does not beat its baseline has taught the network nothing. ``--untrained`` runs the
+baseline alone (no fit; the line's figures are its own): a pretrained starting point under a setting in
+minutes, e.g. the ink-tone control with ``--data.preprocess.ink_tone equalize``.
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--screen", action="store_true", help="validation signers only (choosing a recipe)")
     parser.add_argument("--ckpt", default=None, help="evaluate this trained checkpoint (or run folder) on every fold instead of "
                         "fitting one per fold: a transfer figure (e.g. a model trained on synthetic signers only)")
+    parser.add_argument("--untrained", action="store_true", help="a pretrained recipe's untrained network alone (its "
+                        "backbone's pooled features, scored as the trained models), nothing fitted: the starting point "
+                        "under a setting, in minutes (e.g. the ink-tone control, --data.preprocess.ink_tone equalize)")
     parser.add_argument("--out", default=None, help="default: sweeps/bench-<preset>-<loss>-<hash of the recipe>")
     args, args.extra = parser.parse_known_args(argv)
     if args.folds < 2:
@@ -82,6 +87,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     # What the member runner reads from a sweep's arguments.
     args.protocols, args.force, args.retest = list(PROTOCOLS), False, False
     args.baseline = not args.ckpt and starts_pretrained(args)
+    if args.untrained and not args.baseline:
+        parser.error("--untrained needs a recipe that starts from pretrained weights (model.weights_file or "
+                     "model.pretrained), and no --ckpt: a network from random weights is no baseline")
     return args
 
 
@@ -205,6 +213,12 @@ def baseline_figures(reports: list[dict]) -> dict:
             for key in ("eer", "hter")} | {"baseline_folds_finished": len(ok)}
 
 
+def trained(args: argparse.Namespace) -> str:
+    if args.untrained:
+        return "not at all: the pretrained network's pooled features (--untrained)"
+    return f"not on this data: {args.ckpt}" if args.ckpt else "on each fold's training signers"
+
+
 def fold_fit_seconds(runs: list[Path]) -> float | None:
     """A fold's training time: its model's fit, or an ensemble's members' fits together."""
     seconds = [sweep.fit_seconds(run) for run in runs]
@@ -215,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for loss in args.recipes:
         claim_folder(args, loss)
-    members = [(fold, seed) for fold in range(args.folds) for seed in args.seed]
+    members = [] if args.untrained else [(fold, seed) for fold in range(args.folds) for seed in args.seed]
     runs = {member: [Path(args.out) / sweep.member_name(loss, member[1], member[0]) for loss in args.recipes]
             for member in members}
     reused = sum(all(sweep.is_fitted(run) for run in runs[member]) for member in members)
@@ -230,13 +244,18 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         stopped = True
     stopped_report = {p: {"error": "not run: the benchmark was stopped"} for p in PROTOCOLS}
-    reports = [[done.get((fold, seed), stopped_report) for seed in args.seed] for fold in range(args.folds)]
-    fits = [fold_fit_seconds(runs[member]) for member in members]
+    if args.untrained:  # the untrained network's reports are the figures
+        reports = [[baselines[fold] if fold < len(baselines) else stopped_report] for fold in range(args.folds)]
+        fits = [None]
+    else:
+        reports = [[done.get((fold, seed), stopped_report) for seed in args.seed] for fold in range(args.folds)]
+        fits = [fold_fit_seconds(runs[member]) for member in members]
     by_protocol = {p: summarise([[r[p] for r in fold] for fold in reports], fits)
-                   | (baseline_figures([b[p] for b in baselines]) if args.baseline else {}) for p in PROTOCOLS}
+                   | (baseline_figures([b[p] for b in baselines]) if args.baseline and not args.untrained else {})
+                   for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
           **({"ensemble_of": args.ensemble} if args.ensemble else {}),
-          "trained": f"not on this data: {args.ckpt}" if args.ckpt else "on each fold's training signers",
+          "trained": trained(args),
           "folds": args.folds, "seed": args.seed[0] if len(args.seed) == 1 else args.seed, "protocol": args.protocol,
           "stage": "validation signers (screen)" if args.screen else "test signers",
           **by_protocol[args.protocol], "std": "population standard deviation over folds of the seeds' mean (ddof 0)",

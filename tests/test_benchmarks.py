@@ -163,6 +163,37 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert "names an ensemble of losses" in capsys.readouterr().err
 
 
+def test_untrained_scores_the_pretrained_starting_point_on_every_fold_without_a_fit(tmp_path, monkeypatch, capsys,
+                                                                                     members_in_this_process):
+    """`--untrained`: a recipe starting from a weights file, its network before any training tested on each
+    fold (the backbone's pooled features, the fold's own threshold); the line's figures are those reports'."""
+    import timm
+    import torch
+
+    from benchmarks import accuracy
+
+    from test_sweep import TINY
+
+    monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "start.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), weights)
+    out = tmp_path / "bench"
+    args = ["--preset", "configs/presets/cpu_tiny.yaml", "--folds", "2", "--out", str(out), *TINY]
+    assert accuracy.main([*args, "--untrained", "--model.weights_file", str(weights)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    reports = {p: [json.loads((out / f"baseline-fold{f}" / f"test-{p}" / "report.json").read_text()) for f in (0, 1)]
+               for p in ("references", "pairs")}
+    assert line["trained"].startswith("not at all") and line["folds_finished"] == 2 and line["train_minutes"] is None
+    assert line["eer_mean"] == pytest.approx(sum(r["eer"] for r in reports["references"]) / 2, abs=1e-4)
+    assert line["other_protocols"]["pairs"]["hter_mean"] == pytest.approx(
+        sum(r["hter"] for r in reports["pairs"]) / 2, abs=1e-4)
+    assert all(r["config"]["features"] == "backbone" for r in reports["references"])
+    assert not list(out.glob("*/checkpoints"))  # nothing was fitted
+    with pytest.raises(SystemExit):  # from random weights there is no starting point worth a baseline
+        accuracy.parse([*args, "--untrained"])
+    assert "needs a recipe that starts from pretrained weights" in capsys.readouterr().err
+
+
 def test_a_stopped_accuracy_benchmark_still_summarises_the_folds_it_finished(tmp_path, monkeypatch, capsys):
     from benchmarks import accuracy
 
