@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,6 +193,34 @@ def test_untrained_scores_the_pretrained_starting_point_on_every_fold_without_a_
     with pytest.raises(SystemExit):  # from random weights there is no starting point worth a baseline
         accuracy.parse([*args, "--untrained"])
     assert "needs a recipe that starts from pretrained weights" in capsys.readouterr().err
+
+
+def test_anchor_protocol_reads_the_test_scores_of_each_fold_and_seed(tmp_path, capsys):
+    from benchmarks import anchor_protocol
+    from sigverify.evaluation.metrics import eer, subset_eer
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for fold, seed in [(f, s) for f in range(2) for s in (0, 1)]:
+        for protocol in ("pairs", "references"):
+            folder = tmp_path / f"m-seed{seed}-fold{fold}" / f"test-{protocol}"
+            folder.mkdir(parents=True)
+            users = {"genuine": np.repeat(np.arange(6), 4), "skilled": np.repeat(np.arange(6), 5),
+                     "random": np.repeat(np.arange(6), 2)}
+            scores = {kind: rng.normal(1.0 if kind == "genuine" else 0.0, 1.0, len(u)) for kind, u in users.items()}
+            np.savez(folder / "scores.npz", **scores, **{f"{k}_users": u for k, u in users.items()})
+            written[fold, seed, protocol] = (scores, users)
+    assert anchor_protocol.main(["--runs", str(tmp_path / "m-seed{seed}-fold{fold}"), "--folds", "2",
+                                 "--seeds", "0", "1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for protocol in ("pairs", "references"):
+        members = [v for (f, s, p), v in written.items() if p == protocol]
+        subsets = [subset_eer(sc["genuine"], sc["skilled"], u["genuine"], u["skilled"])["eer_mean"] for sc, u in members]
+        overall = [eer(sc["genuine"], sc["skilled"])[0] for sc, _ in members]
+        assert line[protocol]["5_writer_subset_eer_mean"] == pytest.approx(np.mean(subsets), abs=1e-4)
+        assert line[protocol]["all_test_writers_eer_mean"] == pytest.approx(np.mean(overall), abs=1e-4)
+    with pytest.raises(SystemExit, match="no test scores"):
+        anchor_protocol.main(["--runs", str(tmp_path / "m-seed{seed}-fold{fold}"), "--folds", "3"])
 
 
 def test_a_stopped_accuracy_benchmark_still_summarises_the_folds_it_finished(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, threshold_at_far
+from sigverify.evaluation.metrics import (MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, subset_eer,
+                                         threshold_at_far)
 from sigverify.evaluation.protocols import pair_scores, reference_scores, score_against_references
 
 
@@ -69,6 +70,25 @@ def test_per_user_and_single_user():
     assert eer(genuine, forgery)[0] > 0  # one global threshold cannot separate both users
     single = per_user(genuine[:2], forgery[:2], np.array([1, 1]), np.array([1, 1]))
     assert single["n_users"] == 1
+
+
+def test_subset_eer_is_the_mean_over_every_subset_of_writers():
+    rng = np.random.default_rng(3)
+    users = np.arange(7)
+    g_users, f_users = np.repeat(users, 6), np.repeat(users, 9)
+    genuine = rng.normal(1.0, 1.0, len(g_users)) + 0.3 * g_users  # writers differ in scale: subsets differ
+    forgery = rng.normal(0.0, 1.0, len(f_users)) + 0.1 * f_users
+    expected = []
+    for mask in range(2 ** len(users)):  # every subset by bitmask, kept when it has exactly 4 writers
+        group = [u for u in users if mask >> u & 1]
+        if len(group) == 4:
+            expected.append(eer(genuine[np.isin(g_users, group)], forgery[np.isin(f_users, group)])[0])
+    got = subset_eer(genuine, forgery, g_users, f_users, size=4)
+    assert got["subsets"] == len(expected) == 35 and got["size"] == 4
+    assert got["eer_mean"] == pytest.approx(np.mean(expected)) and got["eer_std"] == pytest.approx(np.std(expected))
+    assert subset_eer(genuine, forgery, g_users, f_users, size=7)["eer_mean"] == pytest.approx(eer(genuine, forgery)[0])
+    with pytest.raises(MetricsError, match="7 users .* a subset needs 8"):
+        subset_eer(genuine, forgery, g_users, f_users, size=8)
 
 
 def test_bootstrap_ci_brackets_the_statistic():

@@ -7,6 +7,7 @@ random: other signers' genuine signatures). TPR = 1 - FRR, FPR = FAR on the nega
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import combinations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -95,6 +96,20 @@ def per_user(genuine, forgery, genuine_users, forgery_users) -> dict:
     if not eers:
         raise MetricsError("no user has both genuine and forgery scores")
     return {"eer_user_threshold": float(np.mean(eers)), "mean_user_auc": float(np.mean(aucs)), "n_users": len(eers)}
+
+
+def subset_eer(genuine, forgery, genuine_users, forgery_users, size: int = 5) -> dict:
+    """EER with its threshold found a posteriori on each ``size``-writer subset of the users, over every such
+    subset: how papers that test on a handful of writers (e.g. 5 of CEDAR's 55) report, for putting a figure
+    in their units. A diagnostic only: the threshold is chosen on the very writers it is judged on."""
+    genuine, forgery = _check(genuine, forgery)
+    genuine_users, forgery_users = np.asarray(genuine_users), np.asarray(forgery_users)
+    users = np.intersect1d(genuine_users, forgery_users)
+    if len(users) < size:
+        raise MetricsError(f"{len(users)} users have genuine and forgery scores; a subset needs {size}")
+    eers = [eer(genuine[np.isin(genuine_users, group)], forgery[np.isin(forgery_users, group)])[0]
+            for group in combinations(users, size)]
+    return {"eer_mean": float(np.mean(eers)), "eer_std": float(np.std(eers)), "subsets": len(eers), "size": size}
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], users: np.ndarray, n_boot: int = 1000,
