@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sigverify.evaluation.metrics import (MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, subset_eer,
-                                         threshold_at_far)
+from sigverify.evaluation.metrics import MetricsError, auc, bootstrap_ci, eer, per_user, rates_at, subset_eer, threshold_at_far
 from sigverify.evaluation.protocols import pair_scores, reference_scores, score_against_references
 
 
