@@ -17,10 +17,12 @@ import torch
 from huggingface_hub import ModelCard
 
 from sigverify.data.preprocess import preprocess_file
+from sigverify.evaluation.likelihood_ratio import SCALE
 from sigverify.explain.attribution import Explainer, ink_mask, ink_ratio
 from sigverify.explain.errors import confident_errors, within_signer_pairs
 from sigverify.serving.model_dir import CARD, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.pretrained import SignatureModel
+from sigverify.serving.verifier import Verifier
 
 from conftest import SERVED_TINY, cli, signer_files
 
@@ -133,8 +135,14 @@ def test_explain_command_on_a_checkpoint_and_a_model_folder(served_model, tmp_pa
     capsys.readouterr()
     assert cli("explain", "--model", str(tmp_path / "pairs"), genuine[0], forged[0], "--out", str(tmp_path / "p.png")) == 0
     pairs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    threshold = json.loads((tmp_path / "pairs" / "config.json").read_text())["threshold"]["value"]
-    assert pairs["decision"] == ("genuine" if pairs["score"] >= threshold else "forgery")
+    folder = read_model_dir(tmp_path / "pairs")
+    assert pairs["decision"] == ("genuine" if pairs["score"] >= folder.threshold else "forgery")
+    # its decision carries the likelihood ratio of the folder's calibration at its score, as `sigverify verify` does
+    lr = folder.calibration.likelihood_ratio
+    assert pairs["likelihood_ratio"]["log10_lr"] == pytest.approx(float(lr.log10_lr(pairs["score"])), abs=1e-9)
+    assert pairs["likelihood_ratio"]["scale"] == SCALE and "beyond_validation_scores" in pairs["likelihood_ratio"]
+    verified = Verifier(tmp_path / "pairs").verify_files([genuine[0]], forged[0])
+    assert verified.score == pytest.approx(pairs["score"], abs=1e-5)
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     assert cli("explain", "--model", str(model_dir), genuine[0], str(bad), "--out", str(tmp_path / "x.png")) == 1

@@ -34,7 +34,50 @@ def test_cllr_of_calibrated_scores_matches_the_integral_and_neutral_lrs_cost_one
     genuine, forged = calibrated_scores(mu=2.0, n=200_000)
     assert cllr(genuine / LN10, forged / LN10) == pytest.approx(analytic_cllr(2.0), abs=0.005)
     assert cllr(np.zeros(10), np.zeros(7)) == pytest.approx(1.0)  # LR = 1 always: no information
-    assert cllr(-np.abs(genuine) / LN10, np.abs(forged) / LN10) > 1.0  # LRs pointing the wrong way cost more
+    wrong_way = expected_log2(2.0, lambda s: np.logaddexp(0, np.abs(s)))  # |s| for genuine, -|s| for forgeries
+    assert cllr(-np.abs(genuine) / LN10, np.abs(forged) / LN10) == pytest.approx(wrong_way, abs=0.01)
+    assert wrong_way > 1.0  # LRs pointing the wrong way cost more than saying nothing
+
+
+def expected_log2(mu: float, f) -> float:
+    """E[f(s)] / ln 2 for s ~ N(mu, 2 mu), the genuine scores of the reference model."""
+    density = stats.norm(mu, np.sqrt(2 * mu)).pdf
+    return integrate.quad(lambda s: density(s) * f(s) / np.log(2), -80, 80)[0]
+
+
+def test_cllr_of_overconfident_scores_matches_its_integral():
+    """Scores three times too sure of themselves (3 s taken as the ln LR): each class costs E[log2(1 + e^-3s)]."""
+    genuine, forged = calibrated_scores(mu=1.5, n=200_000, seed=5)
+    expected = expected_log2(1.5, lambda s: np.logaddexp(0, -3 * s))
+    assert cllr(3 * genuine / LN10, 3 * forged / LN10) == pytest.approx(expected, abs=0.01)
+    assert expected > analytic_cllr(1.5) + 0.1  # the same discrimination, miscalibrated, costs more
+
+
+@pytest.mark.parametrize("prior_log10_odds", [-1.0, 0.7, 2.0])
+def test_ece_at_any_prior_odds_matches_its_integral(prior_log10_odds):
+    """ECE(o) = P(Hg) E_g[log2(1 + 1/(LR 10^o))] + P(Hf) E_f[log2(1 + LR 10^o)]; the forgery scores mirror the
+    genuine ones (s_f = -s_g), so both expectations are over the genuine density."""
+    genuine, forged = calibrated_scores(mu=2.0, n=200_000, seed=6)
+    shift = prior_log10_odds * LN10
+    p_genuine = 1 / (1 + 10 ** -prior_log10_odds)
+    expected = (p_genuine * expected_log2(2.0, lambda s: np.logaddexp(0, -(s + shift)))
+                + (1 - p_genuine) * expected_log2(2.0, lambda s: np.logaddexp(0, -s + shift)))
+    got = ece(genuine / LN10, forged / LN10, np.array([prior_log10_odds]))[0]
+    assert got == pytest.approx(expected, abs=0.005)
+
+
+def test_a_pav_calibration_is_plain_json_and_reports_the_same_lrs():
+    """PAV's one-class ends are infinite; stored at the bounds they are reported at anyway (no Infinity in JSON)."""
+    rng = np.random.default_rng(7)
+    genuine, forged = rng.normal(1, 1, 50), rng.normal(-1, 1, 50)
+    fitted = LRCalibration.fit(genuine, forged, method="pav")
+    text = json.dumps(fitted.to_json(), allow_nan=False)  # raises on inf or nan
+    knots, raw = pav_log10_lr(genuine, forged)
+    assert np.isinf(raw).any()  # the case at hand: both ends hold one class
+    probe = np.linspace(-4, 4, 200)
+    index = np.clip(np.searchsorted(knots, probe, side="right") - 1, 0, len(knots) - 1)
+    np.testing.assert_allclose(LRCalibration.from_json(json.loads(text)).log10_lr(probe),
+                               np.clip(raw[index], *fitted.bounds))
 
 
 def test_misleading_evidence_rates_match_the_normal_tail():
@@ -145,11 +188,16 @@ def test_sigverify_test_reports_calibrated_lrs_with_their_plots(served_model):
     assert exported == lr["lr_calibration"] and exported["n_genuine"] != report["n_genuine"]
     assert exported["repeats"] == report["config"]["draws"]
     assert (report_folder / "tippett.png").stat().st_size > 0 and (report_folder / "ece.png").stat().st_size > 0
-    assert "Cllr" in (report_folder / "report.md").read_text()
+    text = (report_folder / "report.md").read_text()
+    assert f"Cllr **{lr['cllr']:.3f}**" in text
+    # the bounds quoted are those the LRs are clipped to: comparisons, each validation signature counted once
+    low, high = calibration.bounds
+    assert f"within 1/{10 ** -low:,.0f} to {10 ** high:,.0f})" in text and calibration.repeats > 1
+    assert f"{calibration.n_genuine // calibration.repeats} genuine and" in text
 
 
 def test_a_verdicts_lr_note_names_every_qualifier():
-    """Uncalibrated and capped at a bound at once: both are said; a score beyond every validation score is said."""
+    """Uncalibrated, capped at a bound and beyond every validation score at once: all three are said."""
     from sigverify.serving.verifier import Verdict
 
     fitted = LRCalibration.fit(np.r_[0.8, 0.9, 0.95], np.r_[0.1, 0.2, 0.3, 0.4])
@@ -158,6 +206,7 @@ def test_a_verdicts_lr_note_names_every_qualifier():
     capped = Verdict(**verdict, evidence={**fitted.evidence(5.0), "beyond_validation_scores": True})
     note = capped.likelihood_ratio_json()["note"]
     assert note.startswith("uncalibrated: the LR calibration holds for 3 references, not 2") and "at the bound" in note
+    assert "extrapolated" in note
     inside = {**fitted.evidence(0.6), "beyond_validation_scores": False}
     beyond = {**inside, "beyond_validation_scores": True}
     assert Verdict(**{**verdict, "n_references": 3}, evidence=inside).likelihood_ratio_json()["note"] is None

@@ -19,7 +19,7 @@ one proposition over the other:
   ``cllr`` (the log-likelihood-ratio cost, 0 perfect, 1 an uninformative LR of 1 every time), ``cllr_min``
   (the Cllr after the best monotone calibration of the same scores: what discrimination alone allows; the
   difference is the calibration loss), the rates of misleading evidence, the Tippett plot (the share of each
-  class whose log10 LR exceeds each value) and the empirical cross-entropy (ECE) over prior odds.
+  class whose log10 LR is at or above each value) and the empirical cross-entropy (ECE) over prior odds.
 - **Verbal scale**: the ENFSI Guideline for Evaluative Reporting in Forensic Science (2015) equivalents. Its
   table starts at "1: no support" and "2-10: weak support"; an LR between 1/2 and 2 is reported as no support.
 """
@@ -68,6 +68,16 @@ class LRCalibration:
         """(lowest, highest) log10 LR the validation data support: 1 / genuine and skilled comparisons."""
         return -float(np.log10(self.n_genuine / self.repeats)), float(np.log10(self.n_skilled / self.repeats))
 
+    @property
+    def comparisons(self) -> tuple[int, int]:
+        """The genuine and skilled-forgery validation comparisons behind the fit, each signature counted once."""
+        return round(self.n_genuine / self.repeats), round(self.n_skilled / self.repeats)
+
+    def range_text(self) -> str:
+        """The bounds as a reader sees them, e.g. "1/98 to 168"."""
+        low, high = (10.0 ** b for b in self.bounds)
+        return f"1/{1 / low:,.0f} to {high:,.0f}"
+
     @classmethod
     def fit(cls, genuine, skilled, method: str = "logistic", repeats: int = 1) -> "LRCalibration":
         """Fitted on validation scores; ``repeats``: how many scores each validation signature has (the
@@ -81,7 +91,11 @@ class LRCalibration:
             slope, intercept = _balanced_logistic(genuine, skilled)
             return cls(method, len(genuine), len(skilled), repeats, slope=slope, intercept=intercept)
         knots, log10_lr = pav_log10_lr(genuine, skilled)
-        return cls(method, len(genuine), len(skilled), repeats, knots=list(knots), knot_log10_lr=list(log10_lr))
+        fitted = cls(method, len(genuine), len(skilled), repeats, knots=list(knots))
+        # A step holding one class alone is infinite; it is reported at the bound anyway, and kept there so the
+        # calibration stays plain JSON (no Infinity).
+        return cls(method, len(genuine), len(skilled), repeats, knots=[float(k) for k in knots],
+                   knot_log10_lr=[float(v) for v in np.clip(log10_lr, *fitted.bounds)])
 
     def log10_lr(self, scores) -> np.ndarray:
         """log10 LR of each score, clipped to :attr:`bounds`."""

@@ -52,7 +52,7 @@ def plot_confusion(confusion, path: Path) -> Path:
 
 
 def plot_tippett(genuine_log10_lr, skilled_log10_lr, path: Path) -> Path:
-    """The share of each class whose log10 LR exceeds each value: genuine curves far right, forgeries far
+    """The share of each class whose log10 LR is at or above each value: genuine curves far right, forgeries far
     left; where a curve crosses 0 reads its misleading-evidence rate."""
     fig, ax = plt.subplots(figsize=(6, 4))
     values = np.r_[genuine_log10_lr, skilled_log10_lr]
@@ -74,7 +74,7 @@ def plot_ece(genuine_log10_lr, skilled_log10_lr, genuine_scores, skilled_scores,
     at = lambda s: pav[np.searchsorted(knots, np.asarray(s, float))]  # noqa: E731
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(prior, ece(genuine_log10_lr, skilled_log10_lr, prior), label="LR of this system")
-    ax.plot(prior, ece(at(genuine_scores), at(skilled_scores), prior), "--", label="after PAV (calibration removed)")
+    ax.plot(prior, ece(at(genuine_scores), at(skilled_scores), prior), "--", label="after PAV (discrimination loss only)")
     ax.plot(prior, ece(np.zeros(1), np.zeros(1), prior), ":", color="grey", label="LR = 1 (neutral)")
     ax.set(xlabel="prior log10 odds of genuineness", ylabel="empirical cross-entropy (bits)", title="ECE plot")
     ax.legend(fontsize=8)

@@ -318,10 +318,12 @@ def _likelihood_ratio_lines(r: dict) -> list[str]:
     lr = r.get("likelihood_ratio")
     if not lr:
         return []
-    fit = lr["lr_calibration"]
-    return [f"**Likelihood ratios** (genuine vs skilled forgery), calibrated on the validation signers ({fit['method']} "
-            f"regression on {fit['n_genuine']} genuine and {fit['n_skilled']} skilled-forgery scores; bounded to "
-            f"1/{fit['n_genuine']} <= LR <= {fit['n_skilled']}) and judged here: Cllr **{lr['cllr']:.3f}** bits, "
+    fit = LRCalibration.from_json(lr["lr_calibration"])
+    method = "logistic regression" if fit.method == "logistic" else "PAV (isotonic) transform"
+    genuine, skilled = fit.comparisons
+    return [f"**Likelihood ratios** (genuine vs skilled forgery), calibrated on the validation signers ({method} "
+            f"on {genuine} genuine and {skilled} skilled-forgery comparisons; LR reported within "
+            f"{fit.range_text()}) and judged here: Cllr **{lr['cllr']:.3f}** bits, "
             f"Cllr-min {lr['cllr_min']:.3f} (discrimination alone; calibration loss {lr['cllr'] - lr['cllr_min']:.3f}); "
             f"misleading evidence: {_pct(lr['misleading_genuine'])} of genuine signatures with LR < 1, "
             f"{_pct(lr['misleading_forgery'])} of forgeries with LR > 1. Plots: `tippett.png`, `ece.png`.", ""]

@@ -14,6 +14,7 @@ from sigverify.data.errors import DataError, DataProblems
 from sigverify.data.preprocess import PreprocessConfig, preprocess_file
 from sigverify.explain.attribution import METHODS, Explainer
 from sigverify.explain.render import save_pair_figure
+from sigverify.serving.verifier import likelihood_ratio_evidence
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, PreprocessConfig, dict]:
@@ -46,7 +47,8 @@ def explain_pair(model: str | Path, reference: str | Path, questioned: str | Pat
         embeddings = decision_info["model"].embed(images)
         score = float(embeddings[0] @ embeddings[1])
         genuine = score >= decision_info["threshold"]
-        result.update(score=score, threshold=decision_info["threshold"], decision="genuine" if genuine else "forgery")
+        result.update(score=score, threshold=decision_info["threshold"], decision="genuine" if genuine else "forgery",
+                      likelihood_ratio=likelihood_ratio_evidence(decision_info["model"].folder.calibration, score))
         title += f" ({result['decision']}: score {score:.3f}, threshold {decision_info['threshold']:.3f})"
     elif decision_info:
         result["note"] = ("the model's threshold is for its references protocol: decide with `sigverify verify` "

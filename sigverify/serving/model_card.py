@@ -50,10 +50,8 @@ def _eval_results(config: ModelConfig, report: dict) -> list[EvalResult]:
 def _lr_range(lr: LRCalibration | None) -> dict:
     if lr is None:
         return {"lr_comparisons": None, "lr_range": None}
-    low, high = (10.0 ** b for b in lr.bounds)
-    return {"lr_comparisons": f"{round(lr.n_genuine / lr.repeats)} genuine and {round(lr.n_skilled / lr.repeats)} "
-                              "skilled-forgery comparisons",
-            "lr_range": f"1/{1 / low:,.0f} to {high:,.0f}"}
+    genuine, skilled = lr.comparisons
+    return {"lr_comparisons": f"{genuine} genuine and {skilled} skilled-forgery comparisons", "lr_range": lr.range_text()}
 
 
 def _percent(value) -> str:

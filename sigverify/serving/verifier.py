@@ -17,7 +17,7 @@ from sigverify.data.errors import DataError
 from sigverify.data.images import decode_grayscale
 from sigverify.data.preprocess import preprocess_array
 from sigverify.evaluation.protocols import cosine, score_against_references
-from sigverify.serving.model_dir import ModelDir, read_model_dir
+from sigverify.serving.model_dir import Calibration, ModelDir, read_model_dir
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,19 @@ class Verdict:
         """What qualifies the LR's value itself: capped at a bound, or extrapolated beyond the validation scores."""
         if self.evidence is None:
             return []
+        notes = []
         if self.evidence["at_bound"]:
-            return ["at the bound of what the validation data support: the evidence may be stronger, not weaker"]
+            notes.append("at the bound of what the validation data support: the evidence may be stronger, not weaker")
         if self.evidence["beyond_validation_scores"]:
-            return ["the score lies beyond every validation score: the LR there is extrapolated by the fit"]
-        return []
+            notes.append("the score lies beyond every validation score: the LR there is extrapolated by the fit")
+        return notes
+
+
+def likelihood_ratio_evidence(calibration: Calibration, score: float) -> dict | None:
+    """The LR of a score under the folder's calibration, and whether the score lies beyond every validation
+    score; None for a folder exported before LRs were."""
+    lr = calibration.likelihood_ratio
+    return None if lr is None else {**lr.evidence(score), "beyond_validation_scores": calibration.beyond(score)}
 
 
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")  # sniffed from the content, never the name
@@ -171,10 +179,9 @@ class Verifier:
         # Confidence: the share of validation signatures of the other class that this score is on the far
         # side of. Accepted: forgeries that score lower (1 - FAR here); rejected: genuine that score higher.
         confidence = 1.0 - far if genuine else 1.0 - frr
-        lr = calibration.likelihood_ratio
         return Verdict([float(s) for s in similarities], score, float(1.0 - similarities.mean()), threshold,
                        bool(genuine), float(confidence), far, frr, len(similarities), self.validated_references,
-                       None if lr is None else {**lr.evidence(score), "beyond_validation_scores": calibration.beyond(score)})
+                       likelihood_ratio_evidence(calibration, score))
 
     def verify_files(self, references, questioned) -> Verdict:
         images = self.preprocess_files([*references, questioned])
