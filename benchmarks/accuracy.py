@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         for fold, seed in members:
             done[fold, seed] = run_fold(fold, seed, args)
         if args.baseline:
-            baselines = [run_baseline(fold, args) for fold in range(args.folds)]
+            for fold in range(args.folds):  # one at a time: a stopped run keeps the folds it finished
+                baselines.append(run_baseline(fold, args))
     except KeyboardInterrupt:  # Ctrl-C or a time limit's SIGINT: the members finished so far still get their line
         print(f"[bench] stopped after {len(done)} of {len(members)} members: the line below summarises those",
               flush=True)

@@ -291,6 +291,11 @@ def test_model_card_states_data_protocol_threshold_figures_floor_and_limits(serv
     assert f"{lr.method} calibration" in text and f"to {10 ** lr.bounds[1]:,.0f}" in text
     tested = report["likelihood_ratio"]
     assert f"{tested['cllr']:.3f} / {tested['cllr_min']:.3f}" in text and metrics["cllr"] == pytest.approx(tested["cllr"], abs=1e-4)
+    assert "the threshold, its rates and the\n  likelihood ratios hold" in text
+    # a folder without a test report or an LR calibration (exported before either was) still reads as sentences
+    bare = model_card(config).text
+    assert "No test report was found" in bare and "Likelihood ratio" not in bare and "model-index" not in str(model_card(config))
+    assert "the threshold and its rates hold for that number" in bare and "{{" not in bare
 
 
 # -- the app ------------------------------------------------------------------------------------------

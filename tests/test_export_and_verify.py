@@ -140,8 +140,14 @@ def test_bad_inputs_name_the_file(served_model, tmp_path, capsys):
     (lambda c: c["protocol"].pop("normalize"), "no protocol.normalize entry"),
     (lambda c: c.update(calibrated_on="?"), "unknown entries calibrated_on"),
     (lambda c: c["preprocess"].update(ink_tone="sepia"), "preprocess: ink_tone must be one of"),
-    (lambda c: c.update(protocol=[1]), "protocol is not a JSON object"),
-    (lambda c: c["protocol"].update(name="triplets"), "protocol.name 'triplets' is not pairs or references"),
+    (lambda c: c.update(protocol=[1]), r"protocol is \[1\], not an object"),
+    (lambda c: c["protocol"].update(name="triplets"), "protocol.name is 'triplets', not one of 'pairs', 'references'"),
+    (lambda c: c["protocol"].update(reduce="median"), "protocol.reduce is 'median', not one of 'mean', 'max'"),
+    (lambda c: c["threshold"].update(value="0.5"), "threshold.value is '0.5', not a number"),
+    (lambda c: c["protocol"].update(n_references_validated="3"), "n_references_validated is '3', not an integer"),
+    (lambda c: c.update(head_hidden=None), "head_hidden is None, not a list of an integer"),
+    (lambda c: c.update(evaluation=None), "evaluation is None, not an object"),
+    (lambda c: c.update(split=None), "split is None, not an object"),
 ])
 def test_config_json_is_read_as_typed_settings_and_a_bad_entry_names_the_file(served_model, tmp_path, change, message):
     """config.json is written from one typed ModelConfig and read back into it unchanged; an entry missing,
@@ -158,6 +164,20 @@ def test_config_json_is_read_as_typed_settings_and_a_bad_entry_names_the_file(se
     with pytest.raises(ModelDirError, match=message) as raised:
         read_model_dir(broken)
     assert str(broken / CONFIG) in str(raised.value)
+
+
+def test_a_config_json_from_before_the_evaluation_entry_still_loads(served_model, tmp_path):
+    """Folders exported before config.json recorded the evaluation settings scored the embedding."""
+    older = tmp_path / "older"
+    shutil.copytree(served_model[3], older)
+    written = json.loads((older / CONFIG).read_text())
+    del written["evaluation"]
+    (older / CONFIG).write_text(json.dumps(written))
+    model = read_model_dir(older)
+    assert model.config.evaluation == {} and model.config.features == "embedding"
+    genuine, forged, _ = signer_files(served_model)
+    verdict = Verifier(older).verify_files(genuine[:3], forged[0])
+    assert verdict.score == Verifier(served_model[3]).verify_files(genuine[:3], forged[0]).score
 
 
 def test_the_reference_count_of_the_threshold_can_be_chosen(served_model, tmp_path):

@@ -168,6 +168,14 @@ def test_mining_set_in_the_config_matches_the_loop(name, mining, ref_fn, seed):
     torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-7, atol=1e-9)
 
 
+def test_an_argument_renamed_since_a_run_was_saved_is_read_with_its_new_name():
+    emb, labels = random_batch(2, dim=4)
+    with pytest.warns(DeprecationWarning, match="pull_on is now pull_positives"):
+        old = create_loss("lsc_plus", margin=0.9, pull_on="hardest")
+    assert old.pull_positives == "hard"
+    assert old(emb, labels).loss.item() == create_loss("lsc_plus", margin=0.9, pull_positives="hard")(emb, labels).loss.item()
+
+
 @pytest.mark.parametrize("name, argument, value", [("triplet_hard", "positives", "all"), ("sct", "negatives", "semihard"),
                                                    ("lsc_plus", "pull_positives", "hardest"),
                                                    ("triplet_semihard", "fallback", "easy")])

@@ -139,6 +139,22 @@ def test_unknown_names_list_the_choices(tmp_path, capsys):
     assert "sampler.p" in capsys.readouterr().err
 
 
+def test_a_run_saved_with_a_renamed_loss_argument_still_tests(served_model, tmp_path):
+    """`sigverify test --ckpt_path` rebuilds the loss from the arguments the checkpoint was trained with: an LSC+ run
+    saved before `pull_on` became `pull_positives` is tested, not refused."""
+    from conftest import SERVED_TINY, cli
+
+    checkpoint = torch.load(served_model[2], map_location="cpu", weights_only=True)
+    arguments = checkpoint["hyper_parameters"]["loss_args"]
+    arguments["pull_on"] = {"easy": "easiest", "hard": "hardest", "all": "all"}[arguments.pop("pull_positives")]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.warns(DeprecationWarning, match="pull_on is now pull_positives"):
+        assert cli("test", "--config", "configs/lsc_plus.yaml", *SERVED_TINY, "--vars.runs_root", str(tmp_path / "runs"),
+                   "--vars.name", "old", "--data.cache_dir", str(tmp_path / "cache"), "--ckpt_path", str(old)) == 0
+    assert (tmp_path / "runs" / "old" / "test-references" / "report.json").is_file()
+
+
 @pytest.mark.parametrize("key, value", [("protocol", "triplets"), ("normalize", "zscore"), ("reduce", "median"),
                                         ("features", "head"), ("lr_method", "isotonic"), ("explain_method", "gradcam+"),
                                         ("also_protocols", "[pair]")])

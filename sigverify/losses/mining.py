@@ -8,8 +8,12 @@ skilled forgeries and other signers' signatures):
 - ``hard``: the positive least similar to the anchor, the negative most similar;
 - ``easy``: the positive most similar, the negative least similar;
 - ``all``: every positive or every negative of the row;
-- ``semihard`` (triplets): for each anchor-positive pair, the negatives farther than the positive by less than
-  the margin (FaceNet's band).
+- semi-hard (triplets, :func:`mine_semihard`): for each anchor-positive pair, the negatives farther than the
+  positive by less than the margin (FaceNet's band).
+
+Which strategies a loss takes depends on its form: one pair per anchor (``triplet_hard``, SCT) takes ``hard``
+or ``easy``; LSC+'s pull, a mean over the mined positives, takes ``all`` too; ``triplet_semihard`` is the
+semi-hard miner's loss; SupCon and co-tuplet weigh every pair by design and mine nothing.
 
 Mining decides on detached similarities; gradients flow only through the similarities a loss gathers with the
 result. A loss names its strategies as constructor arguments (``create_loss("sct", positives="hard")``), so a

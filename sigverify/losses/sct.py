@@ -9,6 +9,8 @@ loss's mining (``positives="easy"``, ``negatives="hard"``, see ``mining.py``), a
 """
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
 
@@ -20,8 +22,8 @@ class SCTLoss(MetricLoss):
     def __init__(self, lam: float = 1.0, temperature: float = 0.1, hard_threshold: float | None = 0.8,
                  positives: OnePerAnchor = "easy", negatives: OnePerAnchor = "hard"):
         super().__init__()
-        check_strategy("positives", positives, ("hard", "easy"))
-        check_strategy("negatives", negatives, ("hard", "easy"))
+        check_strategy("positives", positives, get_args(OnePerAnchor))
+        check_strategy("negatives", negatives, get_args(OnePerAnchor))
         self.lam, self.temperature, self.hard_threshold = lam, temperature, hard_threshold
         self.positives, self.negatives = positives, negatives
 

@@ -6,6 +6,8 @@ max(0, D_ap - D_an + margin). The mining is a setting (``positives``, ``negative
 """
 from __future__ import annotations
 
+from typing import get_args
+
 import torch.nn.functional as F
 
 from sigverify.losses.base import LossOutput, MetricLoss, cosine_to_distance, gather, masked_mean, triplet_output
@@ -15,8 +17,8 @@ from sigverify.losses.mining import OnePerAnchor, check_strategy, mine_one
 class BatchHardTripletLoss(MetricLoss):
     def __init__(self, margin: float = 0.5, positives: OnePerAnchor = "hard", negatives: OnePerAnchor = "hard"):
         super().__init__()
-        check_strategy("positives", positives, ("hard", "easy"))
-        check_strategy("negatives", negatives, ("hard", "easy"))
+        check_strategy("positives", positives, get_args(OnePerAnchor))
+        check_strategy("negatives", negatives, get_args(OnePerAnchor))
         self.margin, self.positives, self.negatives = margin, positives, negatives
 
     def compute(self, sim, positive, negative, valid) -> LossOutput:

@@ -180,7 +180,7 @@ def render(verifier: Verifier, case: Case, title: str = "Signature verification:
 
 
 def _model_section(config: ModelConfig, model_id: str) -> str:
-    threshold, split, data = config.threshold, config.split, config.training_config["data"]
+    threshold, split, data = config.threshold, config.split, config.training_config.get("data", {})
     weights = config.starting_weights or {}
     tested = config.test_figures or {}
     rows = [_row("model id (SHA-256 of its model.onnx, shortened)", f"<code>{_e(model_id)}</code>"),

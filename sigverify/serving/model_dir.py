@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.evaluation.likelihood_ratio import LRCalibration
+from sigverify.evaluation.protocols import Normalization, Protocol, Reduction
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD = "config.json", "model.safetensors", "model.onnx", "calibration.json", "README.md"
@@ -74,9 +76,9 @@ class Calibration:
 class ScoringProtocol:
     """How a questioned signature is scored against the references the threshold was chosen for."""
 
-    name: Literal["pairs", "references"]
-    reduce: str  # the references protocol's reduction of the similarities (mean, max)
-    normalize: str  # writer normalisation of the references protocol (none, center, z)
+    name: Protocol
+    reduce: Reduction  # the references protocol's reduction of the similarities
+    normalize: Normalization  # the references protocol's writer normalisation
     n_references_validated: int  # references per validation signer when the threshold was chosen
 
 
@@ -126,10 +128,11 @@ class ModelConfig:
     threshold: OperatingThreshold
     onnx: OnnxCheck
     checkpoint: CheckpointOrigin
-    evaluation: dict  # the evaluation settings the threshold was chosen under (EvalConfig as JSON)
     training_config: dict  # {"model": the module's hyperparameters, "data": the data settings}
     training_config_sha256: str
     split: dict  # the signers of each part and the data set's fingerprint
+    # the evaluation settings the threshold was chosen under (EvalConfig as JSON); {} in folders exported before
+    evaluation: dict = field(default_factory=dict)
     neck: str = "plain"
     tta_shift: float = 0.0
     starting_weights: dict | None = None  # None: exported before they were recorded
@@ -166,10 +169,7 @@ class ModelConfig:
         for key, part in parts.items():
             values[key] = _build(part, _fields_of(part, values[key], file, f"{key}."), file, key)
         values["head_hidden"] = tuple(values["head_hidden"])
-        config = _build(cls, values, file, "config")
-        if config.protocol.name not in ("pairs", "references"):
-            raise ModelDirError(f"{file}: protocol.name {config.protocol.name!r} is not pairs or references")
-        return config
+        return _build(cls, values, file, "config")
 
 
 def _fields_of(cls, value, file: Path, where: str) -> dict:
@@ -184,7 +184,45 @@ def _fields_of(cls, value, file: Path, where: str) -> dict:
     if unknown := sorted(value.keys() - known):
         raise ModelDirError(f"{file}: unknown entries {', '.join(where + u for u in unknown)} (exported by another "
                             "sigverify version?)")
+    hints = typing.get_type_hints(cls)
+    for key, entry in value.items():
+        if not _is_a(entry, hints[key]):
+            raise ModelDirError(f"{file}: {where}{key} is {entry!r}, not {_describe(hints[key])}")
     return dict(value)
+
+
+def _is_a(value, hint) -> bool:
+    """Whether a JSON value fits a field's type: the types config.json's fields use (numbers, strings, Literal
+    choices, objects, lists of ints, optional ones); a nested part is an object, checked field by field later."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):  # JSON writes 1.0 as 1; a bool is no number
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if origin is tuple:  # tuple[int, ...]: a JSON list
+        return isinstance(value, (list, tuple)) and all(_is_a(v, args[0]) for v in value)
+    if hint in (str, dict):
+        return isinstance(value, hint)
+    return isinstance(value, dict)  # a nested part
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return f"one of {', '.join(map(repr, args))}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             dict: "an object"}
+    return names.get(hint, "an object")
 
 
 def _build(cls, values: dict, file: Path, where: str):
