@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=300,
                         help="untimed queries first: a running service's index is in memory (no pg_prewarm here)")
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--candidates", type=int, nargs="+", default=[DEFAULT_CANDIDATES, 10, 50],
+    parser.add_argument("--candidates", type=int, nargs="+", default=list(dict.fromkeys([DEFAULT_CANDIDATES, 20, 50])),
                         help="candidate signers compared exactly, one curve point each (default: the service's first)")
     parser.add_argument("--breadth", type=int, nargs="+", default=[DEFAULT_SEARCH_BREADTH],
                         help="HNSW search breadths (hnsw.ef_search), crossed with --candidates for the curve")

@@ -60,6 +60,25 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
         load_grayscale(path, max_pixels=1_000_000)
 
 
+def test_a_limit_above_pillows_warning_level_is_ours_and_one_above_its_refusal_is_refused(tmp_path, monkeypatch):
+    """Between Pillow's warning level and its refusal (twice that), the image is within our limit and decodes;
+    beyond Pillow's refusal, the message quotes our limit with the image's size above it; a limit Pillow cannot
+    honour is refused when it is set, not met as a contradiction per image."""
+    from sigverify.data.images import check_max_pixels
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow warns above 1,000 px and refuses above 2,000
+    within, beyond = tmp_path / "within.png", tmp_path / "beyond.png"
+    Image.new("L", (40, 40), 255).save(within)  # 1,600 px
+    Image.new("L", (50, 50), 255).save(beyond)  # 2,500 px
+    assert load_grayscale(within, max_pixels=1_800).shape == (40, 40)
+    with pytest.raises(DataError, match=r"2500 px > 1800 px limit"):
+        load_grayscale(beyond, max_pixels=1_800)
+    with pytest.raises(ValueError, match="max_pixels must be between 1 and 2,000"):
+        check_max_pixels(3_000)
+    with pytest.raises(ValueError, match="max_pixels"):
+        PreprocessConfig(max_pixels=3_000)
+
+
 def test_blank_page(tmp_path):
     path = tmp_path / "blank.png"
     Image.new("L", (300, 120), 250).save(path)

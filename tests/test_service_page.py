@@ -6,6 +6,7 @@ Needs /usr/bin/chromium (`make test` installs it where it can); without it the t
 SIGVERIFY_REQUIRE_BROWSER=1 (CI) makes that a failure."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -119,6 +120,13 @@ def test_the_page_flags_an_uncalibrated_verdict_and_never_shows_a_stale_one(post
         hidden_on_new_file = page.is_hidden("#result") and not page.text_content("#decision")
         page.click("#verify")
         page.wait_for_selector("#result", state="visible")
+        # the same file and signer, and the service fails (as when its database is down): the verdict goes too
+        page.route("**/verify", lambda route: route.fulfill(status=503, content_type="application/json",
+                                                            body=json.dumps({"detail": "the database is unavailable"})))
+        page.click("#verify")
+        page.wait_for_function("document.getElementById('message').className === 'error'")
+        hidden_on_failure = page.is_hidden("#result") and not page.text_content("#decision")
+        page.unroute("**/verify")
         page.set_input_files("#questioned", str(not_an_image))
         page.click("#verify")  # fails: no verdict may stay on screen under the error
         page.wait_for_function("document.getElementById('message').className === 'error'")
@@ -142,7 +150,7 @@ def test_the_page_flags_an_uncalibrated_verdict_and_never_shows_a_stale_one(post
         hidden_on_new_signer = page.is_hidden("#result")
     assert "(uncalibrated)" in decision and warning_shown and "uncalibrated: the LR calibration holds" in evidence
     assert f"{validated - 1} reference(s)" in warning and f"validated with {validated} references" in warning
-    assert hidden_on_new_file and hidden_on_error and "scan.png" in error
+    assert hidden_on_new_file and hidden_on_failure and hidden_on_error and "scan.png" in error
     assert hidden_on_enrol and calibrated_now and hidden_on_new_signer and "ENFSI" in scale
 
 

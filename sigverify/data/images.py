@@ -22,6 +22,19 @@ from sigverify.data.errors import DataError, ImageTooLarge, NotAnImage
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
+def pillow_limit() -> int:
+    """Pillow refuses to open an image of more pixels than this (its decompression-bomb error), before any
+    check of ours runs: no limit of ours can be higher."""
+    return 2 * Image.MAX_IMAGE_PIXELS
+
+
+def check_max_pixels(max_pixels: int) -> int:
+    if not 0 < max_pixels <= pillow_limit():
+        raise ValueError(f"max_pixels must be between 1 and {pillow_limit():,} (Pillow opens no larger image), "
+                         f"got {max_pixels:,}")
+    return max_pixels
+
+
 def load_grayscale(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return the image at ``path`` as a uint8 [H, W] array, dark ink on light paper."""
     path = Path(path)
@@ -54,8 +67,8 @@ def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = Non
             if frames > 1:
                 raise DataError(name, f"{frames} frames (pages or an animation) in one file; send one signature "
                                       "image per file")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with warnings.catch_warnings():  # our limit was checked above; Pillow's lower warning level is not ours
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img.load()
             gray = _to_gray(ImageOps.exif_transpose(img))
     except DataError:
@@ -65,8 +78,9 @@ def _decode(source, name, max_pixels: int, formats: tuple[str, ...] | None = Non
             raise NotAnImage(name, "not a readable image (its content is none of: "
                                   f"{', '.join(formats or ('the formats Pillow reads',))})") from err
         raise NotAnImage(name, f"not a readable image ({type(err).__name__}: {err})") from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # Pillow refuses before the size check above can run (over twice its own limit): quote ours, not its.
+    except Image.DecompressionBombError as err:
+        # Pillow refuses before the size check above can run (over twice its own limit, which ours never exceeds:
+        # check_max_pixels): quote ours, not its.
         size = re.search(r"\((\d+) pixels\)", str(err))
         found = f"{size.group(1)} px > " if size else "over the "
         raise ImageTooLarge(name, f"image too large ({found}{max_pixels} px limit; possible decompression bomb)") from err

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from sigverify.data.errors import DataError
-from sigverify.data.images import DEFAULT_MAX_PIXELS, load_grayscale
+from sigverify.data.images import DEFAULT_MAX_PIXELS, check_max_pixels, load_grayscale
 
 INK_TONES = ("keep", "equalize")
 INK_TONE_RANGE = (96, 255)  # equalized ink: uniform over these levels (inverted: 255 = the darkest ink)
@@ -45,6 +45,7 @@ class PreprocessConfig:
             raise ValueError(f"ink_tone must be one of {', '.join(INK_TONES)}; got {self.ink_tone!r}")
         if self.ink_tone != "keep" and self.binarize:
             raise ValueError("ink_tone equalize acts on grey ink: set binarize false too")
+        check_max_pixels(self.max_pixels)
         if self.height < 8 or self.width < 8:
             raise ValueError(f"input size {self.height}x{self.width} is too small (min 8x8)")
         if self.denoise != "none" and self.denoise_kernel % 2 == 0:

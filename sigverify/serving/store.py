@@ -33,7 +33,9 @@ DEFAULT_CANDIDATES = 10  # signers whose references identify compares exactly (d
 # like random directions, the hard case for a graph search, so the graph is denser than pgvector's default
 # (m 16, ef_construction 64). On 1,000,000 vectors: recall@1 0.99 at p95 8.3 ms (docs/benchmarks.md).
 DEFAULT_SEARCH_BREADTH = 30
-CENTROID_GRAPH = {"m": 32, "ef_construction": 128}  # migration 2 builds it; another graph needs a new migration
+# Migration 2 builds it. It got these parameters (cfea81e) before any release held migration 2 without them
+# (284aff3, in the same stop), so no database was built with the sparser graph; another graph needs a new migration.
+CENTROID_GRAPH = {"m": 32, "ef_construction": 128}
 
 # version -> statements; {dim} is the model's embedding size, {m} and {ef_construction} the centroid graph's
 # (ints, formatted with sql.Literal).

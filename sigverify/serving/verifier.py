@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sigverify.data.errors import DataError
-from sigverify.data.images import decode_grayscale
+from sigverify.data.images import check_max_pixels, decode_grayscale
 from sigverify.data.preprocess import preprocess_array
 from sigverify.evaluation.protocols import cosine, score_against_references
 from sigverify.serving.model_dir import Calibration, ModelDir, read_model_dir
@@ -105,7 +105,7 @@ class Verifier:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.model.onnx_path), options, providers=["CPUExecutionProvider"])
         self.preprocess_config = self.model.config.preprocess
-        self.max_pixels = max_pixels
+        self.max_pixels = check_max_pixels(max_pixels)
         protocol = self.model.config.protocol
         self.protocol, self.reduce, self.normalize = protocol.name, protocol.reduce, protocol.normalize
 
