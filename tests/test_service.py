@@ -52,14 +52,16 @@ def wait_until(condition, what: str, seconds: float = 60) -> None:
         time.sleep(0.1)
 
 
-def start_again(server, attempts: int = 6) -> None:
-    """Start a crashed server: its recovery can outlast pg_ctl's 10 s wait on a loaded machine, so wait more."""
-    for attempt in range(attempts):
+def start_again(server, seconds: float = 180) -> None:
+    """Start a crashed server: its crash recovery can outlast pg_ctl's 10 s wait many times over on a machine
+    whose cores other jobs share (seen: more than six tries), so keep trying for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
         try:
             server.start()
             return
         except (subprocess.SubprocessError, AssertionError):  # timed out, or found it still starting
-            if attempt == attempts - 1:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(2)
 
