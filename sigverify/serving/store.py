@@ -34,7 +34,8 @@ DEFAULT_CANDIDATES = 10  # signers whose references identify compares exactly (d
 # (m 16, ef_construction 64). On 1,000,000 vectors: recall@1 0.99 at p95 8.3 ms (docs/benchmarks.md).
 DEFAULT_SEARCH_BREADTH = 30
 # Migration 2 builds it. It got these parameters (cfea81e) before any release held migration 2 without them
-# (284aff3, in the same stop), so no database was built with the sparser graph; another graph needs a new migration.
+# (284aff3, two hours earlier in the same session, so the same stop), so no database was built with the sparser graph;
+# another graph needs a new migration.
 CENTROID_GRAPH = {"m": 32, "ef_construction": 128}
 
 # version -> statements; {dim} is the model's embedding size, {m} and {ef_construction} the centroid graph's
