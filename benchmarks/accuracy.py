@@ -42,6 +42,7 @@ import numpy as np
 
 from benchmarks.common import emit, machine
 from sigverify import sweep
+from sigverify.cli import with_current_names
 from sigverify.config import compose
 from sigverify.evaluation.protocols import PROTOCOLS
 from sigverify.models.checkpoint import run_checkpoint
@@ -65,6 +66,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "under a setting, in minutes (e.g. the ink-tone control, --data.preprocess.ink_tone equalize)")
     parser.add_argument("--out", default=None, help="default: sweeps/bench-<preset>-<loss>-<hash of the recipe>")
     args, args.extra = parser.parse_known_args(argv)
+    args.extra = with_current_names(args.extra)
     if args.folds < 2:
         parser.error("--folds must be at least 2 (the k-fold signer protocol)")
     try:
@@ -155,7 +157,7 @@ def run_fold(fold: int, seed: int, args: argparse.Namespace) -> dict[str, dict]:
 
 def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     """The fold's untrained network: ``sigverify test`` (or ``validate``) without a checkpoint, scoring the
-    backbone's pooled features (``model.evaluation.features backbone``) with the fold's own threshold."""
+    backbone's pooled features (``model.inference.features backbone``) with the fold's own threshold."""
     name = f"baseline-fold{fold}"
     stage = "validate" if args.screen else "test"
     paths = {p: Path(args.out) / name / f"{stage}-{p}" / "report.json" for p in PROTOCOLS}
@@ -163,7 +165,7 @@ def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
         return {p: json.loads(path.read_text()) for p, path in paths.items()}
     fit_options, evaluation_options = sweep.member_options(fold, args)
     loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
-    command = [stage, "--model.evaluation.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
+    command = [stage, "--model.inference.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
                "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]", *evaluation_options,
                *sweep.member_command(loss, args.seed[0], fold, args, name, fit_options)]
     failure = sweep.call(command, Path(args.out) / f"{name}.log", mode="a")

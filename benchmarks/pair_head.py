@@ -266,14 +266,15 @@ def fold_setup(fold: int, args):
 def evaluation_settings(checkpoint: TrainedCheckpoint, args) -> EvalConfig:
     """The backbone run's evaluation settings (writer normalisation, references), so that the embedding
     column is the run's own figure; what the screen cannot reproduce (TTA, ensembles) is refused."""
+    inference = checkpoint.inference
+    if inference.ensemble or inference.tta_shift:
+        raise SystemExit(f"backbone {checkpoint.path}: its run evaluates "
+                         f"{'as an ensemble' if inference.ensemble else 'with test-time shifts'}, which the pair-head "
+                         "screen does not reproduce; give a run without them")
     try:
-        evaluation = evaluation_config(checkpoint, None, PROTOCOLS[0], args.n_references)
-    except ValueError as err:  # an ensemble run
+        return evaluation_config(checkpoint, None, PROTOCOLS[0], args.n_references)
+    except ValueError as err:
         raise SystemExit(f"backbone {checkpoint.path}: {err}") from None
-    if evaluation.tta_shift:
-        raise SystemExit(f"backbone {checkpoint.path}: its run evaluates with test-time shifts, which the pair-head screen "
-                         "does not reproduce; give a run without them")
-    return evaluation
 
 
 def main(argv: list[str] | None = None) -> int:

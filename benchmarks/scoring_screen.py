@@ -1,6 +1,6 @@
 """Screen scoring choices on the validation signers of trained k-fold runs, without training anything: which
 features a model is scored with (its embedding, its backbone's pooled features, or both averaged:
-``model.evaluation.features``) and how a score is normalised (the references protocol's ``center``, or the
+``model.inference.features``) and how a score is normalised (the references protocol's ``center``, or the
 cohort S-norm / AS-norm of ``evaluation/cohort.py`` against the training signers' genuine signatures).
 
     python -m benchmarks.scoring_screen --runs 'sweeps/BENCH/triplet_hard-seed0-fold{fold}' [--folds 5]
@@ -22,6 +22,7 @@ from sigverify.evaluation.metrics import eer
 from sigverify.evaluation.protocols import cosine, pair_scores, reference_scores
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embed_images
+from sigverify.models.inference import InferenceConfig
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +39,7 @@ def fold_embeddings(run: str) -> tuple[dict, tuple, np.ndarray, dict]:
     checkpoint = TrainedCheckpoint.read(run)
     data = checkpoint.datamodule()
     data.setup("validate")
-    networks = {features: checkpoint.network(features=features) for features in ("embedding", "backbone")}
+    networks = {features: checkpoint.network(InferenceConfig(features=features)) for features in ("embedding", "backbone")}
 
     def views(images):  # each network as `sigverify test` scores with it; "both" as EmbeddingEnsemble joins them
         out = {features: embed_images(network, np.asarray(images)) for features, network in networks.items()}

@@ -66,19 +66,27 @@ def main(argv: list[str] | None = None) -> None:
     if command not in LIGHTNING_COMMANDS:
         print(f"sigverify: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    run_lightning(with_explain_option(argv))
+    run_lightning(with_current_names(argv))
 
 
-def with_explain_option(argv: list[str]) -> list[str]:
-    """``sigverify test ... --explain N`` is ``--model.evaluation.explain N``: maps of the N most
-    confident test errors and the ink-attribution distribution in the report."""
-    out, args = [], iter(argv)
+def with_current_names(argv: list[str]) -> list[str]:
+    """``sigverify test ... --explain N`` is ``--report.explain.maps N``: maps of the N most confident test
+    errors and the ink-attribution distribution in the report. Options under a name that has moved
+    (``config.MOVED_SETTINGS``) are given their new one, with a warning."""
+    from sigverify.config import MOVED_SETTINGS, moved_warning
+
+    out, moved, args = [], [], iter(argv)
     for arg in args:
         key, sep, value = arg.partition("=")
-        if key == "--explain":
-            out += ["--model.evaluation.explain", value if sep else next(args, "")]
-        else:
+        name = "report.explain.maps" if key == "--explain" else MOVED_SETTINGS.get(key[2:]) if key[:2] == "--" else None
+        if name is None:
             out.append(arg)
+            continue
+        if key != "--explain":
+            moved.append(key[2:])
+        out += [f"--{name}", value if sep else next(args, "")]
+    if moved:
+        logging.getLogger("sigverify").warning(moved_warning(moved, "command line"))
     return out
 
 

@@ -9,9 +9,12 @@ single run never sees it. Several files compose in order, later ones overriding 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
@@ -41,4 +44,46 @@ def compose(*paths: str | Path, overrides: list[str] = ()) -> str:
         raise ValueError(f"{', '.join(map(str, paths))}: {err}") from err
     for section in ("vars", "sweep"):
         resolved.pop(section, None)
+    moved = move_settings(resolved)
+    if moved:
+        log.warning(moved_warning(moved, ", ".join(map(str, paths))))
     return OmegaConf.to_yaml(OmegaConf.create(resolved))
+
+
+# Settings that moved to the room that owns them (issue #25): what embeds a test (the models'), what explains
+# it (the report's), apart from how it is scored (evaluation's). Old config files, command lines and
+# checkpoints keep working; config files and command lines are told the new name.
+MOVED_SETTINGS = {
+    "model.evaluation.features": "model.inference.features",
+    "model.evaluation.tta_shift": "model.inference.tta_shift",
+    "model.evaluation.ensemble": "model.inference.ensemble",
+    "model.evaluation.explain": "report.explain.maps",
+    "model.evaluation.explain_sample": "report.explain.sample",
+    "model.evaluation.explain_method": "report.explain.method",
+}
+
+
+def move_settings(tree: dict) -> list[str]:
+    """Moves the settings of ``tree`` (a nested mapping, changed in place) that sit under an old name of
+    ``MOVED_SETTINGS`` to the new one, and returns the old names found. An old name wins over a new one set
+    beside it: only a user's own file or command line still writes the old names."""
+    found = []
+    for old, new in MOVED_SETTINGS.items():
+        *parents, leaf = old.split(".")
+        holder = tree
+        for key in parents:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or leaf not in holder:
+            continue
+        value = holder.pop(leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = tree
+        for key in new_parents:
+            target = target.setdefault(key, {})
+        target[new_leaf] = value
+        found.append(old)
+    return found
+
+
+def moved_warning(old_names: list[str], where: str) -> str:
+    return f"{where}: " + "; ".join(f"{old} is now {MOVED_SETTINGS[old]}" for old in old_names)

@@ -10,8 +10,8 @@ is reused on a rerun. Members of one sweep form one W&B group (fit and test runs
 touches the test signers. Run the test (without ``--screen``) once the recipe is fixed.
 
 Other options go to ``sigverify`` for every member; ``{fold}`` in one is replaced by the member's fold,
-and ``--model.evaluation.ensemble`` reaches only the evaluation (a fit trains one model), so
-``--model.evaluation.ensemble "[sweeps/other/supcon-seed0-fold{fold}]"`` scores each fold's model
+and ``--model.inference.ensemble`` reaches only the evaluation (a fit trains one model), so
+``--model.inference.ensemble "[sweeps/other/supcon-seed0-fold{fold}]"`` scores each fold's model
 together with another sweep's model of the same fold.
 
 A preset's ``sweep: {ensemble: [LOSS, ...]}`` adds a column ``ensemble``: on each seed and fold, the
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sigverify.cli import with_current_names
 from sigverify.commandline import command_parser
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
 
@@ -84,7 +85,7 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     fit_options, evaluation_options = member_options(fold, args)
     ensemble = [*members, *requested_ensemble(evaluation_options)]
     if members:  # the last ensemble option wins, as on the command line
-        evaluation_options += ["--model.evaluation.ensemble", json.dumps(ensemble)]
+        evaluation_options += ["--model.inference.ensemble", json.dumps(ensemble)]
     fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
     # A report of another ensemble (or of the model alone) is not this one's.
     missing = [p for p, path in report_paths.items()
@@ -217,7 +218,7 @@ def fit_identity(member: Path) -> list:
 
 
 # Options that only validate/test accept: fit refuses them (an ensemble scores trained models together).
-EVALUATION_ONLY = ("--model.evaluation.ensemble",)
+EVALUATION_ONLY = ("--model.inference.ensemble",)
 
 
 def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
@@ -233,18 +234,20 @@ def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
 
 
 def requested_ensemble(evaluation_options: list[str]) -> list[str]:
-    """The members an ``--model.evaluation.ensemble`` option names (the last one wins, as on the command line)."""
+    """The members an ``--model.inference.ensemble`` option names (the last one wins, as on the command line)."""
     members: list[str] = []
     for i, option in enumerate(evaluation_options):
         key, _, value = option.partition("=")
-        if key == "--model.evaluation.ensemble":
+        if key == "--model.inference.ensemble":
             value = value or (evaluation_options[i + 1] if i + 1 < len(evaluation_options) else "[]")
             members = [str(m) for m in (yaml.safe_load(value) or [])]
     return members
 
 
 def report_ensemble(path: Path) -> list[str]:
-    return list(json.loads(path.read_text()).get("config", {}).get("ensemble") or [])
+    report = json.loads(path.read_text())
+    # Reports before issue #25 kept the ensemble in their "config".
+    return list(report.get("inference", report.get("config", {})).get("ensemble") or [])
 
 
 def fit_seconds(run: Path) -> float | None:
@@ -362,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screen", action="store_true",
                         help="report on the validation signers only (validate-<protocol>/), for choosing a recipe")
     args, args.extra = parser.parse_known_args(argv)
+    args.extra = with_current_names(args.extra)
     if not args.folds and any("{fold}" in option for option in args.extra):
         parser.error("an option names {fold}, but the sweep has no folds (give --folds)")
     try:

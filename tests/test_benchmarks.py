@@ -140,12 +140,12 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
                       "sweep: {ensemble: [co_tuplet, triplet_hard]}\n")
     fitted = {f: (out / f"co_tuplet-seed0-fold{f}" / "fit.done").stat().st_mtime_ns for f in (0, 1)}
     assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
-                          "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+                          "--model.inference.ensemble", f"[{ckpt}]", *TINY]) == 0
     together = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert together["loss"] == "ensemble" and together["ensemble_of"] == ["co_tuplet", "triplet_hard"]
     reports = [json.loads((out / f"ensemble-seed0-fold{f}" / "test-references" / "report.json").read_text()) for f in (0, 1)]
     for fold, report in enumerate(reports):
-        assert report["config"]["ensemble"] == [str(out / f"triplet_hard-seed0-fold{fold}"), str(ckpt)]
+        assert report["inference"]["ensemble"] == [str(out / f"triplet_hard-seed0-fold{fold}"), str(ckpt)]
         assert (out / f"co_tuplet-seed0-fold{fold}" / "fit.done").stat().st_mtime_ns == fitted[fold]
     assert together["eer_mean"] == pytest.approx(sum(r["eer"] for r in reports) / 2, abs=1e-4)
     fit_minutes = [sum(json.loads((out / f"{loss}-seed0-fold{f}" / "fit.done").read_text())["fit_seconds"]
@@ -153,11 +153,11 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert together["train_minutes"] == pytest.approx(sum(fit_minutes) / 2, abs=0.01)
     assert together["reused_folds"] == 0  # triplet_hard was fitted now
     assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
-                          "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+                          "--model.inference.ensemble", f"[{ckpt}]", *TINY]) == 0
     assert capsys.readouterr().out.count("ensemble-seed0-fold1: reusing its reports") == 1
     os.utime(ckpt, ns=(1, 1))  # the extra member retrained in place: the ensemble's reports are another model's
     assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out),
-                          "--model.evaluation.ensemble", f"[{ckpt}]", *TINY]) == 0
+                          "--model.inference.ensemble", f"[{ckpt}]", *TINY]) == 0
     assert "reusing" not in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an ensemble preset trains its own losses
         accuracy.parse(["--preset", str(preset), "--loss", "sct"])
@@ -188,7 +188,7 @@ def test_untrained_scores_the_pretrained_starting_point_on_every_fold_without_a_
     assert line["eer_mean"] == pytest.approx(sum(r["eer"] for r in reports["references"]) / 2, abs=1e-4)
     assert line["other_protocols"]["pairs"]["hter_mean"] == pytest.approx(
         sum(r["hter"] for r in reports["pairs"]) / 2, abs=1e-4)
-    assert all(r["config"]["features"] == "backbone" for r in reports["references"])
+    assert all(r["inference"]["features"] == "backbone" for r in reports["references"])
     assert not list(out.glob("*/checkpoints"))  # nothing was fitted
     with pytest.raises(SystemExit):  # from random weights there is no starting point worth a baseline
         accuracy.parse([*args, "--untrained"])
@@ -242,12 +242,12 @@ def test_evaluation_only_options_are_kept_from_the_fit():
     from sigverify.sweep import member_options, split_evaluation_only
 
     # "{fold}" is each member's fold: per-fold ensemble members
-    assert member_options(3, argparse.Namespace(extra=["--model.evaluation.ensemble", "[s/x-fold{fold}]", "--a", "b"])) == (
-        ["--a", "b"], ["--model.evaluation.ensemble", "[s/x-fold3]"])
+    assert member_options(3, argparse.Namespace(extra=["--model.inference.ensemble", "[s/x-fold{fold}]", "--a", "b"])) == (
+        ["--a", "b"], ["--model.inference.ensemble", "[s/x-fold3]"])
 
-    assert split_evaluation_only(["--model.lr", "0.1", "--model.evaluation.ensemble", "[a.ckpt]", "--x=1",
-                                  "--model.evaluation.ensemble=[b]", "--flag"]) == (
-        ["--model.lr", "0.1", "--x=1", "--flag"], ["--model.evaluation.ensemble", "[a.ckpt]", "--model.evaluation.ensemble=[b]"])
+    assert split_evaluation_only(["--model.lr", "0.1", "--model.inference.ensemble", "[a.ckpt]", "--x=1",
+                                  "--model.inference.ensemble=[b]", "--flag"]) == (
+        ["--model.lr", "0.1", "--x=1", "--flag"], ["--model.inference.ensemble", "[a.ckpt]", "--model.inference.ensemble=[b]"])
 
 
 def test_identify_benchmark_reports_a_recall_latency_curve(capsys):

@@ -1,4 +1,4 @@
-"""Ensembles (model.evaluation.ensemble): members' similarities averaged, checkpoints checked."""
+"""Ensembles (model.inference.ensemble): members' similarities averaged, checkpoints checked."""
 import lightning as L
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, Synthe
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
 from sigverify.evaluation.report import EvalConfig
+from sigverify.models.inference import InferenceConfig
 from sigverify.models.module import SignatureVerifier
 from sigverify.training.callbacks import ReportWriter
 
@@ -35,7 +36,7 @@ def trained_checkpoint(tmp_path, seed: int, height=32, split_seed=42) -> str:
 
 
 def embeddings(tmp_path, checkpoint: str, ensemble=()) -> np.ndarray:
-    model = SignatureVerifier.load_from_checkpoint(checkpoint, evaluation=EvalConfig(ensemble=list(ensemble)))
+    model = SignatureVerifier.load_from_checkpoint(checkpoint, inference=InferenceConfig(ensemble=list(ensemble)))
     batches = tiny_trainer(tmp_path).predict(model, tiny_data(tmp_path))
     return torch.cat([b["embedding"] for b in batches]).numpy()
 
@@ -73,10 +74,11 @@ def test_a_run_folder_stands_for_its_best_checkpoint(two_models, tmp_path):
 
 def test_ensemble_test_report_names_its_members(two_models, tmp_path):
     tmp, a, b = two_models
-    model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[b], bootstrap=0))
+    model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(bootstrap=0),
+                                                   inference=InferenceConfig(ensemble=[b]))
     trainer = tiny_trainer(tmp_path)
     trainer.test(model, tiny_data(tmp))
-    assert model.test_reports["pairs"]["config"]["ensemble"] == [b]
+    assert model.test_reports["pairs"]["inference"]["ensemble"] == [b]
     assert (tmp_path / "test-pairs" / "report.json").is_file()
 
 
@@ -89,7 +91,7 @@ def test_bad_ensembles_are_refused_with_the_file_named(two_models, tmp_path):
     with pytest.raises(ValueError, match=r"model-2-48-split42.ckpt: trained on images preprocessed otherwise than "
                                          r"this run's \(height: 48 vs 32, width: 96 vs 64\)"):
         embeddings(tmp, a, [other_size])
-    model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], evaluation=EvalConfig(ensemble=[a]))
+    model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], inference=InferenceConfig(ensemble=[a]))
     with pytest.raises(ValueError, match="fit trains one model"):
         tiny_trainer(tmp_path).fit(model, tiny_data(tmp))
 
@@ -102,7 +104,8 @@ def test_a_member_that_saw_this_runs_test_signers_is_refused(two_models, tmp_pat
     assert stored["data"] == this_run["data"] and stored["test"] != this_run["test"]
     with pytest.raises(ValueError, match=r"ensemble member .*split7.ckpt was trained or validated on \d+ of this run's"):
         embeddings(tmp, a, [other_split])
-    model = SignatureVerifier.load_from_checkpoint(a, evaluation=EvalConfig(ensemble=[other_split]), allow_seen_signers=True)
+    model = SignatureVerifier.load_from_checkpoint(a, inference=InferenceConfig(ensemble=[other_split]),
+                                               allow_seen_signers=True)
     with pytest.warns(UserWarning, match="allowed by model.allow_seen_signers"):
         tiny_trainer(tmp_path).predict(model, tiny_data(tmp))
     # The checkpoint itself, tested under a split whose test signers it trained on.

@@ -20,6 +20,7 @@ from sigverify.data.preprocess import preprocess_file
 from sigverify.evaluation.likelihood_ratio import SCALE
 from sigverify.explain.attribution import Explainer, ink_mask, ink_ratio
 from sigverify.explain.errors import confident_errors, within_signer_pairs
+from sigverify.models.inference import InferenceConfig
 from sigverify.serving.model_dir import CARD, WEIGHTS, ModelDirError, read_model_dir
 from sigverify.serving.pretrained import SignatureModel
 from sigverify.serving.verifier import Verifier
@@ -152,7 +153,7 @@ def test_explain_command_on_a_checkpoint_and_a_model_folder(served_model, tmp_pa
 def test_sigverify_test_explain_writes_error_maps_and_the_ink_distribution(served_model, tmp_path):
     tmp = served_model[0]
     common = ["--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "x",
-              *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.evaluation.explain_sample", "24"]
+              *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--report.explain.sample", "24"]
     assert cli("test", *common, "--ckpt_path", served_model[2], "--explain", "3") == 0
     folder = tmp_path / "runs" / "x" / "test-references"
     report = json.loads((folder / "report.json").read_text())
@@ -184,7 +185,7 @@ def test_a_model_loaded_from_its_folder_embeds_bit_identically_to_its_checkpoint
 
     tmp, run, ckpt, model_dir = served_model
     model = SignatureModel.from_pretrained(str(model_dir))
-    network = TrainedCheckpoint.read(ckpt).network(model.folder.config.tta_shift)
+    network = TrainedCheckpoint.read(ckpt).network(InferenceConfig(tta_shift=model.folder.config.tta_shift))
     genuine, forged, _ = signer_files(served_model)
     images = Verifier(model_dir).preprocess_files(genuine + forged)
     with torch.no_grad():

@@ -14,6 +14,7 @@ import torch
 from sigverify.evaluation.protocols import score_against_references
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import SignatureEmbedder, embed_images
+from sigverify.models.inference import InferenceConfig
 from sigverify.serving.export import export_onnx, onnx_embed
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDirError, ScoringProtocol, read_model_dir
 from sigverify.serving.verifier import Verifier
@@ -59,7 +60,7 @@ def test_onnx_matches_pytorch_and_safetensors_reload_the_network(served_model):
 
 def test_shift_averaged_networks_export_with_any_batch_size(served_model, tmp_path):
     tmp, run, ckpt, model_dir = served_model
-    network = TrainedCheckpoint.read(ckpt).network(tta_shift=0.1)
+    network = TrainedCheckpoint.read(ckpt).network(InferenceConfig(tta_shift=0.1))
     export_onnx(network, 32, 64, tmp_path / "tta.onnx")
     images = torch.randint(0, 256, (5, 32, 64), dtype=torch.uint8).numpy()
     with torch.no_grad():
@@ -167,17 +168,21 @@ def test_config_json_is_read_as_typed_settings_and_a_bad_entry_names_the_file(se
 
 
 def test_a_config_json_from_before_the_evaluation_entry_still_loads(served_model, tmp_path):
-    """Folders exported before config.json recorded the evaluation settings scored the embedding."""
+    """Folders exported before config.json recorded the evaluation settings scored the embedding; those exported
+    before the scored features had their own entry kept them in the evaluation settings."""
     older = tmp_path / "older"
     shutil.copytree(served_model[3], older)
     written = json.loads((older / CONFIG).read_text())
-    del written["evaluation"]
+    del written["evaluation"], written["features"]
     (older / CONFIG).write_text(json.dumps(written))
     model = read_model_dir(older)
     assert model.config.evaluation == {} and model.config.features == "embedding"
     genuine, forged, _ = signer_files(served_model)
     verdict = Verifier(older).verify_files(genuine[:3], forged[0])
     assert verdict.score == Verifier(served_model[3]).verify_files(genuine[:3], forged[0]).score
+    # Exported before the inference settings left the evaluation ones (issue #25): the scored features sat there.
+    (older / CONFIG).write_text(json.dumps({**written, "evaluation": {"features": "backbone"}}))
+    assert read_model_dir(older).config.features == "backbone"
 
 
 def test_the_reference_count_of_the_threshold_can_be_chosen(served_model, tmp_path):
@@ -291,7 +296,7 @@ def test_verify_gives_the_likelihood_ratio_of_the_calibration_fitted_on_validati
 
 
 def test_a_run_tested_with_both_features_exports_them(served_model, tmp_path):
-    """`sigverify test --model.evaluation.features both` (the embedding averaged with its backbone's view), then
+    """`sigverify test --model.inference.features both` (the embedding averaged with its backbone's view), then
     export: the folder's ONNX graph, its PyTorch twin and its threshold are those of the scoring network."""
     from sigverify.serving.pretrained import SignatureModel
 
@@ -300,7 +305,7 @@ def test_a_run_tested_with_both_features_exports_them(served_model, tmp_path):
     (other / "checkpoints").mkdir(parents=True)
     shutil.copy(ckpt, other / "checkpoints" / "best.ckpt")
     assert cli("test", "--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name",
-               "both", *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.evaluation.features", "both",
+               "both", *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.inference.features", "both",
                "--ckpt_path", str(other / "checkpoints" / "best.ckpt")) == 0
     report = json.loads((other / "test-references" / "report.json").read_text())
     assert cli("export", "--ckpt", str(other), "--out", str(tmp_path / "m")) == 0
@@ -308,7 +313,7 @@ def test_a_run_tested_with_both_features_exports_them(served_model, tmp_path):
     assert model.threshold == report["threshold"] and model.config.features == "both"
     genuine, forged, _ = signer_files(served_model)
     images = Verifier(tmp_path / "m").preprocess_files(genuine + forged)
-    expected = embed_images(TrainedCheckpoint.read(other).network(features="both"), images)
+    expected = embed_images(TrainedCheckpoint.read(other).network(InferenceConfig(features="both")), images)
     assert model.config.embedding_dim == expected.shape[1] > 32
     assert np.abs(Verifier(tmp_path / "m").embed(images) - expected).max() <= 1e-4
     assert np.array_equal(SignatureModel.from_pretrained(str(tmp_path / "m")).embed(images), expected)

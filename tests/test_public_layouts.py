@@ -240,6 +240,9 @@ def test_fit_on_two_manifests_and_a_cross_dataset_test(tmp_path):
     with pytest.raises(ValueError, match=r"report.json: its threshold was chosen with other score settings \(normalize"):
         cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
             "--model.evaluation.threshold_from", str(carried_from), "--model.evaluation.normalize", "none")
+    with pytest.raises(ValueError, match=r"other score settings \(tta_shift: 0.0 there, 0.1 here\)"):  # embedded otherwise
+        cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
+            "--model.evaluation.threshold_from", str(carried_from), "--model.inference.tta_shift", "0.1")
     with pytest.raises(ValueError, match="not a readable report.json"):
         cli("test", *common, "--vars.name", "gamma-bad", "--ckpt_path", ckpt, "--data.root", str(other),
             "--model.evaluation.threshold_from", str(tmp_path))

@@ -59,12 +59,12 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert checkpoint.stat().st_mtime_ns == fitted_at
     # An ensemble is another evaluation: the model-alone reports are not reused for it, nor the fit refitted.
     member = str(out / "lsc_plus-seed0")  # the model with itself: same split, allowed
-    assert sweep.main([*args, "--protocols", "references", "--model.evaluation.ensemble", f"[{member}]"]) == 0
-    assert json.loads(report.read_text())["config"]["ensemble"] == [member]
+    assert sweep.main([*args, "--protocols", "references", "--model.inference.ensemble", f"[{member}]"]) == 0
+    assert json.loads(report.read_text())["inference"]["ensemble"] == [member]
     assert checkpoint.stat().st_mtime_ns == fitted_at
-    assert sweep.requested_ensemble(["--model.evaluation.ensemble=[a, b]"]) == ["a", "b"]
+    assert sweep.requested_ensemble(["--model.inference.ensemble=[a, b]"]) == ["a", "b"]
     with pytest.raises(SystemExit):  # "{fold}" without folds: refused before any work
-        sweep.main([*args, "--model.evaluation.ensemble", "[x-fold{fold}]"])
+        sweep.main([*args, "--model.inference.ensemble", "[x-fold{fold}]"])
     assert "names {fold}, but the sweep has no folds" in capsys.readouterr().err
 
     # Screening: validation signers only, a table of its own; the test reports are left alone.

@@ -112,9 +112,10 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
     best = glob.glob(str(run / "checkpoints" / "best-*.ckpt"))[0]
     run_cli(tmp_path, "test", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--ckpt_path", best, *TINY,
             "--model.evaluation.protocol", "references", "--model.evaluation.n_references", "2",
-            "--model.evaluation.ensemble", f"[{run / 'checkpoints' / 'last.ckpt'}]")
-    config = json.loads((run / "test-references" / "report.json").read_text())["config"]
-    assert config["n_references"] == 2 and config["ensemble"] == [str(run / "checkpoints" / "last.ckpt")]
+            "--model.inference.ensemble", f"[{run / 'checkpoints' / 'last.ckpt'}]")
+    report = json.loads((run / "test-references" / "report.json").read_text())
+    assert report["config"]["n_references"] == 2
+    assert report["inference"]["ensemble"] == [str(run / "checkpoints" / "last.ckpt")]
     # Under another split the file's model trained on some test signers: refused, unless the command allows it
     # (Lightning would restore the stored allow_seen_signers=false and ignore the command's).
     other = ["--config", "configs/lsc_plus.yaml", "--vars.name", "r-other", "--ckpt_path", best, *TINY,
@@ -155,13 +156,48 @@ def test_a_run_saved_with_a_renamed_loss_argument_still_tests(served_model, tmp_
     assert (tmp_path / "runs" / "old" / "test-references" / "report.json").is_file()
 
 
-@pytest.mark.parametrize("key, value", [("protocol", "triplets"), ("normalize", "zscore"), ("reduce", "median"),
-                                        ("features", "head"), ("lr_method", "isotonic"), ("explain_method", "gradcam+"),
-                                        ("also_protocols", "[pair]")])
-def test_the_cli_refuses_a_wrong_evaluation_method_name_before_any_work(tmp_path, capsys, key, value):
+def test_settings_under_their_names_before_the_split_by_owner_still_work(served_model, tmp_path, caplog):
+    """A checkpoint written when ``model.evaluation`` also held the inference and explanation settings is read under
+    today's names (``TrainedCheckpoint`` and ``sigverify test --ckpt_path``); a config file and a command line that
+    still use the old names work, told the new ones."""
+    from sigverify.models.checkpoint import TrainedCheckpoint
+
+    from conftest import SERVED_TINY, cli
+
+    checkpoint = torch.load(served_model[2], map_location="cpu", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["evaluation"] = {**hparams["evaluation"], "features": "both", "tta_shift": 0.0, "ensemble": [],
+                             "explain": 0, "explain_sample": 200, "explain_method": "gradcam"}
+    del hparams["inference"]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    read = TrainedCheckpoint.read(old)
+    assert read.inference.features == "both" and "features" not in read.evaluation and "explain" not in read.evaluation
+    assert read.network(read.inference)(torch.zeros(2, 1, 32, 64, dtype=torch.uint8)).shape[1] > 32  # both: wider
+
+    old_config = tmp_path / "old.yaml"
+    old_config.write_text("model: {evaluation: {tta_shift: 0.1}}\n")
+    with caplog.at_level("WARNING", logger="sigverify"):
+        assert cli("test", "--config", "configs/lsc_plus.yaml", "--config", str(old_config), *SERVED_TINY,
+                   "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "old", "--data.cache_dir",
+                   str(tmp_path / "cache"), "--ckpt_path", str(old), "--model.evaluation.features", "backbone") == 0
+    assert "model.evaluation.tta_shift is now model.inference.tta_shift" in caplog.text
+    assert "model.evaluation.features is now model.inference.features" in caplog.text
+    report = json.loads((tmp_path / "runs" / "old" / "test-references" / "report.json").read_text())
+    assert report["inference"] == {"features": "backbone", "tta_shift": 0.1, "ensemble": []}  # the command's
+    assert "features" not in report["config"] and "tta_shift" not in report["config"]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.evaluation.protocol", "triplets"), ("model.evaluation.normalize", "zscore"),
+    ("model.evaluation.reduce", "median"), ("model.evaluation.lr_method", "isotonic"),
+    ("model.evaluation.also_protocols", "[pair]"), ("model.inference.features", "head"),
+    ("report.explain.method", "gradcam+")])
+def test_the_cli_refuses_a_wrong_method_name_before_any_work(tmp_path, capsys, key, value):
+    """Each owner's settings are typed: scoring (evaluation/), what embeds (models/), the maps (explain/)."""
     with pytest.raises(SystemExit):
-        run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, f"--model.evaluation.{key}", value)
-    assert f"model.evaluation.{key}" in capsys.readouterr().err
+        run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, f"--{key}", value)
+    assert key in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused while parsing: nothing trained, nothing written
 
 

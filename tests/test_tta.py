@@ -1,11 +1,11 @@
-"""Test-time augmentation (model.evaluation.tta_shift): shifted views, averaged, and only at evaluation."""
+"""Test-time augmentation (model.inference.tta_shift): shifted views, averaged, and only at evaluation."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from test_ensemble import tiny_data, tiny_trainer, trained_checkpoint
 
-from sigverify.evaluation.report import EvalConfig
+from sigverify.models.inference import InferenceConfig
 from sigverify.models.module import SignatureVerifier
 from sigverify.models.tta import ShiftAveraged, shifted
 
@@ -52,12 +52,12 @@ def test_shift_averaged_refuses_shifts_outside_the_image(shift):
 
 def test_eval_config_refuses_a_bad_shift():
     with pytest.raises(ValueError, match="tta_shift"):
-        EvalConfig(tta_shift=0.7)
+        InferenceConfig(tta_shift=0.7)
 
 
-def predicted(tmp_path, checkpoint: str, **evaluation) -> tuple[np.ndarray, np.ndarray]:
+def predicted(tmp_path, checkpoint: str, **inference) -> tuple[np.ndarray, np.ndarray]:
     """predict's embeddings, and the images it embedded (in the same order)."""
-    model = SignatureVerifier.load_from_checkpoint(checkpoint, evaluation=EvalConfig(**evaluation))
+    model = SignatureVerifier.load_from_checkpoint(checkpoint, inference=InferenceConfig(**inference))
     data = tiny_data(tmp_path)
     batches = tiny_trainer(tmp_path).predict(model, data)
     images = torch.cat([b[0] for b in data.predict_dataloader()])
@@ -80,7 +80,7 @@ def test_fit_embeds_without_the_views_and_validate_with_them(tmp_path, monkeypat
     original = ShiftAveraged.forward
     monkeypatch.setattr(ShiftAveraged, "forward", lambda self, images: calls.append(len(images)) or original(self, images))
     model = SignatureVerifier(backbone="test_efficientnet", head_hidden=[32], embedding_dim=16, warmup_epochs=0,
-                              evaluation=EvalConfig(tta_shift=0.1))
+                              inference=InferenceConfig(tta_shift=0.1))
     trainer, data = tiny_trainer(tmp_path), tiny_data(tmp_path)
     trainer.fit(model, data)  # training steps and fit's own validation
     assert calls == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 
@@ -29,14 +28,12 @@ from sigverify.evaluation.protocols import (
     reference_scores,
 )
 
-Features = Literal["embedding", "backbone", "both"]
-FEATURES = get_args(Features)
-# The Grad-CAM family methods of `sigverify explain` and `test --explain` (the CLI rejects any other name).
-ExplainMethod = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigengradcam"]
-
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
 class EvalConfig:
+    """How test embeddings are scored, thresholded and reported. What embeds them (features, test-time shifts,
+    ensembles) is the models' ``InferenceConfig``; the explanation maps are the report writer's."""
+
     protocol: Protocol = "pairs"
     also_protocols: list[Protocol] = field(default_factory=list)  # tested too, from the same embeddings (a report each)
     n_references: int = 12  # references protocol: genuine signatures enrolled per signer
@@ -47,16 +44,8 @@ class EvalConfig:
     target_far: float | None = None  # None: threshold at the validation EER; else at this skilled FAR
     bootstrap: int = 1000  # signer resamples for the 95 % CIs (0: none)
     seed: int = 0
-    ensemble: list[str] = field(default_factory=list)  # other models' checkpoints or run folders, scored with this one
-    tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
-    # embedding | backbone: the backbone's pooled features alone (the untrained baseline of a pretrained recipe) |
-    # both: the two averaged (their cosine similarities' mean: the embedding beside the pooled features it is made from)
-    features: Features = "embedding"
     lr_method: LRMethod = "logistic"  # the score-to-likelihood-ratio calibration (likelihood_ratio.py)
     threshold_from: str | None = None  # another run's folder or report.json: its threshold, carried over (cross-dataset)
-    explain: int = 0  # test: maps of this many most confident errors, and the ink-attribution distribution
-    explain_sample: int = 200  # test pairs whose maps make the ink-attribution distribution
-    explain_method: ExplainMethod = "gradcam"  # a Grad-CAM family method
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -68,15 +57,6 @@ class EvalConfig:
         check_reference_options(self.reduce, self.normalize)
         if self.lr_method not in LR_METHODS:
             raise ValueError(f"lr_method must be one of {LR_METHODS}, got {self.lr_method!r}")
-        if self.features not in FEATURES:
-            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
-        if not 0.0 <= self.tta_shift < 0.5:
-            raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
-        if self.explain_method not in get_args(ExplainMethod):
-            raise ValueError(f"explain_method must be one of {get_args(ExplainMethod)}, got {self.explain_method!r}")
-        if self.explain < 0 or self.explain_sample < 0:
-            raise ValueError(f"explain and explain_sample count maps and pairs (>= 0), got {self.explain}, "
-                             f"{self.explain_sample}")
         if self.threshold_from:  # a report that cannot lend its threshold is refused before any work
             for protocol in (self.protocol, *self.also_protocols):
                 carried_threshold(self, protocol)
@@ -95,8 +75,9 @@ def protocol_scores(embeddings, signers, genuine, config: EvalConfig, similarity
                             config.n_random, config.seed, config.normalize, similarity)
 
 
-# Settings that change what a score means: a threshold carries over only between reports that agree on them.
-SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize", "tta_shift", "ensemble", "features")
+# Settings that change what a score means: a threshold carries over only between reports that agree on them
+# and on how the network embedded (a report's "inference": the models' settings, whatever they are).
+SCORE_SETTINGS = ("protocol", "n_references", "reduce", "normalize")
 
 
 def carried_report(source: str | Path, protocol: str) -> Path:
@@ -111,10 +92,12 @@ def carried_report(source: str | Path, protocol: str) -> Path:
     return sibling if path.parent.name != f"{stage}-{protocol}" and sibling.is_file() else path
 
 
-def carried_threshold(config: EvalConfig, protocol: str | None = None, model_sha256: str | None = None) -> tuple[float, str]:
+def carried_threshold(config: EvalConfig, protocol: str | None = None, model_sha256: str | None = None,
+                      inference: dict | None = None) -> tuple[float, str]:
     """The threshold of another run's report (``threshold_from``) for ``protocol`` (default: the
     config's): for cross-dataset tests that keep the operating point of the data set the model was
-    validated on. With ``model_sha256`` (the network under test), a report of another network is refused."""
+    validated on. With ``model_sha256`` (the network under test), a report of another network is refused;
+    with ``inference`` (how it embeds), a report that embedded otherwise."""
     protocol = protocol or config.protocol
     path = carried_report(config.threshold_from, protocol)
     try:
@@ -125,6 +108,10 @@ def carried_threshold(config: EvalConfig, protocol: str | None = None, model_sha
     ours = {**asdict(config), "protocol": protocol}
     differ = [k for k in SCORE_SETTINGS if k in theirs and theirs[k] != ours[k]
               and not (k == "n_references" and protocol == "pairs")]
+    if inference:
+        ours |= inference
+        theirs = {**theirs, **report.get("inference", {})}  # reports before issue #25 kept them in "config"
+        differ += [k for k in inference if k in theirs and theirs[k] != inference[k]]
     if differ:
         raise ValueError(f"{path}: its threshold was chosen with other score settings ("
                          + ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in differ) + ")")

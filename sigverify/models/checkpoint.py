@@ -3,24 +3,29 @@ data it was trained on (settings and signer split) and the settings it was evalu
 
 Export, ensembles, explanation maps, initialisation from another run, the demo and the benchmarks all read
 checkpoints here, with ``torch.load(weights_only=True)``: only tensors, plain containers and the project's
-own config dataclasses (registered as safe in ``data/datamodule.py``) are unpickled, never arbitrary code.
+own config dataclasses (registered as safe in ``data/datamodule.py`` and here) are unpickled, never arbitrary code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sigverify.config import move_settings
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.manifest import DATASET_SEPARATOR, dataset_name
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer
 from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, scoring_network
+from sigverify.models.inference import InferenceConfig
 from sigverify.models.tta import ShiftAveraged
+
+# A module built in Python (not through the CLI) stores its inference settings as the dataclass itself.
+torch.serialization.add_safe_globals([InferenceConfig])
 
 _DATAMODULE_PARTS = {"synthetic": SyntheticConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
                      "split": SplitConfig, "sampler": SamplerConfig}
@@ -55,8 +60,8 @@ class TrainedCheckpoint:
 
     @cached_property
     def hparams(self) -> dict:
-        """The model's settings, as ``sigverify fit`` stored them."""
-        return {k: v for k, v in self.contents["hyper_parameters"].items() if k != "_instantiator"}
+        """The model's settings, as ``sigverify fit`` stored them, under today's names."""
+        return current_hparams(self.contents["hyper_parameters"])
 
     @property
     def split(self) -> dict | None:
@@ -66,9 +71,12 @@ class TrainedCheckpoint:
     @property
     def evaluation(self) -> dict:
         """The evaluation settings it was trained with, as a mapping."""
-        stored = self.hparams.get("evaluation") or {}
-        return {f.name: getattr(stored, f.name) for f in fields(stored)} if hasattr(stored, "__dataclass_fields__") \
-            else dict(stored)
+        return self.hparams.get("evaluation") or {}
+
+    @property
+    def inference(self) -> InferenceConfig:
+        """How it was set to embed in validate/test (scored features, test-time shifts, ensemble members)."""
+        return InferenceConfig(**self.hparams.get("inference") or {})
 
     @property
     def data_settings(self) -> dict:
@@ -85,11 +93,13 @@ class TrainedCheckpoint:
         network.load_state_dict(self.embedder_weights())
         return network.eval()
 
-    def network(self, tta_shift: float = 0.0, features: str = "embedding") -> nn.Module:
-        """The network ``sigverify test`` embeds with: the trained embedder (or what ``features`` scores),
-        shift-averaged if tested so."""
-        network = scoring_network(self.embedder(), features).eval()
-        return ShiftAveraged(network, tta_shift).eval() if tta_shift else network
+    def network(self, inference: InferenceConfig = InferenceConfig()) -> nn.Module:
+        """The network ``sigverify test`` embeds with: the trained embedder (or what ``inference.features``
+        scores), shift-averaged if tested so; one network (an ensemble's members are checkpoints of their own)."""
+        if inference.ensemble:
+            raise ValueError(f"{self.path}: an ensemble is several checkpoints; read each member on its own")
+        network = scoring_network(self.embedder(), inference.features).eval()
+        return ShiftAveraged(network, inference.tta_shift).eval() if inference.tta_shift else network
 
     def datamodule(self, root: str | None = None) -> SignatureDataModule:
         """The data module it trained with (data, preprocessing, signer split), set to read its validation and
@@ -113,6 +123,19 @@ class TrainedCheckpoint:
             names = [dataset_name(path) for path in datamodule.manifest_paths()]
             datamodule.split_config = root_split(self.split, names, datamodule.split_config)
         return datamodule
+
+
+def current_hparams(stored: dict) -> dict:
+    """A checkpoint's model hyperparameters as plain mappings under today's names: its settings moved since
+    it was written (``config.MOVED_SETTINGS``) are where the model reads them now, and those that moved out of
+    the model (the explanation maps: each command's own choice) are dropped."""
+    # Copies, so that moving leaves the stored ones as read; vars(): a settings dataclass pickled before a field
+    # moved still holds it (asdict would drop it).
+    hparams = {k: dict(vars(v)) if is_dataclass(v) else dict(v) if isinstance(v, dict) else v
+               for k, v in stored.items() if k != "_instantiator"}
+    tree = {"model": hparams}
+    move_settings(tree)
+    return tree["model"]
 
 
 def root_split(record: dict, names: list[str], config: SplitConfig) -> SplitConfig:

@@ -154,7 +154,7 @@ class SignatureEmbedder(nn.Module):
 
 
 def scoring_network(embedder: "SignatureEmbedder", features: str = "embedding") -> nn.Module:
-    """What a model is scored with (``evaluation.features``): its embedding, its backbone's pooled features, or
+    """What a model is scored with (``inference.features``): its embedding, its backbone's pooled features, or
     ``both`` as one unit vector whose cosine similarity is the mean of the two's."""
     if features == "embedding":
         return embedder

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import lightning as L
 import numpy as np
@@ -33,6 +33,7 @@ from sigverify.losses import create_loss
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embedder_from_hparams, scoring_network
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
+from sigverify.models.inference import InferenceConfig
 from sigverify.models.tta import ShiftAveraged
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class SignatureVerifier(L.LightningModule):
         val_loss_samples: int = 256,
         finite_check_every: int = 1,
         evaluation: EvalConfig = EvalConfig(),
+        inference: InferenceConfig = InferenceConfig(),
         init_from: str | None = None,
         ema_decay: float | None = None,
         allow_seen_signers: bool = False,
@@ -87,6 +89,7 @@ class SignatureVerifier(L.LightningModule):
         self.loss_fn = create_loss(loss, **(loss_args or {}))
         # LightningCLI may hand nested settings over as a mapping
         self.evaluation = evaluation if isinstance(evaluation, EvalConfig) else EvalConfig(**evaluation)
+        self.inference = inference if isinstance(inference, InferenceConfig) else InferenceConfig(**inference)
         self.val_threshold: float | None = None  # EER threshold on the validation signers
         # Non-persistent metric states: checkpoints are unchanged by them.
         self.collectors = nn.ModuleDict({stage: EmbeddingCollector() for stage in ("val", "test_threshold", "test")})
@@ -169,10 +172,10 @@ class SignatureVerifier(L.LightningModule):
             self.embedder.to(memory_format=torch.channels_last)
 
     def _with_ensemble(self, network: torch.nn.Module) -> torch.nn.Module:
-        """``evaluation.ensemble``: this model together with other trained ones (see ``ensemble.py``).
+        """``inference.ensemble``: this model together with other trained ones (see ``ensemble.py``).
         The members are not submodules, so checkpoints hold this model alone. A member that saw this
         run's validation or test signers is refused (``allow_seen_signers`` to override)."""
-        paths = self.evaluation.ensemble
+        paths = self.inference.ensemble
         if not paths:
             return network
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -190,19 +193,17 @@ class SignatureVerifier(L.LightningModule):
         return ensemble
 
     def _with_features(self, network: torch.nn.Module) -> torch.nn.Module:
-        """``evaluation.features``: ``backbone`` scores the backbone's pooled features instead of the embedding
+        """``inference.features``: ``backbone`` scores the backbone's pooled features instead of the embedding
         (the untrained pretrained network's features are the baseline of a recipe that starts from them);
         ``both`` averages the two's similarities."""
-        if self.evaluation.features == "embedding":
+        if self.inference.features == "embedding":
             return network
-        if self.evaluation.ensemble:
-            raise ValueError(f"model.evaluation.features {self.evaluation.features} scores one network: no ensemble")
-        log.info("scoring with model.evaluation.features %s", self.evaluation.features)
-        return scoring_network(self.embedder, self.evaluation.features)
+        log.info("scoring with model.inference.features %s", self.inference.features)
+        return scoring_network(self.embedder, self.inference.features)
 
     def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:
-        """``evaluation.tta_shift``: embeddings averaged over shifted copies of each image (``tta.py``)."""
-        shift = self.evaluation.tta_shift
+        """``inference.tta_shift``: embeddings averaged over shifted copies of each image (``tta.py``)."""
+        shift = self.inference.tta_shift
         if not shift:
             return network
         log.info("test-time augmentation: embeddings averaged over 5 views shifted by %g of the image", shift)
@@ -219,8 +220,8 @@ class SignatureVerifier(L.LightningModule):
         object.__setattr__(self, "_evaluation_forward", self._with_tta(network))
 
     def on_fit_start(self) -> None:
-        if self.evaluation.ensemble:
-            raise ValueError("model.evaluation.ensemble scores trained models together in validate/test/predict; "
+        if self.inference.ensemble:
+            raise ValueError("model.inference.ensemble scores trained models together in validate/test/predict; "
                              "fit trains one model: leave it out of the fit's config")
         self._to_channels_last()
 
@@ -353,7 +354,7 @@ class SignatureVerifier(L.LightningModule):
     def _report(self, val, test, config: EvalConfig, threshold_note: str | None, weights: str):
         validation = None
         if config.threshold_from:  # carried over: needs no validation signers here, and is held fixed
-            threshold, source = carried_threshold(config, model_sha256=weights)
+            threshold, source = carried_threshold(config, model_sha256=weights, inference=asdict(self.inference))
         elif len(val[0]):
             validation = protocol_scores(*val[:3], config)
             threshold, source = choose_threshold(validation, config)
@@ -364,7 +365,7 @@ class SignatureVerifier(L.LightningModule):
         scores = protocol_scores(*test[:3], config)
         report = evaluate(scores, threshold, threshold_note or source, config,
                           validation if validation is not None and val is not test else None)
-        report["model_sha256"] = weights
+        report["model_sha256"], report["inference"] = weights, asdict(self.inference)
         if val[3] is not None and test[3] is not None and len(val[0]):
             floor = statistics_floor((val[3], *val[1:3]), (test[3], *test[1:3]), config)
             report["image_statistics"], report["image_statistics_eer"] = floor, floor["eer"]

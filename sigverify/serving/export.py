@@ -26,6 +26,7 @@ from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embed_images
+from sigverify.models.inference import InferenceConfig
 from sigverify.models.packaged_weights import starting_weights
 from sigverify.serving.model_card import model_card
 from sigverify.serving.model_dir import (
@@ -53,15 +54,27 @@ def evaluation_config(checkpoint: TrainedCheckpoint, report: dict | None, protoc
     protocol when there is one (``sigverify test`` takes them from its command line, which may differ from
     the training run's), else the checkpoint's; ``n_references`` overrides the count."""
     stored = dict(report["config"] if report and isinstance(report.get("config"), dict) else checkpoint.evaluation)
-    if stored.get("ensemble"):
-        raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
-                         "or test without model.evaluation.ensemble first)")
     names = {f.name for f in fields(EvalConfig)}
     stored = {k: v for k, v in stored.items() if k in names}
     if n_references is not None and n_references < 2:
         raise ValueError(f"--n-references must be at least 2, got {n_references}")
-    return EvalConfig(**{**stored, "protocol": protocol, "also_protocols": [], "ensemble": [],
+    return EvalConfig(**{**stored, "protocol": protocol, "also_protocols": [],
                          "n_references": n_references or stored.get("n_references", EvalConfig.n_references)})
+
+
+def inference_config(checkpoint: TrainedCheckpoint, report: dict | None) -> InferenceConfig:
+    """How the exported network embeds: as in the run's own test report when there is one, else as the checkpoint
+    was set to; one network (an ensemble is refused)."""
+    if report and isinstance(report.get("config"), dict):
+        # Reports before issue #25 kept these settings in their "config".
+        stored = {**report["config"], **report.get("inference", {})}
+        inference = InferenceConfig(**{f.name: stored[f.name] for f in fields(InferenceConfig) if f.name in stored})
+    else:
+        inference = checkpoint.inference
+    if inference.ensemble:
+        raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
+                         "or test without model.inference.ensemble first)")
+    return inference
 
 
 def export_onnx(network: torch.nn.Module, height: int, width: int, file: Path) -> None:
@@ -103,7 +116,8 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     protocol = protocol or "references"
     report = _test_report(ckpt, protocol)
     config = evaluation_config(checkpoint, report, protocol, n_references)
-    network = checkpoint.network(config.tta_shift, config.features)
+    inference = inference_config(checkpoint, report)
+    network = checkpoint.network(inference)
 
     datamodule = checkpoint.datamodule(data)
     datamodule.setup("validate")
@@ -147,7 +161,8 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
             neck=hparams.get("neck", "plain"),
             embedding_dim=int(embeddings.shape[1]),
             head_hidden=tuple(hparams["head_hidden"]),
-            tta_shift=config.tta_shift,
+            features=inference.features,
+            tta_shift=inference.tta_shift,
             evaluation=_plain(config),
             preprocess=preprocess,
             protocol=ScoringProtocol(config.protocol, config.reduce, config.normalize,

@@ -29,6 +29,7 @@ import numpy as np
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.evaluation.likelihood_ratio import LRCalibration
 from sigverify.evaluation.protocols import Normalization, Protocol, Reduction
+from sigverify.models.inference import Features
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD = "config.json", "model.safetensors", "model.onnx", "calibration.json", "README.md"
@@ -134,6 +135,7 @@ class ModelConfig:
     # the evaluation settings the threshold was chosen under (EvalConfig as JSON); {} in folders exported before
     evaluation: dict = field(default_factory=dict)
     neck: str = "plain"
+    features: Features = "embedding"  # which of the network's outputs is scored (embedding, backbone or both)
     tta_shift: float = 0.0
     starting_weights: dict | None = None  # None: exported before they were recorded
     scripts: str | None = None
@@ -142,11 +144,6 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
     library_name: str = "sigverify"
     architecture: str = "SignatureEmbedder"
-
-    @property
-    def features(self) -> str:
-        """Which of the network's outputs is scored (embedding, backbone or both)."""
-        return self.evaluation.get("features", "embedding")
 
     def onnx_signature(self) -> dict:
         """The graph's input and output, for readers that do not know sigverify (derived, never read back)."""
@@ -163,6 +160,9 @@ class ModelConfig:
     def from_json(cls, data: dict, file: Path) -> "ModelConfig":
         """Parse ``config.json``'s object; a missing, unknown or mistyped entry is a ModelDirError naming the file."""
         data = {k: v for k, v in data.items() if k not in ("input", "output")}  # derived from the rest
+        if "features" not in data and isinstance(data.get("evaluation"), dict):
+            # Folders exported before the inference settings left the evaluation ones (issue #25) kept it there.
+            data["features"] = data["evaluation"].get("features", "embedding")
         parts = {"preprocess": PreprocessConfig, "protocol": ScoringProtocol, "threshold": OperatingThreshold,
                  "onnx": OnnxCheck, "checkpoint": CheckpointOrigin}
         values = _fields_of(cls, data, file, "")

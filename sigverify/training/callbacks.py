@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from sigverify.evaluation.collector import EmbeddingCollector
 from sigverify.evaluation.report import write_report
+from sigverify.explain import ExplainConfig
 from sigverify.labels import SignatureLabels
 
 log = logging.getLogger(__name__)
@@ -261,32 +262,36 @@ class EpochLog(L.Callback):
 class ReportWriter(L.Callback):
     """In validate and test (never in fit), writes the reports of ``sigverify test`` into ``<run>/test-<protocol>/`` and those of
     ``sigverify validate`` (validation signers only: for screening recipes) into ``validate-<protocol>/``:
-    report.json, report.md, scores.npz and the plots (``evaluation/report.py``)."""
+    report.json, report.md, scores.npz and the plots (``evaluation/report.py``). ``explain``: the explanation maps
+    of the test's errors beside the first report (``sigverify test --explain N``). Every command has one, as
+    ``report`` in its config (``training/cli.py``)."""
+
+    def __init__(self, explain: ExplainConfig = ExplainConfig()):
+        self.explain = explain if isinstance(explain, ExplainConfig) else ExplainConfig(**explain)
 
     def _write(self, trainer, pl_module, stage: str) -> None:
         if not trainer.is_global_zero:
             return
         for i, (protocol, report) in enumerate(pl_module.test_reports.items()):
             folder = Path(trainer.default_root_dir) / f"{stage}-{protocol}"
-            if stage == "test" and i == 0 and pl_module.evaluation.explain:
+            if stage == "test" and i == 0 and self.explain.maps:
                 report = {**report, "explanations": self._explain(trainer, pl_module, folder / "explain")}
             path = write_report(report, pl_module.test_scores[protocol], folder)
             log.info("%s report: %s", stage, path)
 
-    @staticmethod
-    def _explain(trainer, pl_module, folder: Path) -> dict:
+    def _explain(self, trainer, pl_module, folder: Path) -> dict:
         """``--explain N``: maps of the most confident errors and the ink-attribution distribution
         (``sigverify.explain.errors``), written beside the first protocol's report."""
         from sigverify.explain.errors import explain_test_errors
 
-        data, config = trainer.datamodule, pl_module.evaluation
+        data, config = trainer.datamodule, self.explain
         parts = {}
         for part in ("val", "test"):
             positions = data.positions(part)
             parts[part] = (np.asarray(data.images[positions]), data.signer_ids[positions], data.genuine[positions])
-        summary = explain_test_errors(pl_module.embedder, *parts["test"], parts["val"], folder, config.explain,
-                                      config.explain_sample, config.explain_method, names=data.signer_names,
-                                      target_far=config.target_far)
+        summary = explain_test_errors(pl_module.embedder, *parts["test"], parts["val"], folder, config.maps,
+                                      config.sample, config.method, names=data.signer_names,
+                                      target_far=pl_module.evaluation.target_far)
         if summary["warning"]:
             log.warning("explanation maps: %s", summary["warning"])
         return summary

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
 from sigverify.data.datamodule import SignatureDataModule
-from sigverify.models.checkpoint import run_checkpoint
+from sigverify.models.checkpoint import TrainedCheckpoint, run_checkpoint
 from sigverify.models.module import SignatureVerifier
+from sigverify.training.callbacks import ReportWriter
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,11 @@ class SigverifyCLI(LightningCLI):
                          parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
     # How to evaluate a network, not what the network is: the command's settings, never the checkpoint's.
-    COMMAND_SETTINGS = ("evaluation", "allow_seen_signers")
+    COMMAND_SETTINGS = ("evaluation", "inference", "allow_seen_signers")
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # Every command writes its reports; `report` holds the writer's own settings (the explanation maps).
+        parser.add_lightning_class_args(ReportWriter, "report")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning rebuilds the model from a checkpoint file's stored hyperparameters; that would also
@@ -31,7 +37,7 @@ class SigverifyCLI(LightningCLI):
         (``test --ckpt_path F --model.evaluation.protocol references`` would test the pairs protocol, and
         ``--model.allow_seen_signers true`` would be ignored). The network must match the weights; how to
         evaluate it is the command's choice, as it is with ``--ckpt_path best`` (resolved later, from the
-        config alone)."""
+        config alone). The checkpoint is read by the project's reader, which gives its settings today's names."""
         subcommand = self.config.get("subcommand")
         model = self.config[subcommand].model if subcommand else {}
         if subcommand:  # a run folder stands for its checkpoint: the best to evaluate, the last to resume
@@ -39,9 +45,17 @@ class SigverifyCLI(LightningCLI):
             if config.get("ckpt_path") not in (None, "best", "last") and Path(config.ckpt_path).is_dir():
                 config.ckpt_path = str(run_checkpoint(config.ckpt_path, "last" if subcommand == "fit" else "best"))
         # Resuming a fit keeps the run's own allow_seen_signers (its init_from was checked under it).
-        keys = ("evaluation",) if subcommand == "fit" else self.COMMAND_SETTINGS
+        keys = ("evaluation", "inference") if subcommand == "fit" else self.COMMAND_SETTINGS
         kept = {key: copy.deepcopy(model.get(key)) for key in keys if model.get(key) is not None}
-        super()._parse_ckpt_path()
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        hparams = TrainedCheckpoint.read(ckpt_path).hparams
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"{ckpt_path}: its stored hyperparameters do not parse as this model's settings\n")
+            raise
         for key, value in kept.items():
             setattr(self.config[subcommand].model, key, value)
 
