@@ -267,10 +267,11 @@ def evaluation_settings(checkpoint: TrainedCheckpoint, args) -> EvalConfig:
     """The backbone run's evaluation settings (writer normalisation, references), so that the embedding
     column is the run's own figure; what the screen cannot reproduce (TTA, ensembles) is refused."""
     inference = checkpoint.inference
-    if inference.ensemble or inference.tta_shift:
-        raise SystemExit(f"backbone {checkpoint.path}: its run evaluates "
-                         f"{'as an ensemble' if inference.ensemble else 'with test-time shifts'}, which the pair-head "
-                         "screen does not reproduce; give a run without them")
+    unlike = ("as an ensemble" if inference.ensemble else "with test-time shifts" if inference.tta_shift else
+              f"with its {inference.features} features" if inference.features != "embedding" else None)
+    if unlike:
+        raise SystemExit(f"backbone {checkpoint.path}: its run evaluates {unlike}, which the pair-head screen (its "
+                         "embedding, one view) does not reproduce; give a run without them")
     try:
         return evaluation_config(checkpoint, None, PROTOCOLS[0], args.n_references)
     except ValueError as err:

@@ -27,6 +27,7 @@ def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
     own = OmegaConf.load(path)
     if not isinstance(own, DictConfig):
         raise ValueError(f"{path}: a config file must hold a mapping")
+    own = current_names(own, path)
     bases = own.pop("defaults", []) or []
     merged = OmegaConf.create()
     for base in bases:
@@ -44,9 +45,6 @@ def compose(*paths: str | Path, overrides: list[str] = ()) -> str:
         raise ValueError(f"{', '.join(map(str, paths))}: {err}") from err
     for section in ("vars", "sweep"):
         resolved.pop(section, None)
-    moved = move_settings(resolved)
-    if moved:
-        log.warning(moved_warning(moved, ", ".join(map(str, paths))))
     return OmegaConf.to_yaml(OmegaConf.create(resolved))
 
 
@@ -63,10 +61,20 @@ MOVED_SETTINGS = {
 }
 
 
+def current_names(own: DictConfig, path: Path) -> DictConfig:
+    """One file's settings under today's names, before it is merged with others (so file order still decides)."""
+    tree = OmegaConf.to_container(own, resolve=False)
+    moved = move_settings(tree)
+    if not moved:
+        return own
+    log.warning(moved_warning(moved, str(path)))
+    return OmegaConf.create(tree)
+
+
 def move_settings(tree: dict) -> list[str]:
     """Moves the settings of ``tree`` (a nested mapping, changed in place) that sit under an old name of
-    ``MOVED_SETTINGS`` to the new one, and returns the old names found. An old name wins over a new one set
-    beside it: only a user's own file or command line still writes the old names."""
+    ``MOVED_SETTINGS`` to the new one, and returns the old names found. Within one file, command line or
+    checkpoint an old name wins over a new one beside it (it can only be the user's own)."""
     found = []
     for old, new in MOVED_SETTINGS.items():
         *parents, leaf = old.split(".")

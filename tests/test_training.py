@@ -175,17 +175,31 @@ def test_settings_under_their_names_before_the_split_by_owner_still_work(served_
     assert read.inference.features == "both" and "features" not in read.evaluation and "explain" not in read.evaluation
     assert read.network(read.inference)(torch.zeros(2, 1, 32, 64, dtype=torch.uint8)).shape[1] > 32  # both: wider
 
+    # A run's config.yaml from before the split: old names, and the report writer as a callback list entry.
     old_config = tmp_path / "old.yaml"
-    old_config.write_text("model: {evaluation: {tta_shift: 0.1}}\n")
+    old_config.write_text("model: {evaluation: {tta_shift: 0.1}}\n"
+                          "trainer: {callbacks: [{class_path: sigverify.training.callbacks.ReportWriter}]}\n")
     with caplog.at_level("WARNING", logger="sigverify"):
         assert cli("test", "--config", "configs/lsc_plus.yaml", "--config", str(old_config), *SERVED_TINY,
                    "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "old", "--data.cache_dir",
                    str(tmp_path / "cache"), "--ckpt_path", str(old), "--model.evaluation.features", "backbone") == 0
     assert "model.evaluation.tta_shift is now model.inference.tta_shift" in caplog.text
     assert "model.evaluation.features is now model.inference.features" in caplog.text
+    assert "trainer.callbacks lists ReportWriter" in caplog.text
     report = json.loads((tmp_path / "runs" / "old" / "test-references" / "report.json").read_text())
     assert report["inference"] == {"features": "backbone", "tta_shift": 0.1, "ensemble": []}  # the command's
     assert "features" not in report["config"] and "tta_shift" not in report["config"]
+
+
+def test_an_old_name_in_an_earlier_config_file_gives_way_to_a_new_one_in_a_later_file(tmp_path):
+    from sigverify.config import compose
+
+    (tmp_path / "old.yaml").write_text("model: {evaluation: {tta_shift: 0.05, n_references: 4}}\n")
+    (tmp_path / "new.yaml").write_text("model: {inference: {tta_shift: 0.1}}\n")
+    composed = yaml.safe_load(compose(tmp_path / "old.yaml", tmp_path / "new.yaml"))["model"]
+    assert composed == {"evaluation": {"n_references": 4}, "inference": {"tta_shift": 0.1}}
+    composed = yaml.safe_load(compose(tmp_path / "new.yaml", tmp_path / "old.yaml"))["model"]
+    assert composed["inference"] == {"tta_shift": 0.05}
 
 
 @pytest.mark.parametrize("key, value", [

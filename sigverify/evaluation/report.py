@@ -57,7 +57,9 @@ class EvalConfig:
         check_reference_options(self.reduce, self.normalize)
         if self.lr_method not in LR_METHODS:
             raise ValueError(f"lr_method must be one of {LR_METHODS}, got {self.lr_method!r}")
-        if self.threshold_from:  # a report that cannot lend its threshold is refused before any work
+        # A report that cannot lend its threshold is refused before any work (how the network embeds is checked
+        # by the module, which holds those settings).
+        if self.threshold_from:
             for protocol in (self.protocol, *self.also_protocols):
                 carried_threshold(self, protocol)
 

@@ -9,7 +9,7 @@ ExplainMethod = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layerca
 METHODS = get_args(ExplainMethod)  # the --method choices
 
 
-@dataclass  # not frozen: Lightning walks callback settings the way it walks hyperparameters
+@dataclass
 class ExplainConfig:
     """``sigverify test --explain N`` (``--report.explain.maps N``): maps of the N most confident test errors
     and the ink-attribution distribution over ``sample`` test pairs, written beside the test report."""

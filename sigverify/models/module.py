@@ -90,6 +90,9 @@ class SignatureVerifier(L.LightningModule):
         # LightningCLI may hand nested settings over as a mapping
         self.evaluation = evaluation if isinstance(evaluation, EvalConfig) else EvalConfig(**evaluation)
         self.inference = inference if isinstance(inference, InferenceConfig) else InferenceConfig(**inference)
+        if self.evaluation.threshold_from:  # a report that embedded otherwise is refused before any work
+            for protocol in (self.evaluation.protocol, *self.evaluation.also_protocols):
+                carried_threshold(self.evaluation, protocol, inference=asdict(self.inference))
         self.val_threshold: float | None = None  # EER threshold on the validation signers
         # Non-persistent metric states: checkpoints are unchanged by them.
         self.collectors = nn.ModuleDict({stage: EmbeddingCollector() for stage in ("val", "test_threshold", "test")})

@@ -66,6 +66,12 @@ class SigverifyCLI(LightningCLI):
             on_gpu = torch.cuda.is_available() and trainer.get("accelerator") in ("auto", "gpu", "cuda")
             trainer.precision = "bf16-mixed" if on_gpu else "32-true"
             log.info("precision: %s (%s)", trainer.precision, "GPU found" if on_gpu else "no GPU")
+        callbacks = trainer.get("callbacks") or []
+        kept = [c for c in callbacks if not str(c.get("class_path", "")).endswith(".ReportWriter")]
+        if len(kept) < len(callbacks):  # a run's config.yaml saved when the report writer was a list entry
+            log.warning("trainer.callbacks lists ReportWriter: every command has its own now (`report`); "
+                        "the list entry is left out")
+            trainer.callbacks = kept
         if self.subcommand in ("validate", "test", "predict"):
             config.ckpt_path = resolve_checkpoint(config.get("ckpt_path"), trainer.get("default_root_dir"))
         if self.subcommand:
