@@ -78,13 +78,14 @@ def with_current_names(argv: list[str]) -> list[str]:
     out, moved, args = [], [], iter(argv)
     for arg in args:
         key, sep, value = arg.partition("=")
-        name = "report.explain.maps" if key == "--explain" else MOVED_SETTINGS.get(key[2:]) if key[:2] == "--" else None
+        option, append = key.removesuffix("+"), "+" if key.endswith("+") else ""  # --key+ value appends to a list
+        name = "report.explain.maps" if key == "--explain" else MOVED_SETTINGS.get(option[2:]) if key[:2] == "--" else None
         if name is None:
             out.append(arg)
             continue
         if key != "--explain":
-            moved.append(key[2:])
-        out += [f"--{name}", value if sep else next(args, "")]
+            moved.append(option[2:])
+        out += [f"--{name}{append}", value if sep else next(args, "")]
     if moved:
         logging.getLogger("sigverify").warning(moved_warning(moved, "command line"))
     return out

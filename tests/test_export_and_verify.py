@@ -317,3 +317,28 @@ def test_a_run_tested_with_both_features_exports_them(served_model, tmp_path):
     assert model.config.embedding_dim == expected.shape[1] > 32
     assert np.abs(Verifier(tmp_path / "m").embed(images) - expected).max() <= 1e-4
     assert np.array_equal(SignatureModel.from_pretrained(str(tmp_path / "m")).embed(images), expected)
+
+
+def test_export_refuses_a_carried_threshold_of_a_report_that_embedded_otherwise(served_model, tmp_path, capsys):
+    """A run tested with another run's threshold (``threshold_from``) exports it only while the lending report
+    still embedded as this network does; a lender rewritten with other inference settings is refused."""
+    tmp, run, ckpt, model_dir = served_model
+    for protocol in ("references", "pairs"):  # a lender's reports of both protocols (the run tests both)
+        (tmp_path / "lender" / f"test-{protocol}").mkdir(parents=True)
+        shutil.copy(run / f"test-{protocol}" / "report.json", tmp_path / "lender" / f"test-{protocol}")
+    lender = tmp_path / "lender" / "test-references" / "report.json"
+    carried = tmp_path / "runs" / "carried"
+    (carried / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, carried / "checkpoints" / "best.ckpt")
+    assert cli("test", "--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name",
+               "carried", *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.evaluation.threshold_from",
+               str(lender), "--ckpt_path", str(carried / "checkpoints" / "best.ckpt")) == 0
+    assert cli("export", "--ckpt", str(carried), "--out", str(tmp_path / "ok")) == 0
+    assert read_model_dir(tmp_path / "ok").threshold == json.loads(lender.read_text())["threshold"]
+
+    rewritten = json.loads(lender.read_text())
+    rewritten["inference"]["features"] = "both"
+    lender.write_text(json.dumps(rewritten))
+    assert cli("export", "--ckpt", str(carried), "--out", str(tmp_path / "refused")) == 1
+    assert "other score settings (features: 'both' there, 'embedding' here)" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()

@@ -174,6 +174,9 @@ def test_settings_under_their_names_before_the_split_by_owner_still_work(served_
     read = TrainedCheckpoint.read(old)
     assert read.inference.features == "both" and "features" not in read.evaluation and "explain" not in read.evaluation
     assert read.network(read.inference)(torch.zeros(2, 1, 32, 64, dtype=torch.uint8)).shape[1] > 32  # both: wider
+    loaded = SignatureVerifier.load_from_checkpoint(old)  # Lightning's own loader, as a notebook would call it
+    assert loaded.inference.features == "both" and not hasattr(loaded.evaluation, "features")
+    assert SignatureVerifier.load_from_checkpoint(old, inference={"features": "backbone"}).inference.features == "backbone"
 
     # A run's config.yaml from before the split: old names, and the report writer as a callback list entry.
     old_config = tmp_path / "old.yaml"
@@ -189,6 +192,17 @@ def test_settings_under_their_names_before_the_split_by_owner_still_work(served_
     report = json.loads((tmp_path / "runs" / "old" / "test-references" / "report.json").read_text())
     assert report["inference"] == {"features": "backbone", "tta_shift": 0.1, "ensemble": []}  # the command's
     assert "features" not in report["config"] and "tta_shift" not in report["config"]
+
+
+def test_old_names_on_the_command_line_get_the_new_ones_appends_included(caplog):
+    from sigverify.cli import with_current_names
+
+    with caplog.at_level("WARNING", logger="sigverify"):
+        argv = with_current_names(["test", "--model.evaluation.ensemble+", "runs/a", "--model.evaluation.ensemble+=runs/b",
+                                   "--model.evaluation.tta_shift=0.1", "--explain", "3", "--model.evaluation.bootstrap", "0"])
+    assert argv == ["test", "--model.inference.ensemble+", "runs/a", "--model.inference.ensemble+", "runs/b",
+                    "--model.inference.tta_shift", "0.1", "--report.explain.maps", "3", "--model.evaluation.bootstrap", "0"]
+    assert "model.evaluation.ensemble is now model.inference.ensemble" in caplog.text
 
 
 def test_an_old_name_in_an_earlier_config_file_gives_way_to_a_new_one_in_a_later_file(tmp_path):

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -101,6 +102,17 @@ class SignatureVerifier(L.LightningModule):
         self.test_scores: dict = {}  # {protocol: Scores}: what ReportWriter plots
         self._forward = self.embedder
         self._evaluation_forward: torch.nn.Module | None = None  # validate/test/predict: see _prepare_evaluation
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, with the settings that moved since the checkpoint was written
+        (``config.MOVED_SETTINGS``) handed over under today's names; keyword arguments still win."""
+        if isinstance(checkpoint_path, (str, Path)):  # a stream or URL is Lightning's alone to read
+            checkpoint = TrainedCheckpoint.read(checkpoint_path)
+            stored = checkpoint.contents["hyper_parameters"]
+            moved = {key: value for key, value in checkpoint.hparams.items() if stored.get(key) != value}
+            kwargs = moved | kwargs
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def _init_embedder(self, checkpoint_path: str) -> None:
         """Start from the embedding network of an earlier sigverify run (e.g. synthetic pretraining);

@@ -134,7 +134,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     images = np.asarray(datamodule.images[positions])
     embeddings = embed_images(network, images)
     validation = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
-    threshold, source = choose_threshold(validation, config)
+    threshold, source = choose_threshold(validation, config, asdict(inference))
     rates = rates_at(threshold, validation.genuine, validation.skilled, validation.random)
 
     if report is not None and report.get("threshold") != float(threshold):
