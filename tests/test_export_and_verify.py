@@ -173,7 +173,9 @@ def test_a_config_json_from_before_the_evaluation_entry_still_loads(served_model
     older = tmp_path / "older"
     shutil.copytree(served_model[3], older)
     written = json.loads((older / CONFIG).read_text())
+    assert written["format_version"] == 2
     del written["evaluation"], written["features"]
+    written["format_version"] = 1
     (older / CONFIG).write_text(json.dumps(written))
     model = read_model_dir(older)
     assert model.config.evaluation == {} and model.config.features == "embedding"
@@ -181,8 +183,13 @@ def test_a_config_json_from_before_the_evaluation_entry_still_loads(served_model
     verdict = Verifier(older).verify_files(genuine[:3], forged[0])
     assert verdict.score == Verifier(served_model[3]).verify_files(genuine[:3], forged[0]).score
     # Exported before the inference settings left the evaluation ones (issue #25): the scored features sat there.
-    (older / CONFIG).write_text(json.dumps({**written, "evaluation": {"features": "backbone"}}))
-    assert read_model_dir(older).config.features == "backbone"
+    (older / CONFIG).write_text(json.dumps({**written, "evaluation": {"features": "backbone", "draws": 5}}))
+    model = read_model_dir(older)
+    assert model.config.features == "backbone" and model.config.evaluation == {"draws": 5}
+    # A format this sigverify does not know is refused by number, before its entries are read.
+    (older / CONFIG).write_text(json.dumps({**written, "format_version": 3, "novel": 1}))
+    with pytest.raises(ModelDirError, match=r"config.json: model format 3, this sigverify reads formats 1, 2"):
+        read_model_dir(older)
 
 
 def test_the_reference_count_of_the_threshold_can_be_chosen(served_model, tmp_path):
@@ -342,3 +349,17 @@ def test_export_refuses_a_carried_threshold_of_a_report_that_embedded_otherwise(
     assert cli("export", "--ckpt", str(carried), "--out", str(tmp_path / "refused")) == 1
     assert "other score settings (features: 'both' there, 'embedding' here)" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+
+
+def test_export_refuses_a_run_tested_as_an_ensemble(served_model, tmp_path, capsys):
+    """Export writes one network: a run whose test scored it together with other checkpoints is refused, naming them."""
+    tmp, run, ckpt, model_dir = served_model
+    tested = tmp_path / "runs" / "ensemble"
+    (tested / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, tested / "checkpoints" / "best.ckpt")
+    assert cli("test", "--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name",
+               "ensemble", *SERVED_TINY, "--data.cache_dir", str(tmp / "cache"), "--model.inference.ensemble",
+               f"[{ckpt}]", "--ckpt_path", str(tested / "checkpoints" / "best.ckpt")) == 0
+    assert cli("export", "--ckpt", str(tested), "--out", str(tmp_path / "m")) == 1
+    assert f"scored as an ensemble with {ckpt} (model.inference.ensemble)" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

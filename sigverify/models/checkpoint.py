@@ -97,7 +97,9 @@ class TrainedCheckpoint:
         """The network ``sigverify test`` embeds with: the trained embedder (or what ``inference.features``
         scores), shift-averaged if tested so; one network (an ensemble's members are checkpoints of their own)."""
         if inference.ensemble:
-            raise ValueError(f"{self.path}: an ensemble is several checkpoints; read each member on its own")
+            raise ValueError(f"{self.path}: set to be scored as an ensemble with {', '.join(inference.ensemble)} "
+                             "(model.inference.ensemble); one network is read from one checkpoint: read (or export) "
+                             "each member on its own, or test without the ensemble first")
         network = scoring_network(self.embedder(), inference.features).eval()
         return ShiftAveraged(network, inference.tta_shift).eval() if inference.tta_shift else network
 

@@ -64,17 +64,11 @@ def evaluation_config(checkpoint: TrainedCheckpoint, report: dict | None, protoc
 
 def inference_config(checkpoint: TrainedCheckpoint, report: dict | None) -> InferenceConfig:
     """How the exported network embeds: as in the run's own test report when there is one, else as the checkpoint
-    was set to; one network (an ensemble is refused)."""
-    if report and isinstance(report.get("config"), dict):
-        # Reports before issue #25 kept these settings in their "config".
-        stored = {**report["config"], **report.get("inference", {})}
-        inference = InferenceConfig(**{f.name: stored[f.name] for f in fields(InferenceConfig) if f.name in stored})
-    else:
-        inference = checkpoint.inference
-    if inference.ensemble:
-        raise ValueError("the run was tested as an ensemble; export writes one network (export each member, "
-                         "or test without model.inference.ensemble first)")
-    return inference
+    was set to (an ensemble is refused when the network is read: export writes one)."""
+    if not (report and isinstance(report.get("config"), dict)):
+        return checkpoint.inference
+    stored = {**report["config"], **report.get("inference", {})}  # reports before issue #25 kept them in "config"
+    return InferenceConfig(**{f.name: stored[f.name] for f in fields(InferenceConfig) if f.name in stored})
 
 
 def export_onnx(network: torch.nn.Module, height: int, width: int, file: Path) -> None:

@@ -31,7 +31,10 @@ from sigverify.evaluation.likelihood_ratio import LRCalibration
 from sigverify.evaluation.protocols import Normalization, Protocol, Reduction
 from sigverify.models.inference import Features
 
-FORMAT_VERSION = 1
+# 2: the scored features have their own entry ("features"; format 1 kept them in "evaluation"). Raised so that a
+# sigverify that reads only format 1 says "model format 2" instead of misreading or naming an unknown entry.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD = "config.json", "model.safetensors", "model.onnx", "calibration.json", "README.md"
 
 
@@ -160,9 +163,11 @@ class ModelConfig:
     def from_json(cls, data: dict, file: Path) -> "ModelConfig":
         """Parse ``config.json``'s object; a missing, unknown or mistyped entry is a ModelDirError naming the file."""
         data = {k: v for k, v in data.items() if k not in ("input", "output")}  # derived from the rest
-        if "features" not in data and isinstance(data.get("evaluation"), dict):
-            # Folders exported before the inference settings left the evaluation ones (issue #25) kept it there.
-            data["features"] = data["evaluation"].get("features", "embedding")
+        if data.get("format_version") == 1 and isinstance(data.get("evaluation"), dict):
+            # Format 1 (before the inference settings left the evaluation ones, issue #25) kept them there.
+            evaluation = dict(data["evaluation"])
+            data.setdefault("features", evaluation.pop("features", "embedding"))
+            data["evaluation"] = evaluation
         parts = {"preprocess": PreprocessConfig, "protocol": ScoringProtocol, "threshold": OperatingThreshold,
                  "onnx": OnnxCheck, "checkpoint": CheckpointOrigin}
         values = _fields_of(cls, data, file, "")
@@ -266,8 +271,9 @@ def read_model_dir(path: str | Path) -> ModelDir:
             raise ModelDirError(f"{folder / name}: missing; re-export the model with `sigverify export`")
     config = _read_json(folder / CONFIG)
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelDirError(f"{folder / CONFIG}: model format {version!r}, this sigverify reads {FORMAT_VERSION}")
+    if version not in READABLE_FORMATS:
+        raise ModelDirError(f"{folder / CONFIG}: model format {version!r}, this sigverify reads formats "
+                            f"{', '.join(map(str, READABLE_FORMATS))} (re-export the model, or update sigverify)")
     config = ModelConfig.from_json(config, folder / CONFIG)
     scores = _read_json(folder / CALIBRATION)
     try:
