@@ -186,6 +186,9 @@ def test_a_config_json_from_before_the_evaluation_entry_still_loads(served_model
     (older / CONFIG).write_text(json.dumps({**written, "evaluation": {"features": "backbone", "draws": 5}}))
     model = read_model_dir(older)
     assert model.config.features == "backbone" and model.config.evaluation == {"draws": 5}
+    # Format 1 as written after the split (5671310 to 54f48e0): the entry of its own is the one read.
+    (older / CONFIG).write_text(json.dumps({**written, "features": "both", "evaluation": {"draws": 5}}))
+    assert read_model_dir(older).config.features == "both"
     # A format this sigverify does not know is refused by number, before its entries are read.
     (older / CONFIG).write_text(json.dumps({**written, "format_version": 3, "novel": 1}))
     with pytest.raises(ModelDirError, match=r"config.json: model format 3, this sigverify reads formats 1, 2"):
@@ -349,6 +352,11 @@ def test_export_refuses_a_carried_threshold_of_a_report_that_embedded_otherwise(
     assert cli("export", "--ckpt", str(carried), "--out", str(tmp_path / "refused")) == 1
     assert "other score settings (features: 'both' there, 'embedding' here)" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+    # A lender refitted since (another network, same settings) cannot lend its threshold either.
+    lender.write_text(json.dumps({**rewritten, "inference": {**rewritten["inference"], "features": "embedding"},
+                                  "model_sha256": "0" * 16}))
+    assert cli("export", "--ckpt", str(carried), "--out", str(tmp_path / "refused")) == 1
+    assert "its threshold belongs to another network (weights 0000000000000000" in capsys.readouterr().err
 
 
 def test_export_refuses_a_run_tested_as_an_ensemble(served_model, tmp_path, capsys):

@@ -124,11 +124,11 @@ def carried_threshold(config: EvalConfig, protocol: str | None = None, model_sha
     return threshold, f"carried over from {path} ({report.get('threshold_source', 'validation signers')})"
 
 
-def choose_threshold(validation: Scores, config: EvalConfig, inference: dict | None = None) -> tuple[float, str]:
+def choose_threshold(validation: Scores, config: EvalConfig) -> tuple[float, str]:
     """The operating threshold, from validation scores only (this run's, or those of the run named by
-    ``threshold_from``, refused if it embedded otherwise than ``inference`` says)."""
+    ``threshold_from``)."""
     if config.threshold_from:
-        return carried_threshold(config, inference=inference)
+        return carried_threshold(config)
     if config.target_far is None:
         return eer(validation.genuine, validation.skilled)[1], "validation signers, at their EER"
     return threshold_at_far(validation.skilled, config.target_far), f"validation signers, at FAR {config.target_far:g}"

@@ -7,6 +7,7 @@ own config dataclasses (registered as safe in ``data/datamodule.py`` and here) a
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -125,6 +126,16 @@ class TrainedCheckpoint:
             names = [dataset_name(path) for path in datamodule.manifest_paths()]
             datamodule.split_config = root_split(self.split, names, datamodule.split_config)
         return datamodule
+
+
+def weights_sha256(embedder_state: dict[str, torch.Tensor]) -> str:
+    """Names a network by its embedder's weights: a report's threshold belongs to it (``threshold_from`` refuses
+    another's)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(embedder_state.items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def current_hparams(stored: dict) -> dict:

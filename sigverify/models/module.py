@@ -8,8 +8,8 @@ checkpoint and is the operating threshold applied, unchanged, to the test signer
 """
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch import nn
@@ -31,7 +32,7 @@ from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_th
 from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
-from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
 from sigverify.models.embedding import embedder_from_hparams, scoring_network
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
 from sigverify.models.inference import InferenceConfig
@@ -103,15 +104,16 @@ class SignatureVerifier(L.LightningModule):
         self._forward = self.embedder
         self._evaluation_forward: torch.nn.Module | None = None  # validate/test/predict: see _prepare_evaluation
 
-    @classmethod
+    @_restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
-        """Lightning's loader, with the settings that moved since the checkpoint was written
-        (``config.MOVED_SETTINGS``) handed over under today's names; keyword arguments still win."""
-        if isinstance(checkpoint_path, (str, Path)):  # a stream or URL is Lightning's alone to read
-            checkpoint = TrainedCheckpoint.read(checkpoint_path)
+        """Lightning's loader, with the settings that moved since a local checkpoint file was written
+        (``config.MOVED_SETTINGS``) handed over under today's names; keyword arguments still win. A URL, a
+        stream, an ``hparams_file`` or ``weights_only=False`` is Lightning's alone to read."""
+        local = isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_file()
+        if local and not args and "hparams_file" not in kwargs and kwargs.get("weights_only") is not False:
+            checkpoint = TrainedCheckpoint.read(checkpoint_path)  # read twice (here and by Lightning): small files
             stored = checkpoint.contents["hyper_parameters"]
-            moved = {key: value for key, value in checkpoint.hparams.items() if stored.get(key) != value}
-            kwargs = moved | kwargs
+            kwargs = {k: v for k, v in checkpoint.hparams.items() if stored.get(k) != v} | kwargs
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def _init_embedder(self, checkpoint_path: str) -> None:
@@ -388,11 +390,7 @@ class SignatureVerifier(L.LightningModule):
 
     def weights_sha256(self) -> str:
         """Names the network a report's threshold belongs to (``threshold_from`` refuses another's)."""
-        digest = hashlib.sha256()
-        for name, value in sorted(self.embedder.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return weights_sha256(self.embedder.state_dict())
 
     def _val_loss(self, emb, signers, genuine) -> float:
         """The training loss on a fixed subset of validation embeddings (the loss is O(B^2) or O(B^3))."""

@@ -23,8 +23,8 @@ import torch
 import sigverify
 from sigverify.data.splits import same_validation_signers
 from sigverify.evaluation.metrics import rates_at
-from sigverify.evaluation.report import EvalConfig, choose_threshold, protocol_scores
-from sigverify.models.checkpoint import TrainedCheckpoint
+from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_threshold, protocol_scores
+from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
 from sigverify.models.embedding import embed_images
 from sigverify.models.inference import InferenceConfig
 from sigverify.models.packaged_weights import starting_weights
@@ -112,6 +112,8 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     config = evaluation_config(checkpoint, report, protocol, n_references)
     inference = inference_config(checkpoint, report)
     network = checkpoint.network(inference)
+    if config.threshold_from:  # a carried threshold of another network, or one that embedded otherwise: before any work
+        carried_threshold(config, model_sha256=weights_sha256(checkpoint.embedder_weights()), inference=asdict(inference))
 
     datamodule = checkpoint.datamodule(data)
     datamodule.setup("validate")
@@ -128,7 +130,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     images = np.asarray(datamodule.images[positions])
     embeddings = embed_images(network, images)
     validation = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
-    threshold, source = choose_threshold(validation, config, asdict(inference))
+    threshold, source = choose_threshold(validation, config)
     rates = rates_at(threshold, validation.genuine, validation.skilled, validation.random)
 
     if report is not None and report.get("threshold") != float(threshold):
