@@ -281,3 +281,24 @@ def test_a_model_of_several_data_sets_is_refused_on_one_of_them_alone():
                                          {"alpha": "A", "beta": "B"}), "m")
     with pytest.warns(UserWarning, match="another data set"):  # other data, same names: a warning only
         refuse_seen_signers(trained, split_record({"train": [], "val": [], "test": ["alpha:1"]}, "C"), "m")
+
+
+def test_a_training_only_data_set_leaves_the_test_scores_alone(tmp_path):
+    """`sigverify test` of one network on a data set alone and with `--data.train_extra`: the same test signers get
+    the same scores in both protocols. The references protocol draws each signer's references in signer order,
+    so prefixed ids (`main:10`) must sort as the bare ones do (10 after 9), not as strings."""
+    from conftest import SERVED_TINY
+
+    main, extra = _dataset(tmp_path / "main", 12), _dataset(tmp_path / "extra", 3)
+    common = ["--config", "configs/triplet_hard.yaml", "--vars.runs_root", str(tmp_path / "runs"), *SERVED_TINY,
+              "--data.cache_dir", str(tmp_path / "cache"), "--data.root", str(main), "--seed_everything", "0",
+              "--data.split.mode", "kfold", "--data.split.folds", "3", "--data.split.fold", "0"]
+    assert cli("test", *common, "--vars.name", "alone") == 0  # the untrained network: no fit needed
+    assert cli("test", *common, "--vars.name", "with-extra", "--data.train_extra", f"[{extra}]") == 0
+    tested = json.loads((tmp_path / "runs" / "alone" / "test" / "split.json").read_text())["test"]
+    assert min(map(int, tested)) < 10 <= max(map(int, tested))  # where string order and number order part
+    for protocol in ("references", "pairs"):
+        alone, mixed = (np.load(tmp_path / "runs" / name / f"test-{protocol}" / "scores.npz")
+                        for name in ("alone", "with-extra"))
+        for kind in ("genuine", "skilled", "random"):
+            np.testing.assert_array_equal(alone[kind], mixed[kind], err_msg=f"{protocol} {kind}")

@@ -18,8 +18,13 @@ REQUIRED_COLUMNS = ("path", "signer", "label")
 
 
 def signer_order(signer: str) -> tuple:
-    """The one sort key of signer ids: numeric ids in number order, before the others in string order."""
-    return (0, int(signer), "") if str(signer).isdigit() else (1, 0, str(signer))
+    """The one sort key of signer ids: numeric ids in number order, before the others in string order.
+
+    Ids read from several manifests (``cedar:12``, see :func:`read_manifests`) sort by data set, then by their
+    own id the same way, so a data set's signers keep the order a run on it alone gives them: signer positions
+    (and the reference draws that follow them) must not change when ``data.train_extra`` adds another set."""
+    dataset, own = str(signer).split(DATASET_SEPARATOR, 1) if DATASET_SEPARATOR in str(signer) else ("", str(signer))
+    return (dataset, 0, int(own), "") if own.isdigit() else (dataset, 1, 0, own)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,11 @@ def read_manifests(roots: str | Path | Sequence[str | Path]) -> list[Record]:
 def dataset_of(signer: str) -> str:
     """The data set part of a signer id read from several manifests (see :func:`read_manifests`)."""
     return signer.split(DATASET_SEPARATOR, 1)[0]
+
+
+def bare_signer(signer: str) -> str:
+    """A signer's id within its own data set (``cedar:12`` -> ``12``; see :func:`read_manifests`)."""
+    return str(signer).split(DATASET_SEPARATOR, 1)[-1]
 
 
 def read_manifest(path: str | Path) -> list[Record]:

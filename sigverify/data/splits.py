@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sigverify.data.manifest import DATASET_SEPARATOR, signer_order
+from sigverify.data.manifest import DATASET_SEPARATOR, bare_signer, signer_order
 
 MODES = ("ratios", "lists", "kfold", "file")
 
@@ -102,11 +102,6 @@ def check_train_only(train_only: Sequence[str], names: Sequence[str]) -> None:
     if set(names) <= set(train_only):
         raise ValueError(f"every data set of the run ({', '.join(names)}) is training-only: none is left for "
                          "validation and test signers (data.root gives those; data.train_extra only adds training signers)")
-
-
-def bare_signer(signer: str) -> str:
-    """A signer's id within its own data set (``cedar:12`` -> ``12``; see ``manifest.read_manifests``)."""
-    return str(signer).split(DATASET_SEPARATOR, 1)[-1]
 
 
 def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:

@@ -18,9 +18,9 @@ from torch import nn
 from sigverify.config import move_settings
 from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
-from sigverify.data.manifest import DATASET_SEPARATOR, dataset_name
+from sigverify.data.manifest import DATASET_SEPARATOR, bare_signer, dataset_name
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.splits import SPLIT_KEY, SplitConfig, bare_signer
+from sigverify.data.splits import SPLIT_KEY, SplitConfig
 from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, scoring_network
 from sigverify.models.inference import InferenceConfig
 from sigverify.models.tta import ShiftAveraged
