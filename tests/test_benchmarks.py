@@ -286,3 +286,47 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
                 for p, names in (("references", ("center", "snorm", "asnorm3")), ("pairs", ("raw", "snorm", "asnorm3")))
                 for n in names}
     assert set(line["eer"]) == expected and all(0 <= v["eer_mean"] <= 1 for v in line["eer"].values())
+
+
+def _lightened_copy(manifest: Path, folder: Path) -> Path:
+    """The same signatures with their ink half as dark (a paler pen), as another data set."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from sigverify.data.manifest import read_manifest, write_manifest
+
+    records = []
+    for r in read_manifest(manifest):
+        page = np.asarray(Image.open(r.path).convert("L"), np.float32)
+        target = folder / r.path.relative_to(manifest.parent.resolve())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((255 - (255 - page) * 0.5).astype(np.uint8)).save(target)
+        records.append(replace(r, path=target.resolve()))
+    return write_manifest(records, folder / "manifest.csv")
+
+
+def test_dataset_floor_names_a_pen_cue_and_the_ink_tone_control_removes_it(tmp_path, capsys):
+    """Two draws of one generator are hard to tell apart; a copy with paler ink is told apart by its mean ink
+    grey, on grey input, until the ink tone is equalised."""
+    from benchmarks import dataset_floor
+    from sigverify.data.synth import synthesize_dataset
+
+    first = synthesize_dataset(tmp_path / "first", signers=10, genuine=4, forgeries=2, seed=1)
+    second = synthesize_dataset(tmp_path / "second", signers=10, genuine=4, forgeries=2, seed=2)
+    pale = _lightened_copy(first, tmp_path / "pale")
+    common = ["--height", "32", "--width", "64", "--workers", "0", "--cache-dir", str(tmp_path / "cache")]
+
+    def figures(*options):
+        assert dataset_floor.main([*common, *options]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    same_source = figures("--manifests", str(first), str(second), "--grey")
+    paler_pen = figures("--manifests", str(first), str(pale), "--grey")
+    equalised = figures("--manifests", str(first), str(pale), "--grey", "--ink-tone", "equalize")
+    assert same_source["datasets"] == ["first", "second"] and same_source["images"] == [60, 60]
+    assert same_source["balanced_accuracy"] < 0.75
+    assert paler_pen["statistic_auc"]["mean_ink_grey"] > 0.95 and paler_pen["balanced_accuracy"] > 0.9
+    assert equalised["statistic_auc"]["mean_ink_grey"] < 0.7 and equalised["balanced_accuracy"] < 0.7
+    with pytest.raises(SystemExit):
+        dataset_floor.main(["--manifests", str(first)])
