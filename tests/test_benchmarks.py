@@ -286,6 +286,14 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
                 for p, names in (("references", ("center", "snorm", "asnorm3")), ("pairs", ("raw", "snorm", "asnorm3")))
                 for n in names}
     assert set(line["eer"]) == expected and all(0 <= v["eer_mean"] <= 1 for v in line["eer"].values())
+    # One feature choice, with the writer-dependent SVM: only its rows, the centred figure unchanged.
+    assert scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--folds", "1", "--top-k", "0",
+                                "--features", "backbone", "--writer-svm"]) == 0
+    only = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer"]
+    assert set(only) == {"backbone/references/center", "backbone/references/writer_svm", "backbone/references/snorm",
+                         "backbone/pairs/raw", "backbone/pairs/snorm"}
+    assert only["backbone/references/center"] == line["eer"]["backbone/references/center"]
+    assert 0 <= only["backbone/references/writer_svm"]["eer_mean"] <= 1
 
 
 def _lightened_copy(manifest: Path, folder: Path) -> Path:
