@@ -9,6 +9,10 @@ cohort S-norm / AS-norm of ``evaluation/cohort.py`` against the training signers
 Each fold's run is read with its own data, split and evaluation settings; only its validation signers are
 scored (a screen: the test signers stay untouched), with the protocol code `sigverify validate` uses. The
 last line is JSON: for each (features, scoring), the EER's mean and std over folds and its value per fold.
+
+``--test``, once a choice is fixed on validation signers: each fold's test signers too, with the threshold
+each scoring reaches at its EER on that fold's validation signers (as `sigverify test` fixes one): the test
+EER and the HTER at that threshold (``test_eer``, ``test_hter``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from benchmarks.common import emit, machine
 from sigverify.evaluation.cohort import cohort_statistics, normalize_against_references, normalized
-from sigverify.evaluation.metrics import eer
+from sigverify.evaluation.metrics import eer, rates_at
 from sigverify.evaluation.protocols import cosine, pair_scores, reference_scores
 from sigverify.evaluation.writer_dependent import WriterSVM
 from sigverify.models.checkpoint import TrainedCheckpoint
@@ -36,15 +40,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the feature choices to screen (default: all; each costs a pass over the images)")
     parser.add_argument("--writer-svm", action="store_true",
                         help="also score the references protocol with a per-writer SVM against the cohort")
+    parser.add_argument("--test", action="store_true",
+                        help="also score the test signers at each scoring's validation threshold (after the screen)")
     return parser.parse_args(argv)
 
 
 FEATURES = ("embedding", "backbone", "both")
 
 
-def fold_embeddings(run: str, features: list[str]) -> tuple[dict, tuple, np.ndarray, dict]:
-    """The validation signers' embeddings under each feature choice, their labels, the cohort's (training
-    signers' genuine signatures) and the run's evaluation settings."""
+def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """Per split part, each feature choice's embeddings with their signers and genuine flags; the cohort's
+    (training signers' genuine signatures) under each choice; the run's evaluation settings."""
     checkpoint = TrainedCheckpoint.read(run)
     data = checkpoint.datamodule()
     data.setup("validate")
@@ -57,53 +63,77 @@ def fold_embeddings(run: str, features: list[str]) -> tuple[dict, tuple, np.ndar
             out["both"] = np.concatenate([out["embedding"], out["backbone"]], axis=1) / np.sqrt(2.0)
         return {name: out[name] for name in features}
 
-    val = data.positions("val")
+    embedded = {}
+    for part in parts:
+        positions = data.positions(part)
+        embedded[part] = (views(data.images[positions]), data.signer_ids[positions], data.genuine[positions])
     train = data.positions("train")
-    cohort = train[data.genuine[train]]
-    return (views(data.images[val]), (data.signer_ids[val], data.genuine[val]), views(data.images[cohort]),
-            checkpoint.evaluation)
+    return embedded, views(data.images[train[data.genuine[train]]]), checkpoint.evaluation
 
 
-def fold_figures(run: str, args: argparse.Namespace) -> dict[str, float]:
-    embeddings, (signers, genuine), cohort, settings = fold_embeddings(run, args.features)
-    n_references, draws = int(settings.get("n_references", 12)), int(settings.get("draws", 5))
-    out = {}
-    for features, vectors in embeddings.items():
-        common = dict(n_references=n_references, draws=draws, seed=0)
-        scores = reference_scores(vectors, signers, genuine, normalize="center", **common)
-        out[f"{features}/references/center"] = eer(scores.genuine, scores.skilled)[0]
-        scores = pair_scores(vectors, signers, genuine)
-        out[f"{features}/pairs/raw"] = eer(scores.genuine, scores.skilled)[0]
-        if args.writer_svm:
-            scores = reference_scores(vectors, signers, genuine, scorer=WriterSVM(cohort[features]), **common)
-            out[f"{features}/references/writer_svm"] = eer(scores.genuine, scores.skilled)[0]
-        for k in args.top_k:
-            name = "snorm" if k == 0 else f"asnorm{k}"
-            scorer = lambda q, r, k=k: normalize_against_references(q, r, cohort[features], k)  # noqa: E731
-            scores = reference_scores(vectors, signers, genuine, scorer=scorer, **common)
-            out[f"{features}/references/{name}"] = eer(scores.genuine, scores.skilled)[0]
-            stats = cohort_statistics(vectors, cohort[features], k)
-            index = {tuple(v): i for i, v in enumerate(vectors)}
+def scorings(args: argparse.Namespace, settings: dict) -> dict:
+    """name -> scores(vectors, signers, genuine, cohort): every (protocol, normalisation) choice screened."""
+    common = dict(n_references=int(settings.get("n_references", 12)), draws=int(settings.get("draws", 5)), seed=0)
+    choices = {"references/center": lambda v, s, g, c: reference_scores(v, s, g, normalize="center", **common),
+               "pairs/raw": lambda v, s, g, c: pair_scores(v, s, g)}
+    if args.writer_svm:
+        choices["references/writer_svm"] = lambda v, s, g, c: reference_scores(v, s, g, scorer=WriterSVM(c), **common)
+    for k in args.top_k:
+        name = "snorm" if k == 0 else f"asnorm{k}"
+        choices[f"references/{name}"] = lambda v, s, g, c, k=k: reference_scores(
+            v, s, g, scorer=lambda q, r: normalize_against_references(q, r, c, k), **common)
+        choices[f"pairs/{name}"] = lambda v, s, g, c, k=k: pair_scores(v, s, g, cohort_normed_cosine(v, c, k))
+    return choices
 
-            def normed(a, b, stats=stats, index=index):
-                ia, ib = [index[tuple(v)] for v in a], [index[tuple(v)] for v in b]
-                return normalized(cosine(a, b), (stats[0][ia, None], stats[1][ia, None]),
-                                  (stats[0][None, ib], stats[1][None, ib]))
 
-            scores = pair_scores(vectors, signers, genuine, normed)
-            out[f"{features}/pairs/{name}"] = eer(scores.genuine, scores.skilled)[0]
-    print(f"[scoring] {run}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.items()), flush=True)
+def cohort_normed_cosine(vectors: np.ndarray, cohort: np.ndarray, k: int):
+    """The pairs protocol's similarity with S-norm (AS-norm): each signature's cohort statistics computed once."""
+    stats = cohort_statistics(vectors, cohort, k)
+    index = {tuple(v): i for i, v in enumerate(vectors)}
+
+    def normed(a, b):
+        ia, ib = [index[tuple(v)] for v in a], [index[tuple(v)] for v in b]
+        return normalized(cosine(a, b), (stats[0][ia, None], stats[1][ia, None]), (stats[0][None, ib], stats[1][None, ib]))
+    return normed
+
+
+def fold_figures(run: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """{"eer": validation EER, and with --test "test_eer", "test_hter"}: each {features/scoring: value}."""
+    parts = ("val", "test") if args.test else ("val",)
+    embedded, cohort, settings = fold_embeddings(run, args.features, parts)
+    out = {key: {} for key in ("eer", "test_eer", "test_hter")[:3 if args.test else 1]}
+    for features in args.features:
+        for name, score in scorings(args, settings).items():
+            def scored(part, score=score, features=features):
+                views, signers, genuine = embedded[part]
+                return score(views[features], signers, genuine, cohort[features])
+
+            key = f"{features}/{name}"
+            validation = scored("val")
+            out["eer"][key], threshold = eer(validation.genuine, validation.skilled)
+            if args.test:
+                test = scored("test")
+                at = rates_at(threshold, test.genuine, test.skilled)
+                out["test_eer"][key] = eer(test.genuine, test.skilled)[0]
+                out["test_hter"][key] = (at["frr"] + at["far_skilled"]) / 2
+    for figure, values in out.items():
+        print(f"[scoring] {run} {figure}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
     return out
+
+
+def summary(values: list[dict[str, float]]) -> dict:
+    return {key: {"mean": round(float(np.mean([v[key] for v in values])), 4),
+                  "std": round(float(np.std([v[key] for v in values])), 4),
+                  "per_fold": [round(float(v[key]), 4) for v in values]} for key in values[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     per_fold = [fold_figures(args.runs.replace("{fold}", str(fold)), args) for fold in range(args.folds)]
-    summary = {key: {"eer_mean": round(float(np.mean([f[key] for f in per_fold])), 4),
-                     "eer_std": round(float(np.std([f[key] for f in per_fold])), 4),
-                     "per_fold": [round(float(f[key]), 4) for f in per_fold]} for key in per_fold[0]}
-    emit({"runs": args.runs, "folds": args.folds, "stage": "validation signers (screen)", "eer": summary,
-          "std": "population standard deviation over folds (ddof 0)", "device": machine()})
+    figures = {figure: summary([fold[figure] for fold in per_fold]) for figure in per_fold[0]}
+    emit({"runs": args.runs, "folds": args.folds, "stage": "validation signers (screen)" + (
+              "; test signers at each scoring's validation threshold" if args.test else ""),
+          **figures, "std": "population standard deviation over folds (ddof 0)", "device": machine()})
     return 0
 
 

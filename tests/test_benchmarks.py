@@ -281,19 +281,25 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # The screen embeds in its own batches: float rounding may flip one near-tied decision of the tiny model, no more.
     one_decision = 1 / min(validated["n_genuine"], validated["n_forgery"])
-    assert line["eer"]["embedding/references/center"]["eer_mean"] == pytest.approx(validated["eer"], abs=one_decision)
+    assert line["eer"]["embedding/references/center"]["mean"] == pytest.approx(validated["eer"], abs=one_decision)
     expected = {f"{f}/{p}/{n}" for f in ("embedding", "backbone", "both")
                 for p, names in (("references", ("center", "snorm", "asnorm3")), ("pairs", ("raw", "snorm", "asnorm3")))
                 for n in names}
-    assert set(line["eer"]) == expected and all(0 <= v["eer_mean"] <= 1 for v in line["eer"].values())
-    # One feature choice, with the writer-dependent SVM: only its rows, the centred figure unchanged.
+    assert set(line["eer"]) == expected and all(0 <= v["mean"] <= 1 for v in line["eer"].values())
+    # One feature choice, with the writer-dependent SVM and the test signers: only its rows, the validation
+    # figures unchanged, and the test figures those `sigverify test` reports for the centred scoring.
     assert scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--folds", "1", "--top-k", "0",
-                                "--features", "backbone", "--writer-svm"]) == 0
-    only = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer"]
-    assert set(only) == {"backbone/references/center", "backbone/references/writer_svm", "backbone/references/snorm",
-                         "backbone/pairs/raw", "backbone/pairs/snorm"}
-    assert only["backbone/references/center"] == line["eer"]["backbone/references/center"]
-    assert 0 <= only["backbone/references/writer_svm"]["eer_mean"] <= 1
+                                "--features", "embedding", "--writer-svm", "--test"]) == 0
+    only = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = {"embedding/references/center", "embedding/references/writer_svm", "embedding/references/snorm",
+            "embedding/pairs/raw", "embedding/pairs/snorm"}
+    assert set(only["eer"]) == set(only["test_eer"]) == set(only["test_hter"]) == rows
+    assert only["eer"]["embedding/references/center"] == line["eer"]["embedding/references/center"]
+    assert cli("test", *common, "--ckpt_path", "best") == 0
+    tested = json.loads((tmp_path / "runs" / "fold0" / "test-references" / "report.json").read_text())
+    assert only["test_eer"]["embedding/references/center"]["mean"] == pytest.approx(tested["eer"], abs=one_decision)
+    assert only["test_hter"]["embedding/references/center"]["mean"] == pytest.approx(tested["hter"], abs=one_decision)
+    assert all(0 <= v["mean"] <= 1 for v in only["test_hter"].values())
 
 
 def _lightened_copy(manifest: Path, folder: Path) -> Path:
