@@ -11,7 +11,8 @@ statistic's own AUC says which one does it.
     python -m benchmarks.dataset_floor --manifests ../shared/data/cedar/manifest.csv \
         ../shared/data/bhsig260_bengali/manifest.csv --height 128 --width 256 --grey [--ink-tone equalize]
 
-The defaults are ``configs/presets/cedar_grey_cpu.yaml``'s preprocessing. The last line is JSON.
+``--grey`` with the default size is ``configs/presets/cedar_grey_cpu.yaml``'s preprocessing; without it, binarised.
+The last line is JSON.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if len(args.manifests) < 2:
         parser.error("--manifests needs two data sets or more")
+    if args.ink_tone != "keep" and not args.grey:
+        parser.error("--ink-tone equalize acts on grey ink: add --grey")
     return args
 
 
