@@ -7,7 +7,8 @@ cohort S-norm / AS-norm of ``evaluation/cohort.py`` against the training signers
     python -m benchmarks.scoring_screen --runs 'sweeps/BENCH/triplet_hard-seed0-fold{fold}' [--folds 5]
 
 Each fold's run is read with its own data, split and evaluation settings; only its validation signers are
-scored (a screen: the test signers stay untouched), with the protocol code `sigverify validate` uses. The
+scored (a screen: the test signers stay untouched unless ``--test``), with the protocol code `sigverify
+validate` uses. The
 last line is JSON: for each (features, scoring), the EER's mean and std over folds and its value per fold.
 
 ``--test``, once a choice is fixed on validation signers: each fold's test signers too, with the threshold
@@ -25,6 +26,7 @@ from benchmarks.common import emit, machine
 from sigverify.evaluation.cohort import cohort_statistics, normalize_against_references, normalized
 from sigverify.evaluation.metrics import eer, rates_at
 from sigverify.evaluation.protocols import cosine, pair_scores, reference_scores
+from sigverify.evaluation.report import EvalConfig
 from sigverify.evaluation.writer_dependent import WriterSVM
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.embedding import embed_images
@@ -73,7 +75,9 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tu
 
 def scorings(args: argparse.Namespace, settings: dict) -> dict:
     """name -> scores(vectors, signers, genuine, cohort): every (protocol, normalisation) choice screened."""
-    common = dict(n_references=int(settings.get("n_references", 12)), draws=int(settings.get("draws", 5)), seed=0)
+    # The references protocol as the run's `sigverify validate` / `test` draws it (EvalConfig's defaults otherwise).
+    defaults = EvalConfig()
+    common = {key: settings.get(key, getattr(defaults, key)) for key in ("n_references", "draws", "reduce", "n_random", "seed")}
     choices = {"references/center": lambda v, s, g, c: reference_scores(v, s, g, normalize="center", **common),
                "pairs/raw": lambda v, s, g, c: pair_scores(v, s, g)}
     if args.writer_svm:
@@ -115,7 +119,7 @@ def fold_figures(run: str, args: argparse.Namespace) -> dict[str, dict[str, floa
                 test = scored("test")
                 at = rates_at(threshold, test.genuine, test.skilled)
                 out["test_eer"][key] = eer(test.genuine, test.skilled)[0]
-                out["test_hter"][key] = (at["frr"] + at["far_skilled"]) / 2
+                out["test_hter"][key] = at["hter"]
     for figure, values in out.items():
         print(f"[scoring] {run} {figure}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
     return out

@@ -283,6 +283,18 @@ def test_a_model_of_several_data_sets_is_refused_on_one_of_them_alone():
         refuse_seen_signers(trained, split_record({"train": [], "val": [], "test": ["alpha:1"]}, "C"), "m")
 
 
+def test_prefixed_signer_ids_keep_each_data_sets_own_order():
+    """`signer_order` of `main:ID` among another set's ids orders a data set's signers as its bare ids, whatever
+    they hold (numbers past 9, names, `:` of their own, leading zeros); no two ids tie."""
+    from sigverify.data.manifest import signer_order
+
+    bare = ["7", "b", "a:9", "a:10", "05", "5", "B1", "12", "2"]
+    mixed = sorted([f"main:{s}" for s in bare] + ["extra:3", "extra:10"], key=signer_order)
+    assert [s.split(":", 1)[1] for s in mixed if s.startswith("main:")] == sorted(bare, key=signer_order)
+    assert sorted(bare, key=signer_order)[:5] == ["2", "05", "5", "7", "12"]
+    assert len({signer_order(s) for s in bare}) == len(bare)
+
+
 def test_a_training_only_data_set_leaves_the_test_scores_alone(tmp_path):
     """`sigverify test` of one network on a data set alone and with `--data.train_extra`: the same test signers get
     the same scores in both protocols. The references protocol draws each signer's references in signer order,

@@ -18,13 +18,14 @@ REQUIRED_COLUMNS = ("path", "signer", "label")
 
 
 def signer_order(signer: str) -> tuple:
-    """The one sort key of signer ids: numeric ids in number order, before the others in string order.
+    """The one sort key of signer ids: part by part between ``:`` separators, numeric parts in number order
+    before the others in string order; the whole id breaks ties (``5`` and ``05``).
 
-    Ids read from several manifests (``cedar:12``, see :func:`read_manifests`) sort by data set, then by their
-    own id the same way, so a data set's signers keep the order a run on it alone gives them: signer positions
-    (and the reference draws that follow them) must not change when ``data.train_extra`` adds another set."""
-    dataset, own = str(signer).split(DATASET_SEPARATOR, 1) if DATASET_SEPARATOR in str(signer) else ("", str(signer))
-    return (dataset, 0, int(own), "") if own.isdigit() else (dataset, 1, 0, own)
+    Ids read from several manifests (``cedar:12``, see :func:`read_manifests`) thus sort by data set, then as
+    their own ids do, so a data set's signers keep the order a run on it alone gives them: signer positions (and
+    the reference draws that follow them) must not change when ``data.train_extra`` adds another set."""
+    parts = str(signer).split(DATASET_SEPARATOR)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts), str(signer)
 
 
 @dataclass(frozen=True)
