@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from benchmarks.common import emit, machine
+from sigverify.data.splits import refuse_seen_signers
 from sigverify.evaluation.cohort import cohort_statistics, normalize_against_references, normalized
 from sigverify.evaluation.metrics import eer, rates_at
 from sigverify.evaluation.protocols import cosine, pair_scores, reference_scores
@@ -56,6 +57,7 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tu
     checkpoint = TrainedCheckpoint.read(run)
     data = checkpoint.datamodule()
     data.setup("validate")
+    refuse_seen_signers(checkpoint.split, data.split_record(), f"the model of {run}")
     needed = {"embedding", "backbone"} if "both" in features else set(features)
     networks = {name: checkpoint.network(InferenceConfig(features=name)) for name in sorted(needed)}
 

@@ -41,6 +41,23 @@ def test_kfold_tests_every_signer_exactly_once():
     assert sorted(tested, key=int) == SIGNERS
 
 
+def test_kfold_validation_signers_rotate_with_the_fold():
+    """Each fold validates on the next fold's test signers, so 5 folds of 8 fix their thresholds (and a screen
+    chooses) on 40 signers; from the permutation's front (the scheme of runs fitted before it) every fold
+    validated on nearly the same 8-10 signers."""
+    folds = [make_split(SIGNERS, SplitConfig(mode="kfold", fold=fold)) for fold in range(5)]
+    for fold, split in enumerate(folds):
+        assert len(split["val"]) == 8 and set(split["val"]) <= set(folds[(fold + 1) % 5]["test"])
+    assert len({s for split in folds for s in split["val"]}) == 40
+    front = [make_split(SIGNERS, SplitConfig(mode="kfold", fold=fold, val_from="front")) for fold in range(5)]
+    assert [split["test"] for split in front] == [split["test"] for split in folds]  # the test folds stay
+    assert len({s for split in front for s in split["val"]}) <= 12
+    for split in front:
+        assert_partition(split, SIGNERS)
+    with pytest.raises(ValueError, match="val_from"):
+        make_split(SIGNERS, SplitConfig(mode="kfold", val_from="back"))
+
+
 def test_explicit_lists_and_errors():
     split = make_split(SIGNERS, SplitConfig(mode="lists", val=["1", "2"], test=["3"]))
     assert split["val"] == ["1", "2"] and split["test"] == ["3"] and len(split["train"]) == 52

@@ -16,6 +16,7 @@ import numpy as np
 from sigverify.data.manifest import DATASET_SEPARATOR, bare_signer, signer_order
 
 MODES = ("ratios", "lists", "kfold", "file")
+VAL_FROM = ("next_fold", "front")
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses
@@ -28,6 +29,10 @@ class SplitConfig:
     #                   never more than half of the signers left after the test split
     folds: int = 5  # kfold: test signers are fold ``fold`` of ``folds``
     fold: int = 0
+    # kfold: where the validation signers come from. ``next_fold``: the next fold's test signers first, so they
+    # rotate with the fold (5 folds of 8 validate on 40 signers). ``front``: the front of the permutation, as
+    # runs fitted before 2026-12-06 drew them; every fold then validated on nearly the same 8-10 signers.
+    val_from: str = "next_fold"
     train: list[str] = field(default_factory=list)  # lists: explicit signer ids
     val: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
@@ -109,6 +114,8 @@ def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str
     if config.mode == "kfold":
         if not 0 <= config.fold < config.folds or config.folds < 2:
             raise ValueError(f"kfold needs 0 <= fold < folds and folds >= 2, got fold={config.fold}, folds={config.folds}")
+        if config.val_from not in VAL_FROM:
+            raise ValueError(f"split.val_from must be one of {VAL_FROM}, got {config.val_from!r}")
         if len(signers) < config.folds:
             raise ValueError(f"{len(signers)} signers cannot make {config.folds} folds")
         test = [s for i, s in enumerate(order) if i % config.folds == config.fold]
@@ -116,6 +123,10 @@ def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str
         test = order[: int(round(config.test_ratio * len(order)))]
     tested = set(test)
     rest = [s for s in order if s not in tested]
+    if config.mode == "kfold" and config.val_from == "next_fold":
+        # The next fold's test signers first, then the fold after it, ... (each in permutation order).
+        position = {s: i for i, s in enumerate(order)}
+        rest.sort(key=lambda s: ((position[s] % config.folds - config.fold - 1) % config.folds, position[s]))
     n_val = int(config.val_ratio * len(rest))
     if config.val_ratio > 0:
         # 10 % of CEDAR's 44 signers is 4: too few to fix a threshold on (one signer moves it a lot).
@@ -149,7 +160,7 @@ def save_split(split: dict[str, list[str]], path: str | Path, config: SplitConfi
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**split, "config": {"mode": config.mode, "seed": config.seed, "test_ratio": config.test_ratio,
                                    "val_ratio": config.val_ratio, "min_val": config.min_val, "folds": config.folds,
-                                   "fold": config.fold}}
+                                   "fold": config.fold, "val_from": config.val_from}}
     path.write_text(json.dumps(payload, indent=1))
     return path
 

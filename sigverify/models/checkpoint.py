@@ -111,6 +111,10 @@ class TrainedCheckpoint:
         if not stored:
             raise ValueError(f"{self.path}: the checkpoint holds no data module settings; was it written by "
                              "`sigverify fit`?")
+        split = stored.get("split")
+        if isinstance(split, dict) and split.get("mode") == "kfold" and "val_from" not in split:
+            # Written before k-fold validation signers rotated with the fold: the split it trained with.
+            stored["split"] = {**split, "val_from": "front"}
         for key, kind in _DATAMODULE_PARTS.items():
             if isinstance(stored.get(key), dict):
                 names = {f.name for f in fields(kind)}

@@ -179,8 +179,15 @@ class SignatureVerifier(L.LightningModule):
             log.warning("this checkpoint does not record which signers it was trained on; make sure this run's "
                         "validation and test signers were not among them")
             return
-        refuse_seen_signers(self._loaded_split, this_run, "the checkpoint under evaluation",
-                            self.hparams.allow_seen_signers)
+        try:
+            refuse_seen_signers(self._loaded_split, this_run, "the checkpoint under evaluation",
+                                self.hparams.allow_seen_signers)
+        except ValueError as err:
+            split = self.trainer.datamodule.split_config
+            if split.mode == "kfold" and split.val_from == "next_fold":
+                raise ValueError(f"{err}. K-fold runs fitted before 2026-12-06 drew their validation signers from the "
+                                 "front of the permutation: evaluate them with --data.split.val_from front") from err
+            raise
 
     # -- forward -------------------------------------------------------------------------------
     def _to_channels_last(self) -> None:
