@@ -11,9 +11,11 @@ scored (a screen: the test signers stay untouched unless ``--test``), with the p
 validate` uses. The
 last line is JSON: for each (features, scoring), the EER's mean and std over folds and its value per fold.
 
-``--test``, once a choice is fixed on validation signers: each fold's test signers too, with the threshold
-each scoring reaches at its EER on that fold's validation signers (as `sigverify test` fixes one): the test
-EER and the HTER at that threshold (``test_eer``, ``test_hter``).
+``--test NAME ...``, once the screen has fixed a choice: the test signers of each fold scored with the named
+rows only (``backbone/references/center``, ...), each at the threshold of its EER on that fold's validation
+signers (as `sigverify test` fixes one): the test EER and the HTER at that threshold (``test_eer``,
+``test_hter``). Naming the rows keeps the choice on the validation signers: the other rows never see a test
+signer.
 """
 from __future__ import annotations
 
@@ -43,9 +45,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the feature choices to screen (default: all; each costs a pass over the images)")
     parser.add_argument("--writer-svm", action="store_true",
                         help="also score the references protocol with a per-writer SVM against the cohort")
-    parser.add_argument("--test", action="store_true",
-                        help="also score the test signers at each scoring's validation threshold (after the screen)")
-    return parser.parse_args(argv)
+    parser.add_argument("--test", nargs="+", default=[], metavar="NAME",
+                        help="the rows chosen on the validation signers (features/protocol/scoring) to score on the "
+                             "test signers too, at their validation threshold")
+    args = parser.parse_args(argv)
+    rows = [f"{features}/{name}" for features in args.features for name in scorings(args, {})]
+    if unknown := sorted(set(args.test) - set(rows)):
+        parser.error(f"--test: {', '.join(unknown)} is not a row of this screen (rows: {', '.join(rows)})")
+    return args
 
 
 FEATURES = ("embedding", "backbone", "both")
@@ -117,7 +124,7 @@ def fold_figures(run: str, args: argparse.Namespace) -> dict[str, dict[str, floa
             key = f"{features}/{name}"
             validation = scored("val")
             out["eer"][key], threshold = eer(validation.genuine, validation.skilled)
-            if args.test:
+            if key in args.test:
                 test = scored("test")
                 at = rates_at(threshold, test.genuine, test.skilled)
                 out["test_eer"][key] = eer(test.genuine, test.skilled)[0]
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     per_fold = [fold_figures(args.runs.replace("{fold}", str(fold)), args) for fold in range(args.folds)]
     figures = {figure: summary([fold[figure] for fold in per_fold]) for figure in per_fold[0]}
     emit({"runs": args.runs, "folds": args.folds, "stage": "validation signers (screen)" + (
-              "; test signers at each scoring's validation threshold" if args.test else ""),
+              f"; test signers for {', '.join(args.test)} at their validation thresholds" if args.test else ""),
           **figures, "std": "population standard deviation over folds (ddof 0)", "device": machine()})
     return 0
 

@@ -287,14 +287,20 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
                 for p, names in (("references", ("center", "snorm", "asnorm3")), ("pairs", ("raw", "snorm", "asnorm3")))
                 for n in names}
     assert set(line["eer"]) == expected and all(0 <= v["mean"] <= 1 for v in line["eer"].values())
-    # One feature choice, with the writer-dependent SVM and the test signers: only its rows, the validation
-    # figures unchanged, and the test figures those `sigverify test` reports for the centred scoring.
+    # One feature choice, with the writer-dependent SVM, and the test signers for the two rows named: only
+    # this choice's rows, the validation figures unchanged, and the test figures of the named rows alone, those
+    # `sigverify test` reports for the centred scoring.
+    chosen = {"embedding/references/center", "embedding/references/writer_svm"}
     assert scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--folds", "1", "--top-k", "0",
-                                "--features", "embedding", "--writer-svm", "--test"]) == 0
+                                "--features", "embedding", "--writer-svm", "--test", *sorted(chosen)]) == 0
     only = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = {"embedding/references/center", "embedding/references/writer_svm", "embedding/references/snorm",
             "embedding/pairs/raw", "embedding/pairs/snorm"}
-    assert set(only["eer"]) == set(only["test_eer"]) == set(only["test_hter"]) == rows
+    assert set(only["eer"]) == rows and set(only["test_eer"]) == set(only["test_hter"]) == chosen
+    with pytest.raises(SystemExit):  # a row the screen does not have (backbone features are not screened here)
+        scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--features", "embedding",
+                             "--test", "backbone/references/center"])
+    assert "not a row of this screen" in capsys.readouterr().err
     assert only["eer"]["embedding/references/center"] == line["eer"]["embedding/references/center"]
     assert cli("test", *common, "--ckpt_path", "best") == 0
     tested = json.loads((tmp_path / "runs" / "fold0" / "test-references" / "report.json").read_text())
