@@ -86,6 +86,8 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     ensemble = [*members, *requested_ensemble(evaluation_options)]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.inference.ensemble", json.dumps(ensemble)]
+    if not given:
+        refuse_another_validation_scheme(run, loss, args, fit_options)
     fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
     # A report of another ensemble (or of the model alone) is not this one's.
     missing = [p for p, path in report_paths.items()
@@ -114,6 +116,7 @@ def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
     """Fit one member unless it was fitted before (``--force``: again): None, or {"error": ...}."""
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
+    refuse_another_validation_scheme(run, loss, args, member_options(fold, args)[0])
     if is_fitted(run) and has_checkpoint(run) and not args.force:
         return None
     shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
@@ -128,6 +131,38 @@ def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
 def is_fitted(run: Path) -> bool:
     # Folders of sweeps older than the fit.done marker: a test report meant a finished fit.
     return (run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))
+
+
+def refuse_another_validation_scheme(run: Path, loss: str, args, options: list[str]) -> None:
+    """A folder fitted (or tested) under k-fold validation signers drawn another way (``data.split.val_from``)
+    holds another split's thresholds: refused, not reused nor mixed with this sweep's folds."""
+    if args.force:
+        return  # refitted from an empty folder
+    saved = next((p for p in (run / "split.json", *sorted(run.glob("*/split.json"))) if p.is_file()), None)
+    config = json.loads(saved.read_text()).get("config", {}) if saved else {}
+    if config.get("mode") != "kfold":
+        return
+    theirs = config.get("val_from", "front")  # split.json files older than the setting drew them from the front
+    ours = validation_scheme(loss, args, options)
+    if theirs != ours:
+        raise SystemExit(f"{run} was made with k-fold validation signers drawn by data.split.val_from {theirs}, this "
+                         f"run draws them by {ours}: give another --out, or repeat it with --data.split.val_from {theirs}")
+
+
+def validation_scheme(loss: str, args, options: list[str]) -> str:
+    """The k-fold ``data.split.val_from`` a member gets: the last option's, else its configs', else the default."""
+    from sigverify.config import compose
+    from sigverify.data.splits import SplitConfig
+
+    chosen = None
+    for i, option in enumerate(options):
+        key, _, value = option.partition("=")
+        if key == "--data.split.val_from":
+            chosen = value or (options[i + 1] if i + 1 < len(options) else None)
+    if chosen:
+        return chosen
+    composed = yaml.safe_load(compose(f"configs/{loss}.yaml", args.preset)) or {}
+    return ((composed.get("data") or {}).get("split") or {}).get("val_from") or SplitConfig().val_from
 
 
 def has_checkpoint(run: Path) -> bool:

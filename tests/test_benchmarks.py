@@ -116,6 +116,15 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     claim.write_text(json.dumps(accuracy.legacy_recipe(accuracy.parse(args), "co_tuplet")))
     assert accuracy.main(args) == 0 and "config_sha256" in json.loads(claim.read_text())
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer_mean"] == line["eer_mean"]
+    # A member fitted before k-fold validation signers rotated (its split.json has no val_from) holds another
+    # split's thresholds: refused, not reused beside this run's folds.
+    saved = out / "co_tuplet-seed0-fold1" / "split.json"
+    split = json.loads(saved.read_text())
+    assert split["config"].pop("val_from") == "next_fold"
+    saved.write_text(json.dumps(split))
+    with pytest.raises(SystemExit, match="val_from front, this run draws them by next_fold"):
+        accuracy.main(args)
+    saved.write_text(json.dumps({**split, "config": {**split["config"], "val_from": "next_fold"}}))
 
     # --ckpt: one model trained on another data set evaluated on every fold, nothing fitted.
     from conftest import cli

@@ -131,31 +131,36 @@ def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp
 
 
 def test_a_kfold_run_of_the_old_validation_scheme_is_tested_under_it(tmp_path):
-    """A k-fold checkpoint fitted when validation signers came from the permutation's front: `sigverify test`
-    under today's rotating scheme would validate on signers it trained on, and says which setting repeats its
-    split; with that setting it tests as fitted."""
+    """A k-fold checkpoint fitted when validation signers came from the permutation's front (its stored settings
+    predate `val_from`): export and the scoring screen rebuild the split it trained with; `sigverify test` under
+    today's rotating scheme would validate on signers it trained on, so it is refused with the setting that
+    repeats its split, and tests as fitted with it. A refusal for another reason (another fold) names no setting."""
+    from benchmarks import scoring_screen
+    from sigverify.models.checkpoint import TrainedCheckpoint
+
     kfold = ["--config", "configs/lsc_plus.yaml", "--vars.name", "old", *TINY, "--data.split.mode", "kfold",
              "--data.split.folds", "3", "--data.split.fold", "1"]
     run_cli(tmp_path, "fit", *kfold, "--data.split.val_from", "front", "--trainer.max_epochs", "1")
     fitted = json.loads((tmp_path / "runs" / "old" / "split.json").read_text())
-    with pytest.raises(ValueError, match="trained or validated on.*--data.split.val_from front"):
-        run_cli(tmp_path, "test", *kfold, "--ckpt_path", "last")
-    run_cli(tmp_path, "test", *kfold, "--ckpt_path", "last", "--data.split.val_from", "front")
-    tested = json.loads((tmp_path / "runs" / "old" / "test" / "split.json").read_text())
-    assert {part: tested[part] for part in ("train", "val", "test")} == {
-        part: fitted[part] for part in ("train", "val", "test")}
-    # A checkpoint written before the setting existed rebuilds the split it trained with (export, the screen);
-    # one whose settings rebuild other validation signers is refused by the screen.
-    from benchmarks import scoring_screen
-    from sigverify.models.checkpoint import TrainedCheckpoint
-
+    fitted = {part: fitted[part] for part in ("train", "val", "test")}
     path = tmp_path / "runs" / "old" / "checkpoints" / "last.ckpt"
     contents = torch.load(path, weights_only=True)
-    del contents["datamodule_hyper_parameters"]["split"]["val_from"]
+    del contents["datamodule_hyper_parameters"]["split"]["val_from"]  # as written before the setting existed
     torch.save(contents, path)
     rebuilt = TrainedCheckpoint.read(path).datamodule()
     rebuilt.setup("validate")
-    assert rebuilt.split == {part: fitted[part] for part in ("train", "val", "test")}
+    assert rebuilt.split == fitted
+
+    with pytest.raises(ValueError, match=r"trained or validated on.*--data\.split\.val_from front"):
+        run_cli(tmp_path, "test", *kfold, "--ckpt_path", "last")
+    run_cli(tmp_path, "test", *kfold, "--ckpt_path", "last", "--data.split.val_from", "front")
+    tested = json.loads((tmp_path / "runs" / "old" / "test" / "split.json").read_text())
+    assert {part: tested[part] for part in ("train", "val", "test")} == fitted
+    with pytest.raises(ValueError, match="trained or validated on") as refused:
+        run_cli(tmp_path, "test", *kfold[:-1], "2", "--ckpt_path", "last", "--data.split.val_from", "front")
+    assert "val_from" not in str(refused.value)
+
+    # Settings that rebuild other validation signers than the model's: the screen refuses the model.
     contents["datamodule_hyper_parameters"]["split"]["val_from"] = "next_fold"
     torch.save(contents, path)
     with pytest.raises(ValueError, match="trained or validated on"):

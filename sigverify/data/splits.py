@@ -109,6 +109,16 @@ def check_train_only(train_only: Sequence[str], names: Sequence[str]) -> None:
                          "validation and test signers (data.root gives those; data.train_extra only adds training signers)")
 
 
+def stored_val_from(stored) -> str | None:
+    """How a checkpoint's k-fold split (its settings as stored: a mapping or a pickled SplitConfig) drew its
+    validation signers; settings written before ``val_from`` existed drew them from the permutation's front.
+    None for other split modes."""
+    settings = vars(stored) if isinstance(stored, SplitConfig) else stored
+    if not isinstance(settings, dict) or settings.get("mode") != "kfold":
+        return None
+    return settings.get("val_from", "front")
+
+
 def _random_split(signers: list[str], config: SplitConfig) -> dict[str, list[str]]:
     order = list(np.random.default_rng(config.seed).permutation(signers))
     if config.mode == "kfold":

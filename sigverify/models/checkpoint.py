@@ -20,7 +20,7 @@ from sigverify.data.augment import AugmentConfig
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.manifest import DATASET_SEPARATOR, bare_signer, dataset_name
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.data.splits import SPLIT_KEY, SplitConfig
+from sigverify.data.splits import SPLIT_KEY, SplitConfig, stored_val_from
 from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, scoring_network
 from sigverify.models.inference import InferenceConfig
 from sigverify.models.tta import ShiftAveraged
@@ -111,10 +111,9 @@ class TrainedCheckpoint:
         if not stored:
             raise ValueError(f"{self.path}: the checkpoint holds no data module settings; was it written by "
                              "`sigverify fit`?")
-        split = stored.get("split")
-        if isinstance(split, dict) and split.get("mode") == "kfold" and "val_from" not in split:
-            # Written before k-fold validation signers rotated with the fold: the split it trained with.
-            stored["split"] = {**split, "val_from": "front"}
+        if scheme := stored_val_from(stored.get("split")):  # the split it trained with, also from before val_from
+            split = stored["split"]
+            stored["split"] = {**(vars(split) if is_dataclass(split) else split), "val_from": scheme}
         for key, kind in _DATAMODULE_PARTS.items():
             if isinstance(stored.get(key), dict):
                 names = {f.name for f in fields(kind)}

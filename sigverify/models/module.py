@@ -24,7 +24,7 @@ from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers
+from sigverify.data.splits import SPLIT_KEY, refuse_seen_signers, stored_val_from
 from sigverify.evaluation.collector import EmbeddingCollector
 from sigverify.evaluation.metrics import auc, eer
 from sigverify.evaluation.protocols import pair_scores
@@ -86,6 +86,7 @@ class SignatureVerifier(L.LightningModule):
         self._init_split: dict | None = None
         self._loaded_split: dict | None = None  # the signers of the checkpoint this model was loaded from
         self._loaded = False
+        self._loaded_val_from: str | None = None  # how the loaded checkpoint's k-fold split drew validation signers
         if init_from:
             self._init_embedder(init_from)
         self.loss_fn = create_loss(loss, **(loss_args or {}))
@@ -167,6 +168,7 @@ class SignatureVerifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_threshold = checkpoint.get("val_threshold")
         self._loaded_split, self._loaded = checkpoint.get(SPLIT_KEY), True
+        self._loaded_val_from = stored_val_from((checkpoint.get("datamodule_hyper_parameters") or {}).get("split"))
 
     def _refuse_a_model_that_saw_these_signers(self) -> None:
         """validate/test/predict of a checkpoint under another split (another fold, another split seed)
@@ -183,10 +185,10 @@ class SignatureVerifier(L.LightningModule):
             refuse_seen_signers(self._loaded_split, this_run, "the checkpoint under evaluation",
                                 self.hparams.allow_seen_signers)
         except ValueError as err:
-            split = self.trainer.datamodule.split_config
-            if split.mode == "kfold" and split.val_from == "next_fold":
-                raise ValueError(f"{err}. K-fold runs fitted before 2026-12-06 drew their validation signers from the "
-                                 "front of the permutation: evaluate them with --data.split.val_from front") from err
+            theirs, ours = self._loaded_val_from, self.trainer.datamodule.split_config.val_from
+            if theirs and theirs != ours:  # e.g. a run fitted before 2026-12-06, when every fold's came from the front
+                raise ValueError(f"{err} Its k-fold split drew validation signers by data.split.val_from {theirs}, this "
+                                 f"run by {ours}: repeat its split with --data.split.val_from {theirs}") from err
             raise
 
     # -- forward -------------------------------------------------------------------------------
