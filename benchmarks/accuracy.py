@@ -163,8 +163,8 @@ def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     paths = {p: Path(args.out) / name / f"{stage}-{p}" / "report.json" for p in PROTOCOLS}
     fit_options, evaluation_options = sweep.member_options(fold, args)
     loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
-    sweep.refuse_another_validation_scheme(Path(args.out) / name, loss, args, fit_options)
     if all(path.is_file() for path in paths.values()):
+        sweep.refuse_another_validation_scheme(Path(args.out) / name, loss, args, fit_options)
         return {p: json.loads(path.read_text()) for p, path in paths.items()}
     command = [stage, "--model.inference.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
                "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]", *evaluation_options,

@@ -86,7 +86,7 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     ensemble = [*members, *requested_ensemble(evaluation_options)]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.inference.ensemble", json.dumps(ensemble)]
-    if not given:
+    if given or is_fitted(run):  # its reports (and a given checkpoint's) are about to be reused
         refuse_another_validation_scheme(run, loss, args, fit_options)
     fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
     # A report of another ensemble (or of the model alone) is not this one's.
@@ -116,8 +116,8 @@ def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
     """Fit one member unless it was fitted before (``--force``: again): None, or {"error": ...}."""
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
-    refuse_another_validation_scheme(run, loss, args, member_options(fold, args)[0])
     if is_fitted(run) and has_checkpoint(run) and not args.force:
+        refuse_another_validation_scheme(run, loss, args, member_options(fold, args)[0])
         return None
     shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     start = time.perf_counter()
@@ -146,7 +146,8 @@ def refuse_another_validation_scheme(run: Path, loss: str, args, options: list[s
     ours = validation_scheme(loss, args, options)
     if theirs != ours:
         raise SystemExit(f"{run} was made with k-fold validation signers drawn by data.split.val_from {theirs}, this "
-                         f"run draws them by {ours}: give another --out, or repeat it with --data.split.val_from {theirs}")
+                         f"run draws them by {ours}: give another --out (with --data.split.val_from {theirs} to repeat "
+                         "that run's splits)")
 
 
 def validation_scheme(loss: str, args, options: list[str]) -> str:

@@ -160,11 +160,15 @@ def test_a_kfold_run_of_the_old_validation_scheme_is_tested_under_it(tmp_path):
         run_cli(tmp_path, "test", *kfold[:-1], "2", "--ckpt_path", "last", "--data.split.val_from", "front")
     assert "val_from" not in str(refused.value)
 
-    # Settings that rebuild other validation signers than the model's: the screen refuses the model.
+    # Settings that rebuild other validation signers than the model's: the screen refuses the model, and a test
+    # under the checkpoint's own scheme but another fold names no setting either.
     contents["datamodule_hyper_parameters"]["split"]["val_from"] = "next_fold"
     torch.save(contents, path)
     with pytest.raises(ValueError, match="trained or validated on"):
         scoring_screen.main(["--runs", str(path), "--folds", "1", "--features", "embedding"])
+    with pytest.raises(ValueError, match="trained or validated on") as refused:
+        run_cli(tmp_path, "test", *kfold[:-1], "2", "--ckpt_path", "last")
+    assert "val_from" not in str(refused.value)
 
 
 def test_unknown_names_list_the_choices(tmp_path, capsys):
