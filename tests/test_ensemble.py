@@ -35,8 +35,9 @@ def trained_checkpoint(tmp_path, seed: int, height=32, split_seed=42) -> str:
     return str(path)
 
 
-def embeddings(tmp_path, checkpoint: str, ensemble=()) -> np.ndarray:
-    model = SignatureVerifier.load_from_checkpoint(checkpoint, inference=InferenceConfig(ensemble=list(ensemble)))
+def embeddings(tmp_path, checkpoint: str, ensemble=(), features="embedding") -> np.ndarray:
+    model = SignatureVerifier.load_from_checkpoint(checkpoint, inference=InferenceConfig(ensemble=list(ensemble),
+                                                                                        features=features))
     batches = tiny_trainer(tmp_path).predict(model, tiny_data(tmp_path))
     return torch.cat([b["embedding"] for b in batches]).numpy()
 
@@ -57,6 +58,17 @@ def test_ensemble_similarity_is_the_mean_of_the_members(two_models):
     np.testing.assert_allclose(eab @ eab.T, (ea @ ea.T + eb @ eb.T) / 2, atol=1e-5)
     # a model "ensembled" with itself scores as it does alone
     np.testing.assert_allclose(embeddings(tmp, a, [a]) @ embeddings(tmp, a, [a]).T, ea @ ea.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("features", ["backbone", "both"])
+def test_members_are_scored_with_the_features_the_ensemble_scores(two_models, features):
+    """A model scored with its backbone's pooled features (`inference.features`) joins members scored the same
+    way: the ensemble's similarity is the mean of the members' similarities under those features."""
+    tmp, a, b = two_models
+    ea, eb, eab = (embeddings(tmp, a, features=features), embeddings(tmp, b, features=features),
+                   embeddings(tmp, a, [b], features=features))
+    assert ea.shape[1] != embeddings(tmp, a).shape[1] and eab.shape[1] == 2 * ea.shape[1]  # both members' features
+    np.testing.assert_allclose(eab @ eab.T, (ea @ ea.T + eb @ eb.T) / 2, atol=1e-5)
 
 
 def test_a_run_folder_stands_for_its_best_checkpoint(two_models, tmp_path):

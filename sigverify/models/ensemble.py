@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sigverify.models.checkpoint import TrainedCheckpoint
-from sigverify.models.embedding import SignatureEmbedder
+from sigverify.models.inference import InferenceConfig
 
 
 class EmbeddingEnsemble(nn.Module):
@@ -37,11 +37,12 @@ def preprocess_differences(member, this_run) -> str:
     return ", ".join(f"{key}: {member.get(key)} vs {value}" for key, value in this_run.items() if member.get(key) != value)
 
 
-def load_member(path: str | Path, preprocess=None) -> tuple[SignatureEmbedder, dict | None]:
-    """The embedding network of a sigverify checkpoint, frozen, for an ensemble, and the signers it
-    saw (``None`` if the checkpoint predates that record). ``preprocess``: this run's image settings;
-    a member trained on other images (size, binarisation) is refused. A run folder stands for its best
-    checkpoint."""
+def load_member(path: str | Path, preprocess=None, features: str = "embedding") -> tuple[nn.Module, dict | None]:
+    """The network of a sigverify checkpoint, frozen, for an ensemble, and the signers it saw (``None`` if
+    the checkpoint predates that record). ``features``: what this run scores with (``inference.features``),
+    so every member is compared in the same way as the model it joins. ``preprocess``: this run's image
+    settings; a member trained on other images (size, binarisation) is refused. A run folder stands for its
+    best checkpoint."""
     checkpoint = TrainedCheckpoint.read(path, "ensemble member checkpoint")
     stored = checkpoint.data_settings.get("preprocess")
     if preprocess is not None and stored is not None:
@@ -49,4 +50,4 @@ def load_member(path: str | Path, preprocess=None) -> tuple[SignatureEmbedder, d
         if differences:
             raise ValueError(f"{checkpoint.path}: trained on images preprocessed otherwise than this run's "
                              f"({differences}); ensemble members must see the same images")
-    return checkpoint.embedder().requires_grad_(False), checkpoint.split
+    return checkpoint.network(InferenceConfig(features=features)).requires_grad_(False), checkpoint.split

@@ -18,12 +18,11 @@ FEATURES = get_args(Features)
 class InferenceConfig:
     features: Features = "embedding"
     tta_shift: float = 0.0  # > 0: embeddings averaged with 4 copies shifted by this fraction of the image (tta.py)
-    ensemble: list[str] = field(default_factory=list)  # other models' checkpoints or run folders, scored with this one
+    # Other models' checkpoints or run folders, scored with this one, each with the same ``features``.
+    ensemble: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if not 0.0 <= self.tta_shift < 0.5:
             raise ValueError(f"tta_shift is a fraction of the image size in [0, 0.5), got {self.tta_shift}")
-        if self.ensemble and self.features != "embedding":
-            raise ValueError(f"model.inference.features {self.features} scores one network: no ensemble")

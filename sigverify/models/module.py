@@ -208,7 +208,7 @@ class SignatureVerifier(L.LightningModule):
         this_run = self.this_run_split()
         members = []
         for path in paths:
-            member, split = load_member(path, getattr(datamodule, "preprocess", None))
+            member, split = load_member(path, getattr(datamodule, "preprocess", None), self.inference.features)
             if this_run is not None:
                 refuse_seen_signers(split, this_run, f"ensemble member {path}", self.hparams.allow_seen_signers)
             members.append(member)
