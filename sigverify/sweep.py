@@ -35,6 +35,7 @@ import yaml
 
 from sigverify.cli import with_current_names
 from sigverify.commandline import command_parser
+from sigverify.data.splits import SplitConfig, stored_val_from
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
 
 FIT_DONE = "fit.done"  # written into a member's folder once its fit has finished
@@ -139,12 +140,9 @@ def refuse_another_validation_scheme(run: Path, loss: str, args, options: list[s
     if args.force:
         return  # refitted from an empty folder
     saved = next((p for p in (run / "split.json", *sorted(run.glob("*/split.json"))) if p.is_file()), None)
-    config = json.loads(saved.read_text()).get("config", {}) if saved else {}
-    if config.get("mode") != "kfold":
-        return
-    theirs = config.get("val_from", "front")  # split.json files older than the setting drew them from the front
+    theirs = stored_val_from(json.loads(saved.read_text()).get("config")) if saved else None  # None: not k-fold
     ours = validation_scheme(loss, args, options)
-    if theirs != ours:
+    if theirs and theirs != ours:
         raise SystemExit(f"{run} was made with k-fold validation signers drawn by data.split.val_from {theirs}, this "
                          f"run draws them by {ours}: give another --out (with --data.split.val_from {theirs} to repeat "
                          "that run's splits)")
@@ -153,7 +151,6 @@ def refuse_another_validation_scheme(run: Path, loss: str, args, options: list[s
 def validation_scheme(loss: str, args, options: list[str]) -> str:
     """The k-fold ``data.split.val_from`` a member gets: the last option's, else its configs', else the default."""
     from sigverify.config import compose
-    from sigverify.data.splits import SplitConfig
 
     chosen = None
     for i, option in enumerate(options):
