@@ -164,7 +164,6 @@ def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     fit_options, evaluation_options = sweep.member_options(fold, args)
     loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
     if all(path.is_file() for path in paths.values()):
-        sweep.refuse_another_validation_scheme(Path(args.out) / name, loss, args, fit_options)
         return {p: json.loads(path.read_text()) for p, path in paths.items()}
     command = [stage, "--model.inference.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
                "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]", *evaluation_options,
@@ -232,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for loss in args.recipes:
         claim_folder(args, loss)
+    sweep.refuse_folders_of_another_scheme(args, list(args.recipes))
     members = [] if args.untrained else [(fold, seed) for fold in range(args.folds) for seed in args.seed]
     runs = {member: [Path(args.out) / sweep.member_name(loss, member[1], member[0]) for loss in args.recipes]
             for member in members}

@@ -35,7 +35,7 @@ import yaml
 
 from sigverify.cli import with_current_names
 from sigverify.commandline import command_parser
-from sigverify.data.splits import SplitConfig, stored_val_from
+from sigverify.data.splits import stored_val_from
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
 
 FIT_DONE = "fit.done"  # written into a member's folder once its fit has finished
@@ -87,8 +87,6 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     ensemble = [*members, *requested_ensemble(evaluation_options)]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.inference.ensemble", json.dumps(ensemble)]
-    if given or is_fitted(run):  # its reports (and a given checkpoint's) are about to be reused
-        refuse_another_validation_scheme(run, loss, args, fit_options)
     fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
     # A report of another ensemble (or of the model alone) is not this one's.
     missing = [p for p, path in report_paths.items()
@@ -118,7 +116,6 @@ def fit_member(loss: str, seed: int, fold: int | None, args) -> dict | None:
     name = member_name(loss, seed, fold)
     run = Path(args.out) / name
     if is_fitted(run) and has_checkpoint(run) and not args.force:
-        refuse_another_validation_scheme(run, loss, args, member_options(fold, args)[0])
         return None
     shutil.rmtree(run, ignore_errors=True)  # an interrupted or failed fit leaves checkpoints that are not this one's
     start = time.perf_counter()
@@ -134,33 +131,42 @@ def is_fitted(run: Path) -> bool:
     return (run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))
 
 
-def refuse_another_validation_scheme(run: Path, loss: str, args, options: list[str]) -> None:
-    """A folder fitted (or tested) under k-fold validation signers drawn another way (``data.split.val_from``)
-    holds another split's thresholds: refused, not reused nor mixed with this sweep's folds."""
-    if args.force:
-        return  # refitted from an empty folder
-    saved = next((p for p in (run / "split.json", *sorted(run.glob("*/split.json"))) if p.is_file()), None)
-    theirs = stored_val_from(json.loads(saved.read_text()).get("config")) if saved else None  # None: not k-fold
-    ours = validation_scheme(loss, args, options)
-    if theirs and theirs != ours:
-        raise SystemExit(f"{run} was made with k-fold validation signers drawn by data.split.val_from {theirs}, this "
-                         f"run draws them by {ours}: give another --out (with --data.split.val_from {theirs} to repeat "
-                         "that run's splits)")
+def refuse_folders_of_another_scheme(args, recipes: list[str]) -> None:
+    """Before anything runs: refuse an ``--out`` whose k-fold members were fitted (or evaluated) with validation
+    signers drawn another way (``data.split.val_from``). Their thresholds belong to another split, so they are
+    neither reused nor mixed with this run's folds. ``recipes``: the losses whose members the folder may hold
+    (the first one also stands for the baseline and ensemble folders)."""
+    if not args.folds or args.force:  # no k-fold split; or every member is redone from an empty folder
+        return
+    stored = {}
+    for saved in sorted([*Path(args.out).glob("*/split.json"), *Path(args.out).glob("*/*/split.json")]):
+        member = saved.parent if saved.parent.parent == Path(args.out) else saved.parent.parent
+        if member not in stored and (scheme := stored_val_from(json.loads(saved.read_text()).get("config"))):
+            stored[member] = scheme
+    ours: dict[str, str] = {}  # per loss: resolved once, only where an earlier member is there to compare
+    refused = {}  # member folder: (its scheme, this run's)
+    for member, theirs in stored.items():
+        loss = next((r for r in sorted(recipes, key=len, reverse=True) if member.name.startswith(f"{r}-seed")),
+                    recipes[0])
+        ours.setdefault(loss, validation_scheme(loss, args))
+        if theirs != ours[loss]:
+            refused[member.name] = (theirs, ours[loss])
+    if refused:
+        theirs, mine = next(iter(refused.values()))
+        raise SystemExit(f"{args.out} holds members made with k-fold validation signers drawn by data.split.val_from "
+                         f"{theirs} ({', '.join(refused)}), this run draws them by {mine}: give another --out (with "
+                         f"--data.split.val_from {theirs} to repeat those splits)")
 
 
-def validation_scheme(loss: str, args, options: list[str]) -> str:
-    """The k-fold ``data.split.val_from`` a member gets: the last option's, else its configs', else the default."""
-    from sigverify.config import compose
-
-    chosen = None
-    for i, option in enumerate(options):
-        key, _, value = option.partition("=")
-        if key == "--data.split.val_from":
-            chosen = value or (options[i + 1] if i + 1 < len(options) else None)
-    if chosen:
-        return chosen
-    composed = yaml.safe_load(compose(f"configs/{loss}.yaml", args.preset)) or {}
-    return ((composed.get("data") or {}).get("split") or {}).get("val_from") or SplitConfig().val_from
+def validation_scheme(loss: str, args) -> str:
+    """The ``data.split.val_from`` a member of ``loss`` gets, as ``sigverify fit`` itself resolves its configs
+    and options (``--print_config``): an option, an extra ``--config`` file or a ``--data.split`` mapping."""
+    seed, fold = 0, 0  # neither changes how validation signers are drawn
+    command = ["fit", *member_command(loss, seed, fold, args, "scheme", member_options(fold, args)[0]), "--print_config"]
+    printed = subprocess.run([sys.executable, "-m", "sigverify.cli", *command], capture_output=True, text=True)
+    if printed.returncode:
+        raise SystemExit(f"sigverify {' '.join(command)} failed:\n{printed.stderr[-2000:]}")
+    return yaml.safe_load(printed.stdout)["data"]["split"]["val_from"]
 
 
 def has_checkpoint(run: Path) -> bool:
@@ -412,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = list(range(args.folds)) if args.folds else [None]
     columns = [*args.losses, *([ENSEMBLE] if ensemble else [])]
     members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in columns}
+    refuse_folders_of_another_scheme(args, args.losses)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,

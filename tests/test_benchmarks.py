@@ -122,7 +122,7 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     split = json.loads(saved.read_text())
     assert split["config"].pop("val_from") == "next_fold"
     saved.write_text(json.dumps(split))
-    with pytest.raises(SystemExit, match="val_from front, this run draws them by next_fold"):
+    with pytest.raises(SystemExit, match=r"val_from front \(co_tuplet-seed0-fold1\), this run draws them by next_fold"):
         accuracy.main(args)
     saved.write_text(json.dumps({**split, "config": {**split["config"], "val_from": "next_fold"}}))
 

@@ -156,6 +156,29 @@ def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
             sweep.preset_ensemble(preset)
 
 
+def test_a_folder_of_another_validation_scheme_is_refused_before_any_member_runs(tmp_path, monkeypatch):
+    """k-fold members fitted with validation signers drawn another way (data.split.val_from) hold another split's
+    thresholds. The sweep refuses their folder before it fits anything, and it reads the run's own scheme as
+    ``sigverify fit`` resolves it: from an option, a ``--data.split`` mapping or an extra config file."""
+    ran = []
+    monkeypatch.setattr(sweep, "run_member", lambda loss, seed, fold, args: ran.append(fold) or {
+        p: {key: 0.25 for key, _, _ in sweep.ROWS} for p in args.protocols})
+    out = tmp_path / "sweep"
+    old = out / "sct-seed0-fold1" / "test"  # written before val_from existed: drawn from the front
+    old.mkdir(parents=True)
+    (old / "split.json").write_text(json.dumps({"config": {"mode": "kfold", "folds": 2, "fold": 1}}))
+    base = ["--losses", "sct", "--folds", "2", "--out", str(out), "--protocols", "references"]
+    with pytest.raises(SystemExit, match=r"val_from front \(sct-seed0-fold1\), this run draws them by next_fold"):
+        sweep.main(base)
+    assert ran == []  # not even fold 0, which had nothing to reuse
+    extra = tmp_path / "front.yaml"
+    extra.write_text("data: {split: {val_from: front}}\n")
+    for repeat in (["--data.split.val_from", "front"], ["--data.split", '{"val_from": "front"}'], ["--config", str(extra)]):
+        ran.clear()
+        assert sweep.main([*base, *repeat]) == 0, repeat
+        assert ran == [0, 1], repeat
+
+
 def test_a_run_kept_without_its_checkpoints_is_fitted_again_before_it_is_evaluated(tmp_path, monkeypatch):
     """An archive may keep a run's reports and marker but not its checkpoints (gpu_session.sh): its
     complete reports are reused; a missing one means a new fit, since nothing is left to evaluate."""
