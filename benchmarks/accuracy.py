@@ -227,14 +227,28 @@ def fold_fit_seconds(runs: list[Path]) -> float | None:
     return None if None in seconds else sum(seconds)
 
 
+def refuse_another_validation_scheme(args: argparse.Namespace, members: list[tuple[int, int]], runs: dict) -> None:
+    """Every folder this benchmark may reuse (fits, ensembles, untrained baselines) must share its k-fold
+    validation signers (sweep.refuse_folders_of_another_scheme)."""
+    first = next(iter(args.recipes))  # the loss the ensemble and the baseline are evaluated under
+    folders = {run: loss for member in members for run, loss in zip(runs[member], args.recipes)}
+    if args.ensemble:
+        folders |= {Path(args.out) / sweep.member_name(sweep.ENSEMBLE, seed, fold): first for fold, seed in members}
+    if args.baseline:
+        folders |= {Path(args.out) / f"baseline-fold{fold}": first for fold in range(args.folds)}
+    # A recipe's options are part of its folder's claim: repeating the old split means another folder.
+    sweep.refuse_folders_of_another_scheme(args, folders, remedy="Leave out --out (each recipe gets a folder of its "
+                                           "own) or give another, adding --data.split.val_from to repeat their split")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for loss in args.recipes:
         claim_folder(args, loss)
-    sweep.refuse_folders_of_another_scheme(args, list(args.recipes))
     members = [] if args.untrained else [(fold, seed) for fold in range(args.folds) for seed in args.seed]
     runs = {member: [Path(args.out) / sweep.member_name(loss, member[1], member[0]) for loss in args.recipes]
             for member in members}
+    refuse_another_validation_scheme(args, members, runs)
     reused = sum(all(sweep.is_fitted(run) for run in runs[member]) for member in members)
     done, baselines, stopped = {}, [], False
     try:

@@ -131,42 +131,59 @@ def is_fitted(run: Path) -> bool:
     return (run / FIT_DONE).is_file() or any(run.glob("test-*/report.json"))
 
 
-def refuse_folders_of_another_scheme(args, recipes: list[str]) -> None:
-    """Before anything runs: refuse an ``--out`` whose k-fold members were fitted (or evaluated) with validation
-    signers drawn another way (``data.split.val_from``). Their thresholds belong to another split, so they are
-    neither reused nor mixed with this run's folds. ``recipes``: the losses whose members the folder may hold
-    (the first one also stands for the baseline and ensemble folders)."""
+def refuse_folders_of_another_scheme(args, folders: dict[Path, str], remedy: str) -> None:
+    """Before anything runs: refuse to reuse k-fold members fitted (or evaluated) with validation signers drawn
+    another way (``data.split.val_from``): their thresholds belong to another split, and would be mixed with
+    this run's folds. ``folders``: the run's member folders, each with the loss whose configs evaluate it; only
+    those holding a finished fit or a report are read. ``remedy`` ends the message (it depends on the tool)."""
     if not args.folds or args.force:  # no k-fold split; or every member is redone from an empty folder
         return
-    stored = {}
-    for saved in sorted([*Path(args.out).glob("*/split.json"), *Path(args.out).glob("*/*/split.json")]):
-        member = saved.parent if saved.parent.parent == Path(args.out) else saved.parent.parent
-        if member not in stored and (scheme := stored_val_from(json.loads(saved.read_text()).get("config"))):
-            stored[member] = scheme
-    ours: dict[str, str] = {}  # per loss: resolved once, only where an earlier member is there to compare
-    refused = {}  # member folder: (its scheme, this run's)
-    for member, theirs in stored.items():
-        loss = next((r for r in sorted(recipes, key=len, reverse=True) if member.name.startswith(f"{r}-seed")),
-                    recipes[0])
-        ours.setdefault(loss, validation_scheme(loss, args))
+    refused: dict[tuple[str, str], list[str]] = {}  # (their scheme, this run's): member folders
+    ours: dict[str, str] = {}  # per loss, resolved only where an earlier member is there to compare
+    for folder, loss in folders.items():
+        theirs = stored_scheme(folder) if is_fitted(folder) or any(folder.glob("*/report.json")) else None
+        if theirs is None:
+            continue
+        if loss not in ours:
+            ours[loss] = validation_scheme(loss, args, ours)
         if theirs != ours[loss]:
-            refused[member.name] = (theirs, ours[loss])
+            refused.setdefault((theirs, ours[loss]), []).append(folder.name)
     if refused:
-        theirs, mine = next(iter(refused.values()))
-        raise SystemExit(f"{args.out} holds members made with k-fold validation signers drawn by data.split.val_from "
-                         f"{theirs} ({', '.join(refused)}), this run draws them by {mine}: give another --out (with "
-                         f"--data.split.val_from {theirs} to repeat those splits)")
+        raise SystemExit(f"{args.out} holds members whose k-fold validation signers were drawn another way: "
+                         + "; ".join(f"{', '.join(names)} by data.split.val_from {theirs}, where this run draws them "
+                                     f"by {mine}" for (theirs, mine), names in refused.items())
+                         + f". {remedy}")
 
 
-def validation_scheme(loss: str, args) -> str:
+def stored_scheme(folder: Path) -> str | None:
+    """How a member folder's k-fold split drew its validation signers, from the split its fit (or, for a model
+    only evaluated here, its evaluation) saved; None where none is saved or the split is not k-fold."""
+    saved = next((p for p in (folder / "split.json", *sorted(folder.glob("*/split.json"))) if p.is_file()), None)
+    return stored_val_from(json.loads(saved.read_text()).get("config")) if saved else None
+
+
+def validation_scheme(loss: str, args, known: dict[str, str]) -> str:
     """The ``data.split.val_from`` a member of ``loss`` gets, as ``sigverify fit`` itself resolves its configs
-    and options (``--print_config``): an option, an extra ``--config`` file or a ``--data.split`` mapping."""
+    and options (``--print_config``): an option, an extra ``--config`` file or a ``--data.split`` mapping.
+    ``known``: schemes already resolved for other losses; one whose configs give the same ``data.split`` as
+    this loss's shares its scheme (the options act alike on both), which spares a start of ``sigverify``."""
+    from sigverify.config import compose
+
+    def split_section(name):
+        return ((yaml.safe_load(compose(f"configs/{name}.yaml", args.preset)) or {}).get("data") or {}).get("split")
+
+    if same := next((other for other in known if split_section(other) == split_section(loss)), None):
+        return known[same]
     seed, fold = 0, 0  # neither changes how validation signers are drawn
     command = ["fit", *member_command(loss, seed, fold, args, "scheme", member_options(fold, args)[0]), "--print_config"]
     printed = subprocess.run([sys.executable, "-m", "sigverify.cli", *command], capture_output=True, text=True)
-    if printed.returncode:
-        raise SystemExit(f"sigverify {' '.join(command)} failed:\n{printed.stderr[-2000:]}")
-    return yaml.safe_load(printed.stdout)["data"]["split"]["val_from"]
+    try:
+        if printed.returncode:
+            raise ValueError(printed.stderr[-2000:])
+        return yaml.safe_load(printed.stdout)["data"]["split"]["val_from"]
+    except (ValueError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise SystemExit(f"the members' data.split.val_from could not be read from sigverify {' '.join(command)}: "
+                         f"{err}") from err
 
 
 def has_checkpoint(run: Path) -> bool:
@@ -418,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     folds = list(range(args.folds)) if args.folds else [None]
     columns = [*args.losses, *([ENSEMBLE] if ensemble else [])]
     members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in columns}
-    refuse_folders_of_another_scheme(args, args.losses)
     out = Path(args.out)
+    refuse_folders_of_another_scheme(
+        args, {out / name: ensemble[0] if loss == ENSEMBLE else loss for loss, names in members.items() for name in names},
+        remedy="Repeat their split with --data.split.val_from to reuse them, refit them with --force, or give another --out")
     out.mkdir(parents=True, exist_ok=True)
     meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
             "folds": args.folds, "screen": args.screen}

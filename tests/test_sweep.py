@@ -164,13 +164,17 @@ def test_a_folder_of_another_validation_scheme_is_refused_before_any_member_runs
     monkeypatch.setattr(sweep, "run_member", lambda loss, seed, fold, args: ran.append(fold) or {
         p: {key: 0.25 for key, _, _ in sweep.ROWS} for p in args.protocols})
     out = tmp_path / "sweep"
-    old = out / "sct-seed0-fold1" / "test"  # written before val_from existed: drawn from the front
-    old.mkdir(parents=True)
-    (old / "split.json").write_text(json.dumps({"config": {"mode": "kfold", "folds": 2, "fold": 1}}))
+    for member, saved in (("sct-seed0-fold1", "test"), ("supcon-seed0-fold1", ".")):  # written before val_from: "front"
+        (out / member / saved).mkdir(parents=True, exist_ok=True)
+        (out / member / saved / "split.json").write_text(json.dumps({"config": {"mode": "kfold", "folds": 2, "fold": 1}}))
+        (out / member / sweep.FIT_DONE).write_text("{}")
     base = ["--losses", "sct", "--folds", "2", "--out", str(out), "--protocols", "references"]
-    with pytest.raises(SystemExit, match=r"val_from front \(sct-seed0-fold1\), this run draws them by next_fold"):
+    with pytest.raises(SystemExit, match=r"drawn another way: sct-seed0-fold1 by data.split.val_from front, where this "
+                                         r"run draws them by next_fold\. Repeat their split") as refused:
         sweep.main(base)
+    assert "supcon" not in str(refused.value)  # a member of a loss this run does not have is not its concern
     assert ran == []  # not even fold 0, which had nothing to reuse
+    assert sweep.main([*base, "--force"]) == 0 and ran == [0, 1]  # refitted from empty folders: nothing reused
     extra = tmp_path / "front.yaml"
     extra.write_text("data: {split: {val_from: front}}\n")
     for repeat in (["--data.split.val_from", "front"], ["--data.split", '{"val_from": "front"}'], ["--config", str(extra)]):
