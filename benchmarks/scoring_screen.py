@@ -68,8 +68,10 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tu
     needed = {"embedding", "backbone"} if "both" in features else set(features)
     networks = {name: checkpoint.network(InferenceConfig(features=name)) for name in sorted(needed)}
 
-    def views(images):  # each network as `sigverify test` scores with it; "both" as EmbeddingEnsemble joins them
-        out = {name: embed_images(network, np.asarray(images)) for name, network in networks.items()}
+    # Each network as `sigverify test` scores with it, in its evaluation batches (a convolution's float rounding
+    # depends on the batch size, enough to flip near-tied decisions); "both" as EmbeddingEnsemble joins them.
+    def views(images):
+        out = {name: embed_images(network, np.asarray(images), data.eval_batch_size) for name, network in networks.items()}
         if "both" in features:
             out["both"] = np.concatenate([out["embedding"], out["backbone"]], axis=1) / np.sqrt(2.0)
         return {name: out[name] for name in features}
