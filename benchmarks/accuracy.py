@@ -157,16 +157,18 @@ def run_fold(fold: int, seed: int, args: argparse.Namespace) -> dict[str, dict]:
 
 def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     """The fold's untrained network: ``sigverify test`` (or ``validate``) without a checkpoint, scoring the
-    backbone's pooled features (``model.inference.features backbone``) with the fold's own threshold."""
+    backbone's pooled features (``model.inference.features backbone``) with the fold's own threshold. It stays
+    alone: the evaluation-only options (ensemble members for the trained models) are not its."""
     name = f"baseline-fold{fold}"
     stage = "validate" if args.screen else "test"
     paths = {p: Path(args.out) / name / f"{stage}-{p}" / "report.json" for p in PROTOCOLS}
-    fit_options, evaluation_options = sweep.member_options(fold, args)
+    fit_options, _ = sweep.member_options(fold, args)
     loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
-    if all(path.is_file() for path in paths.values()):
+    # A report scored with ensemble members (written before the baseline was kept alone) is not the baseline's.
+    if all(path.is_file() and not sweep.report_ensemble(path) for path in paths.values()):
         return {p: json.loads(path.read_text()) for p, path in paths.items()}
     command = [stage, "--model.inference.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
-               "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]", *evaluation_options,
+               "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]",
                *sweep.member_command(loss, args.seed[0], fold, args, name, fit_options)]
     failure = sweep.call(command, Path(args.out) / f"{name}.log", mode="a")
     return {p: failure or json.loads(path.read_text()) for p, path in paths.items()}

@@ -204,6 +204,30 @@ def test_untrained_scores_the_pretrained_starting_point_on_every_fold_without_a_
     assert "needs a recipe that starts from pretrained weights" in capsys.readouterr().err
 
 
+def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, monkeypatch):
+    """Ensemble members given for the trained models (--model.inference.ensemble) are not the baseline's: its
+    command leaves them out, and a baseline report once scored with members is made again, not reused."""
+    from benchmarks import accuracy
+    from sigverify import sweep
+    from sigverify.evaluation.protocols import PROTOCOLS
+
+    called = []
+    monkeypatch.setattr(sweep, "call", lambda command, log, mode: called.append(command))
+    args = accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--folds", "2", "--out", str(tmp_path),
+                           "--model.inference.ensemble", "[sweeps/other/triplet_hard-seed1-fold{fold}]"])
+    assert args.baseline
+    reports = {p: tmp_path / "baseline-fold1" / f"test-{p}" / "report.json" for p in PROTOCOLS}
+    for path in reports.values():
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"eer": 0.1, "inference": {"ensemble": ["sweeps/other/triplet_hard-seed1-fold1"]}}))
+    accuracy.run_baseline(1, args)
+    assert len(called) == 1 and not any("ensemble" in part for part in called[0])
+    assert called[0][:2] == ["test", "--model.inference.features"] and "baseline-fold1" in called[0]
+    for path in reports.values():  # the same reports, scored alone: reused
+        path.write_text(json.dumps({"eer": 0.1, "inference": {"ensemble": []}}))
+    assert accuracy.run_baseline(1, args)["references"]["eer"] == 0.1 and len(called) == 1
+
+
 def test_anchor_protocol_reads_the_test_scores_of_each_fold_and_seed(tmp_path, capsys):
     from benchmarks import anchor_protocol
     from sigverify.evaluation.metrics import eer, subset_eer
