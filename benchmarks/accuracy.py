@@ -92,6 +92,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.untrained and not args.baseline:
         parser.error("--untrained needs a recipe that starts from pretrained weights (model.weights_file or "
                      "model.pretrained), and no --ckpt: a network from random weights is no baseline")
+    if args.untrained and sweep.split_evaluation_only(args.extra)[1]:  # ensemble members (the evaluation-only options)
+        parser.error("--untrained scores the untrained network alone: --model.inference.ensemble has no model to join")
     return args
 
 

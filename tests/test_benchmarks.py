@@ -204,7 +204,7 @@ def test_untrained_scores_the_pretrained_starting_point_on_every_fold_without_a_
     assert "needs a recipe that starts from pretrained weights" in capsys.readouterr().err
 
 
-def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, monkeypatch):
+def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, monkeypatch, capsys):
     """Ensemble members given for the trained models (--model.inference.ensemble) are not the baseline's: its
     command leaves them out, and a baseline report once scored with members is made again, not reused."""
     from benchmarks import accuracy
@@ -215,6 +215,7 @@ def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, mon
     monkeypatch.setattr(sweep, "call", lambda command, log, mode: called.append(command))
     args = accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--folds", "2", "--out", str(tmp_path),
                            "--model.inference.ensemble", "[sweeps/other/triplet_hard-seed1-fold{fold}]"])
+    assert "scores the untrained network alone" in capsys.readouterr().err
     assert args.baseline
     reports = {p: tmp_path / "baseline-fold1" / f"test-{p}" / "report.json" for p in PROTOCOLS}
     for path in reports.values():
@@ -226,6 +227,10 @@ def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, mon
     for path in reports.values():  # the same reports, scored alone: reused
         path.write_text(json.dumps({"eer": 0.1, "inference": {"ensemble": []}}))
     assert accuracy.run_baseline(1, args)["references"]["eer"] == 0.1 and len(called) == 1
+    with pytest.raises(SystemExit):
+        accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--untrained",
+                        "--model.inference.ensemble", "[sweeps/other/triplet_hard-seed1-fold{fold}]"])
+    assert "scores the untrained network alone" in capsys.readouterr().err
 
 
 def test_anchor_protocol_reads_the_test_scores_of_each_fold_and_seed(tmp_path, capsys):
