@@ -1,8 +1,9 @@
 """Screen scoring choices on the validation signers of trained k-fold runs, without training anything: which
-features a model is scored with (its embedding, its backbone's pooled features, or both averaged:
-``model.inference.features``) and how a score is normalised (the references protocol's ``center``, or the
-cohort S-norm / AS-norm of ``evaluation/cohort.py`` against the training signers' genuine signatures, or with
-``--writer-svm`` the writer-dependent SVM of ``evaluation/writer_dependent.py`` against the same cohort).
+features a model is scored with (its embedding, its backbone's pooled features, both averaged, or its
+backbone's averaged with the untrained starting point's: ``model.inference.features``) and how a score is
+normalised (the references protocol's ``center``, or the cohort S-norm / AS-norm of ``evaluation/cohort.py``
+against the training signers' genuine signatures, or with ``--writer-svm`` the writer-dependent SVM of
+``evaluation/writer_dependent.py`` against the same cohort).
 
     python -m benchmarks.scoring_screen --runs 'sweeps/BENCH/triplet_hard-seed0-fold{fold}' [--folds 5]
 
@@ -32,8 +33,8 @@ from sigverify.evaluation.protocols import cosine, pair_scores, reference_scores
 from sigverify.evaluation.report import EvalConfig
 from sigverify.evaluation.writer_dependent import WriterSVM
 from sigverify.models.checkpoint import TrainedCheckpoint
-from sigverify.models.embedding import embed_images
-from sigverify.models.inference import InferenceConfig
+from sigverify.models.embedding import BackboneFeatures, embed_images, untrained_embedder
+from sigverify.models.inference import FEATURES, WITH_UNTRAINED, InferenceConfig
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -41,8 +42,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", required=True, help="the runs' folders; '{fold}' is replaced by the fold number")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--top-k", type=int, nargs="+", default=[50], help="AS-norm cohort sizes (0: S-norm)")
-    parser.add_argument("--features", nargs="+", choices=FEATURES, default=list(FEATURES),
-                        help="the feature choices to screen (default: all; each costs a pass over the images)")
+    parser.add_argument("--features", nargs="+", choices=FEATURES, default=[f for f in FEATURES if f != WITH_UNTRAINED],
+                        help=f"the feature choices to screen (default: all but {WITH_UNTRAINED}, which needs a model "
+                             "that started from pretrained weights; each network costs a pass over the images)")
     parser.add_argument("--writer-svm", action="store_true",
                         help="also score the references protocol with a per-writer SVM against the cohort")
     parser.add_argument("--test", nargs="+", default=[], metavar="NAME",
@@ -55,8 +57,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-FEATURES = ("embedding", "backbone", "both")
-
 
 def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tuple[dict, dict, dict]:
     """Per split part, each feature choice's embeddings with their signers and genuine flags; the cohort's
@@ -65,15 +65,21 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tu
     data = checkpoint.datamodule()
     data.setup("validate")
     refuse_seen_signers(checkpoint.split, data.split_record(), f"the model of {run}")
-    needed = {"embedding", "backbone"} if "both" in features else set(features)
-    networks = {name: checkpoint.network(InferenceConfig(features=name)) for name in sorted(needed)}
+    # One pass over the images per network; "both" and "backbone_and_untrained" join two of them as
+    # EmbeddingEnsemble does (unit vectors concatenated and scaled: the mean of the two's similarities).
+    parts_of = {"both": ("embedding", "backbone"), WITH_UNTRAINED: ("backbone", "untrained")}
+    needed = {part for name in features for part in parts_of.get(name, (name,))}
+    networks = {name: checkpoint.network(InferenceConfig(features=name)) for name in sorted(needed - {"untrained"})}
+    if "untrained" in needed:
+        networks["untrained"] = BackboneFeatures(untrained_embedder(checkpoint.hparams))
 
     # Each network as `sigverify test` scores with it, in its evaluation batches (a convolution's float rounding
-    # depends on the batch size, enough to flip near-tied decisions); "both" as EmbeddingEnsemble joins them.
+    # depends on the batch size, enough to flip near-tied decisions).
     def views(images):
         out = {name: embed_images(network, np.asarray(images), data.eval_batch_size) for name, network in networks.items()}
-        if "both" in features:
-            out["both"] = np.concatenate([out["embedding"], out["backbone"]], axis=1) / np.sqrt(2.0)
+        for name, (a, b) in parts_of.items():
+            if name in features:
+                out[name] = np.concatenate([out[a], out[b]], axis=1) / np.sqrt(2.0)
         return {name: out[name] for name in features}
 
     embedded = {}

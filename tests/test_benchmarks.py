@@ -347,6 +347,35 @@ def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path
     assert all(0 <= v["mean"] <= 1 for v in only["test_hter"].values())
 
 
+def test_the_scoring_screens_pairing_with_the_untrained_start_is_what_validate_scores(tmp_path, capsys):
+    """``--features backbone_and_untrained`` (a run that started from a weights file): the screen joins the
+    trained backbone's and the starting point's features itself, and gets the figure `sigverify validate
+    --model.inference.features backbone_and_untrained` reports."""
+    import timm
+    import torch
+
+    from benchmarks import scoring_screen
+    from sigverify.models.inference import WITH_UNTRAINED
+
+    from conftest import SERVED_TINY, cli
+
+    weights = tmp_path / "start.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), weights)
+    common = ["--config", "configs/lsc_plus.yaml", *SERVED_TINY, "--vars.runs_root", str(tmp_path / "runs"),
+              "--vars.name", "fold0", "--data.cache_dir", str(tmp_path / "cache"), "--data.split.mode", "kfold",
+              "--data.split.folds", "2", "--data.split.fold", "0", "--data.split.min_val", "3",
+              "--model.weights_file", str(weights)]
+    assert cli("fit", *common, "--trainer.max_epochs", "1", "--data.sampler.batches_per_epoch", "2") == 0
+    assert cli("validate", *common, "--ckpt_path", "best", "--model.inference.features", WITH_UNTRAINED) == 0
+    validated = json.loads((tmp_path / "runs" / "fold0" / "validate-references" / "report.json").read_text())
+    capsys.readouterr()
+    assert scoring_screen.main(["--runs", str(tmp_path / "runs" / "fold{fold}"), "--folds", "1", "--top-k", "0",
+                                "--features", "backbone", WITH_UNTRAINED]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["eer"][f"{WITH_UNTRAINED}/references/center"]["mean"] == pytest.approx(validated["eer"], abs=1e-4)
+    assert {k.split("/")[0] for k in line["eer"]} == {"backbone", WITH_UNTRAINED}
+
+
 def _lightened_copy(manifest: Path, folder: Path) -> Path:
     """The same signatures with their ink half as dark (a paler pen), as another data set."""
     from dataclasses import replace

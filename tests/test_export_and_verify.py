@@ -371,3 +371,36 @@ def test_export_refuses_a_run_tested_as_an_ensemble(served_model, tmp_path, caps
     assert cli("export", "--ckpt", str(tested), "--out", str(tmp_path / "m")) == 1
     assert f"scored as an ensemble with {ckpt} (model.inference.ensemble)" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_model_scored_with_its_untrained_start_exports_both(tmp_path):
+    """A run that started from a weights file, tested with ``--model.inference.features backbone_and_untrained``
+    (its trained backbone's features averaged with its starting point's), then exported: the folder's ONNX
+    graph and its PyTorch twin embed as that pair does, and the folder's threshold is that test's."""
+    import timm
+
+    from sigverify.models.embedding import BackboneFeatures
+    from sigverify.models.inference import WITH_UNTRAINED
+    from sigverify.serving.pretrained import SignatureModel
+
+    weights = tmp_path / "start.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), weights)
+    common = ["--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "r",
+              *SERVED_TINY, "--data.cache_dir", str(tmp_path / "cache"), "--model.weights_file", str(weights)]
+    assert cli("fit", *common, "--trainer.max_epochs", "2", "--data.sampler.batches_per_epoch", "3") == 0
+    assert cli("test", *common, "--ckpt_path", "best", "--model.inference.features", WITH_UNTRAINED) == 0
+    run = tmp_path / "runs" / "r"
+    report = json.loads((run / "test-references" / "report.json").read_text())
+    assert report["inference"]["features"] == WITH_UNTRAINED
+    assert cli("export", "--ckpt", str(run), "--out", str(tmp_path / "m")) == 0
+    model = read_model_dir(tmp_path / "m")
+    assert model.config.features == WITH_UNTRAINED and model.threshold == report["threshold"]
+
+    genuine, forged, _ = signer_files((tmp_path, run, str(next((run / "checkpoints").glob("best-*.ckpt"))), None))
+    images = Verifier(tmp_path / "m").preprocess_files(genuine + forged)
+    trained = embed_images(TrainedCheckpoint.read(run).network(InferenceConfig(features="backbone")), images)
+    start = embed_images(BackboneFeatures(SignatureEmbedder("test_efficientnet", weights_file=str(weights)).eval()), images)
+    assert not np.allclose(trained @ trained.T, start @ start.T, atol=1e-3)  # training moved it: the check can fail
+    served = Verifier(tmp_path / "m").embed(images)
+    np.testing.assert_allclose(served @ served.T, (trained @ trained.T + start @ start.T) / 2, atol=1e-4)
+    np.testing.assert_allclose(SignatureModel.from_pretrained(str(tmp_path / "m")).embed(images), served, atol=1e-4)

@@ -114,3 +114,34 @@ def test_both_features_score_the_mean_of_the_embeddings_and_the_backbones_simila
         torch.testing.assert_close(backbone, BackboneFeatures(model)(images))
     torch.testing.assert_close(both.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(both @ both.T, (embedding @ embedding.T + backbone @ backbone.T) / 2)
+
+
+def test_backbone_and_untrained_scores_the_mean_of_the_trained_and_the_starting_backbones(tmp_path):
+    """``features: backbone_and_untrained``: one unit vector whose cosine similarity is the mean of the trained
+    backbone's and the rebuilt starting point's; the start comes back from the recipe's pretrained weights only."""
+    from sigverify.models.embedding import BackboneFeatures, embedder_from_hparams, scoring_network, untrained_embedder
+    from sigverify.models.inference import WITH_UNTRAINED
+
+    weights = tmp_path / "start.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), weights)
+    hp = dict(backbone="test_efficientnet", pretrained=False, weights_file=str(weights), freeze_stages=0,
+              embedding_dim=8, head_hidden=[16], dropout=0.0, drop_path_rate=0.0)
+    trained = embedder_from_hparams(hp).eval()
+    with torch.no_grad():  # "training": the last block moved away from the start
+        for p in trained.backbone.blocks[-1].parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    images = torch.randint(0, 256, (4, 1, 32, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        fused = scoring_network(trained, WITH_UNTRAINED, untrained_embedder(hp))(images)
+        mine, start = BackboneFeatures(trained)(images), BackboneFeatures(SignatureEmbedder(
+            "test_efficientnet", weights_file=str(weights)).eval())(images)
+    assert not torch.allclose(mine @ mine.T, start @ start.T, atol=1e-3)  # two networks, so the check below can fail
+    torch.testing.assert_close(fused.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(fused @ fused.T, (mine @ mine.T + start @ start.T) / 2)
+
+    with pytest.raises(ValueError, match="needs the network the model started from"):
+        scoring_network(trained, WITH_UNTRAINED)
+    with pytest.raises(ValueError, match="started from random weights"):
+        untrained_embedder({**hp, "weights_file": None})
+    with pytest.raises(ValueError, match=r"another run \(runs/first\)"):
+        untrained_embedder({**hp, "init_from": "runs/first"})

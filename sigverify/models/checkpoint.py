@@ -21,8 +21,8 @@ from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, Synthe
 from sigverify.data.manifest import DATASET_SEPARATOR, bare_signer, dataset_name
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SPLIT_KEY, SplitConfig, stored_val_from
-from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, scoring_network
-from sigverify.models.inference import InferenceConfig
+from sigverify.models.embedding import SignatureEmbedder, embedder_from_hparams, scoring_network, untrained_embedder
+from sigverify.models.inference import WITH_UNTRAINED, InferenceConfig
 from sigverify.models.tta import ShiftAveraged
 
 # A module built in Python (not through the CLI) stores its inference settings as the dataclass itself.
@@ -101,7 +101,8 @@ class TrainedCheckpoint:
             raise ValueError(f"{self.path}: set to be scored as an ensemble with {', '.join(inference.ensemble)} "
                              "(model.inference.ensemble); one network is read from one checkpoint: read (or export) "
                              "each member on its own, or test without the ensemble first")
-        network = scoring_network(self.embedder(), inference.features).eval()
+        untrained = untrained_embedder(self.hparams) if inference.features == WITH_UNTRAINED else None
+        network = scoring_network(self.embedder(), inference.features, untrained).eval()
         return ShiftAveraged(network, inference.tta_shift).eval() if inference.tta_shift else network
 
     def datamodule(self, root: str | None = None) -> SignatureDataModule:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigverify.data.cache import default_cache_root
+from sigverify.models.inference import FEATURES, WITH_UNTRAINED
 from sigverify.models.packaged_weights import PACKAGE, converted_weights
 
 NECKS = ("plain", "multiscale")
@@ -153,18 +154,26 @@ class SignatureEmbedder(nn.Module):
         return F.normalize(self.head(features).float(), dim=1)
 
 
-def scoring_network(embedder: "SignatureEmbedder", features: str = "embedding") -> nn.Module:
-    """What a model is scored with (``inference.features``): its embedding, its backbone's pooled features, or
-    ``both`` as one unit vector whose cosine similarity is the mean of the two's."""
+def scoring_network(embedder: "SignatureEmbedder", features: str = "embedding",
+                    untrained: "SignatureEmbedder | None" = None) -> nn.Module:
+    """What a model is scored with (``inference.features``): its embedding, its backbone's pooled features,
+    ``both`` as one unit vector whose cosine similarity is the mean of the two's, or ``backbone_and_untrained``:
+    the backbone's features likewise averaged with those of ``untrained``, the network it started from
+    (:func:`untrained_embedder`). Training a few layers on a few dozen writers forgets some of what ImageNet
+    taught; the untouched starting point keeps it, and the two err on different signatures."""
     if features == "embedding":
         return embedder
     if features == "backbone":
         return BackboneFeatures(embedder)
-    if features == "both":
-        from sigverify.models.ensemble import EmbeddingEnsemble
+    from sigverify.models.ensemble import EmbeddingEnsemble
 
+    if features == "both":
         return EmbeddingEnsemble([embedder, BackboneFeatures(embedder)])
-    raise ValueError(f"features must be embedding, backbone or both; got {features!r}")
+    if features == WITH_UNTRAINED:
+        if untrained is None:
+            raise ValueError(f"features {WITH_UNTRAINED} needs the network the model started from (untrained_embedder)")
+        return EmbeddingEnsemble([BackboneFeatures(embedder), BackboneFeatures(untrained.requires_grad_(False).eval())])
+    raise ValueError(f"features must be one of {', '.join(FEATURES)}; got {features!r}")
 
 
 class BackboneFeatures(nn.Module):
@@ -192,6 +201,19 @@ def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> Signatur
                              drop_path_rate=hp["drop_path_rate"],
                              # .get: checkpoints written before the neck option have the plain one
                              neck=hp.get("neck", "plain"), neck_stages=hp.get("neck_stages", 3))
+
+
+def untrained_embedder(hp) -> SignatureEmbedder:
+    """The network a SignatureVerifier with hyperparameters ``hp`` started from, before any training: its
+    pretrained weights, rebuilt (``weights_file: package`` needs that package installed). Refused for a recipe
+    that starts from random weights (nothing learned to keep) or from another run's model (``init_from``)."""
+    if hp.get("init_from"):
+        raise ValueError(f"features {WITH_UNTRAINED}: the model started from another run ({hp['init_from']}), "
+                         "not from pretrained weights that can be rebuilt")
+    if not (hp["pretrained"] or hp["weights_file"]):
+        raise ValueError(f"features {WITH_UNTRAINED} needs a model that started from pretrained weights "
+                         "(model.weights_file or model.pretrained); this one started from random weights")
+    return embedder_from_hparams(hp).eval()
 
 
 @torch.no_grad()

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 # embedding: the projection head's output | backbone: the backbone's pooled features alone (the untrained
-# baseline of a pretrained recipe) | both: the two averaged (their cosine similarities' mean)
-Features = Literal["embedding", "backbone", "both"]
+# baseline of a pretrained recipe) | both: the two averaged (their cosine similarities' mean) |
+# backbone_and_untrained: the trained backbone's pooled features averaged with those of the network it started
+# from, before training (a pretrained recipe's starting point, rebuilt from its weights)
+Features = Literal["embedding", "backbone", "both", "backbone_and_untrained"]
+WITH_UNTRAINED = "backbone_and_untrained"
 FEATURES = get_args(Features)
 
 

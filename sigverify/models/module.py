@@ -33,9 +33,9 @@ from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
-from sigverify.models.embedding import embedder_from_hparams, scoring_network
+from sigverify.models.embedding import embedder_from_hparams, scoring_network, untrained_embedder
 from sigverify.models.ensemble import EmbeddingEnsemble, load_member
-from sigverify.models.inference import InferenceConfig
+from sigverify.models.inference import WITH_UNTRAINED, InferenceConfig
 from sigverify.models.tta import ShiftAveraged
 
 log = logging.getLogger(__name__)
@@ -221,11 +221,14 @@ class SignatureVerifier(L.LightningModule):
     def _with_features(self, network: torch.nn.Module) -> torch.nn.Module:
         """``inference.features``: ``backbone`` scores the backbone's pooled features instead of the embedding
         (the untrained pretrained network's features are the baseline of a recipe that starts from them);
-        ``both`` averages the two's similarities."""
-        if self.inference.features == "embedding":
+        ``both`` averages the two's similarities; ``backbone_and_untrained`` the backbone's with those of the
+        network it started from, rebuilt here."""
+        features = self.inference.features
+        if features == "embedding":
             return network
-        log.info("scoring with model.inference.features %s", self.inference.features)
-        return scoring_network(self.embedder, self.inference.features)
+        log.info("scoring with model.inference.features %s", features)
+        untrained = untrained_embedder(self.hparams).to(self.device) if features == WITH_UNTRAINED else None
+        return scoring_network(self.embedder, features, untrained)
 
     def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:
         """``inference.tta_shift``: embeddings averaged over shifted copies of each image (``tta.py``)."""

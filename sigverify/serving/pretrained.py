@@ -21,7 +21,14 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import nn
 
 from sigverify.data.preprocess import preprocess_file
-from sigverify.models.embedding import SignatureEmbedder, embed_images, embedder_from_hparams, scoring_network
+from sigverify.models.embedding import (
+    SignatureEmbedder,
+    embed_images,
+    embedder_from_hparams,
+    scoring_network,
+    untrained_embedder,
+)
+from sigverify.models.inference import WITH_UNTRAINED
 from sigverify.models.tta import ShiftAveraged
 from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDir, ModelDirError, read_model_dir
 
@@ -37,7 +44,10 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         super().__init__()
         self.embedder, self.folder = embedder.eval(), folder
         shift = folder.config.tta_shift
-        scoring = scoring_network(self.embedder, folder.config.features)
+        features = folder.config.features
+        # The starting point is rebuilt from its pretrained weights (model.safetensors holds the trained network).
+        untrained = untrained_embedder(folder.config.training_config["model"]) if features == WITH_UNTRAINED else None
+        scoring = scoring_network(self.embedder, features, untrained)
         self.network = ShiftAveraged(scoring, shift).eval() if shift else scoring.eval()
         self.preprocess_config = folder.config.preprocess
 
