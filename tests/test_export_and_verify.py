@@ -395,6 +395,7 @@ def test_a_model_scored_with_its_untrained_start_exports_both(tmp_path):
     assert cli("export", "--ckpt", str(run), "--out", str(tmp_path / "m")) == 0
     model = read_model_dir(tmp_path / "m")
     assert model.config.features == WITH_UNTRAINED and model.threshold == report["threshold"]
+    assert "its starting weights before any training" in (tmp_path / "m" / CARD).read_text()
 
     genuine, forged, _ = signer_files((tmp_path, run, str(next((run / "checkpoints").glob("best-*.ckpt"))), None))
     images = Verifier(tmp_path / "m").preprocess_files(genuine + forged)

@@ -13,6 +13,12 @@ from sigverify.serving.model_dir import ModelConfig
 
 TEMPLATE = files("sigverify.serving") / "templates" / "model_card.md"
 TAGS = ["signature-verification", "metric-learning", "onnx", "sigverify"]
+# What the served vector is (ModelConfig.features), in the card's words.
+SCORED = {"embedding": "the projection head's embedding",
+          "backbone": "the backbone's pooled features (the projection head only trained them)",
+          "both": "the embedding and the backbone's pooled features, their cosine similarities averaged",
+          "backbone_and_untrained": "the trained backbone's pooled features and those of its starting weights before "
+                                    "any training, their cosine similarities averaged (both networks are in the graph)"}
 NEAR_FLOOR = 0.05  # an EER within this of the image-statistics floor is flagged: the model may rest on a shortcut
 
 
@@ -29,6 +35,7 @@ def model_card(config: ModelConfig, test_report: dict | None = None,
         card_data, template_str=TEMPLATE.read_text(encoding="utf-8"),
         config=config, model=model, pre=config.preprocess, protocol=config.protocol, threshold=config.threshold,
         split=config.split, data=config.training_config.get("data", {}), weights=_weights(config.starting_weights, model),
+        scored=SCORED[config.features],
         report=test_report, tested_lr=tested_lr if tested_lr.get("cllr") is not None else None,
         near_floor=floor is not None and eer is not None and eer > floor - NEAR_FLOOR,
         lr=likelihood_ratio, scale=SCALE, **_lr_range(likelihood_ratio),
