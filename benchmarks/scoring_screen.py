@@ -41,7 +41,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", required=True, help="the runs' folders; '{fold}' is replaced by the fold number")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--top-k", type=int, nargs="+", default=[50], help="AS-norm cohort sizes (0: S-norm)")
+    parser.add_argument("--top-k", type=int, nargs="*", default=[50],
+                        help="AS-norm cohort sizes (0: S-norm; none given: no cohort scoring, so the training "
+                             "signers are not embedded)")
     parser.add_argument("--features", nargs="+", choices=FEATURES, default=[f for f in FEATURES if f != WITH_UNTRAINED],
                         help=f"the feature choices to screen (default: all but {WITH_UNTRAINED}, which needs a model "
                              "that started from pretrained weights; each network costs a pass over the images)")
@@ -58,9 +60,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tuple[dict, dict, dict]:
+def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...],
+                    with_cohort: bool = True) -> tuple[dict, dict, dict]:
     """Per split part, each feature choice's embeddings with their signers and genuine flags; the cohort's
-    (training signers' genuine signatures) under each choice; the run's evaluation settings."""
+    (training signers' genuine signatures) under each choice, if ``with_cohort`` (else empty); the run's
+    evaluation settings."""
     checkpoint = TrainedCheckpoint.read(run)
     data = checkpoint.datamodule()
     data.setup("validate")
@@ -87,7 +91,8 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...]) -> tu
         positions = data.positions(part)
         embedded[part] = (views(data.images[positions]), data.signer_ids[positions], data.genuine[positions])
     train = data.positions("train")
-    return embedded, views(data.images[train[data.genuine[train]]]), checkpoint.evaluation
+    cohort = views(data.images[train[data.genuine[train]]]) if with_cohort else dict.fromkeys(features)
+    return embedded, cohort, checkpoint.evaluation
 
 
 def scorings(args: argparse.Namespace, settings: dict) -> dict:
@@ -121,7 +126,7 @@ def cohort_normed_cosine(vectors: np.ndarray, cohort: np.ndarray, k: int):
 def fold_figures(run: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """{"eer": validation EER, and with --test "test_eer", "test_hter"}: each {features/scoring: value}."""
     parts = ("val", "test") if args.test else ("val",)
-    embedded, cohort, settings = fold_embeddings(run, args.features, parts)
+    embedded, cohort, settings = fold_embeddings(run, args.features, parts, with_cohort=bool(args.top_k or args.writer_svm))
     out = {key: {} for key in ("eer", "test_eer", "test_hter")[:3 if args.test else 1]}
     for features in args.features:
         for name, score in scorings(args, settings).items():
