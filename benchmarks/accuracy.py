@@ -92,7 +92,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.untrained and not args.baseline:
         parser.error("--untrained needs a recipe that starts from pretrained weights (model.weights_file or "
                      "model.pretrained), and no --ckpt: a network from random weights is no baseline")
-    if args.untrained and sweep.split_evaluation_only(args.extra)[1]:  # ensemble members (the evaluation-only options)
+    if args.untrained and any(option.split("=", 1)[0] == "--model.inference.ensemble" for option in args.extra):
         parser.error("--untrained scores the untrained network alone: --model.inference.ensemble has no model to join")
     return args
 
@@ -167,7 +167,7 @@ def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     fit_options, _ = sweep.member_options(fold, args)
     loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
     # A report scored with ensemble members (written before the baseline was kept alone) is not the baseline's.
-    if all(path.is_file() and not sweep.report_ensemble(path) for path in paths.values()):
+    if all(path.is_file() and sweep.scored_as(path, {"features": "backbone", "ensemble": []}) for path in paths.values()):
         return {p: json.loads(path.read_text()) for p, path in paths.items()}
     command = [stage, "--model.inference.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
                "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]",

@@ -10,9 +10,10 @@ is reused on a rerun. Members of one sweep form one W&B group (fit and test runs
 touches the test signers. Run the test (without ``--screen``) once the recipe is fixed.
 
 Other options go to ``sigverify`` for every member; ``{fold}`` in one is replaced by the member's fold,
-and ``--model.inference.ensemble`` reaches only the evaluation (a fit trains one model), so
+and ``--model.inference.{ensemble,features,tta_shift}`` reach only the evaluation (they change no fit), so
 ``--model.inference.ensemble "[sweeps/other/supcon-seed0-fold{fold}]"`` scores each fold's model
-together with another sweep's model of the same fold.
+together with another sweep's model of the same fold, and ``--model.inference.features backbone`` scores
+the finished fits another way, without fitting again.
 
 A preset's ``sweep: {ensemble: [LOSS, ...]}`` adds a column ``ensemble``: on each seed and fold, the
 models of those losses scored together (similarities averaged; ``configs/presets/cedar_cpu_ensemble.yaml``).
@@ -84,13 +85,18 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     report_paths = {protocol: run / f"{stage}-{protocol}" / "report.json" for protocol in args.protocols}
     given = ckpt or getattr(args, "ckpt", None)  # a trained checkpoint to evaluate as it is (no fit)
     fit_options, evaluation_options = member_options(fold, args)
-    ensemble = [*members, *requested_ensemble(evaluation_options)]
+    requested = requested_inference(evaluation_options)
+    ensemble = [*members, *requested.get("ensemble", [])]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.inference.ensemble", json.dumps(ensemble)]
     fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
-    # A report of another ensemble (or of the model alone) is not this one's.
+    # A report that embedded otherwise (other features or shifts than the fit's configs and the options give,
+    # another ensemble, or the model alone) is not this evaluation's.
+    # (A checkpoint from elsewhere, --ckpt, is evaluated under this run's configs, not those it was fitted with.)
+    fitted_here = Path(ckpt) if ckpt else None if given else run
+    wanted = {**(fitted_inference(fitted_here) if fitted_here else {}), **requested, "ensemble": ensemble}
     missing = [p for p, path in report_paths.items()
-               if not fitted or args.retest or not path.is_file() or report_ensemble(path) != ensemble]
+               if not fitted or args.retest or not path.is_file() or not scored_as(path, wanted)]
     if not missing:
         print(f"[sweep] {name}: reusing its reports", flush=True)
         return {p: json.loads(path.read_text()) for p, path in report_paths.items()}
@@ -255,7 +261,7 @@ def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[s
     # is not in a report's ensemble list) or a refitted member make them another model's.
     folder = Path(args.out) / member_name(ENSEMBLE, seed, fold)
     record = folder / "members.json"
-    others = requested_ensemble(member_options(fold, args)[1])  # members the options add (e.g. a transfer model)
+    others = requested_inference(member_options(fold, args)[1]).get("ensemble", [])  # members the options add (e.g. a transfer model)
     made_of = {str(member): fit_identity(Path(member)) for member in [*runs, *others]}
     if not record.is_file() or json.loads(record.read_text()) != made_of:
         shutil.rmtree(folder, ignore_errors=True)
@@ -273,8 +279,10 @@ def fit_identity(member: Path) -> list:
     return [[file.name, file.stat().st_mtime_ns] for file in files if file.is_file()]
 
 
-# Options that only validate/test accept: fit refuses them (an ensemble scores trained models together).
-EVALUATION_ONLY = ("--model.inference.ensemble",)
+# How a trained model embeds in validate/test (what it scores, test-time shifts, ensemble members): the fit's own
+# validation embeds with the plain network, so these change no fit. They reach the evaluation only (fit refuses an
+# ensemble), stay out of a benchmark's recipe, and a new choice re-evaluates the finished fits.
+EVALUATION_ONLY = ("--model.inference.ensemble", "--model.inference.features", "--model.inference.tta_shift")
 
 
 def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
@@ -289,21 +297,37 @@ def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
     return common, evaluation
 
 
-def requested_ensemble(evaluation_options: list[str]) -> list[str]:
-    """The members an ``--model.inference.ensemble`` option names (the last one wins, as on the command line)."""
-    members: list[str] = []
+def requested_inference(evaluation_options: list[str]) -> dict:
+    """The ``model.inference`` settings the evaluation-only options set, e.g. {"features": "backbone",
+    "ensemble": [...]} (the last of each wins, as on the command line)."""
+    settings: dict = {}
     for i, option in enumerate(evaluation_options):
         key, _, value = option.partition("=")
-        if key == "--model.inference.ensemble":
-            value = value or (evaluation_options[i + 1] if i + 1 < len(evaluation_options) else "[]")
-            members = [str(m) for m in (yaml.safe_load(value) or [])]
-    return members
+        if key in EVALUATION_ONLY:
+            value = value or (evaluation_options[i + 1] if i + 1 < len(evaluation_options) else "")
+            settings[key.removeprefix("--model.inference.")] = yaml.safe_load(value)
+    if "ensemble" in settings:
+        settings["ensemble"] = [str(m) for m in settings["ensemble"] or []]
+    return settings
 
 
-def report_ensemble(path: Path) -> list[str]:
+def fitted_inference(model: Path) -> dict:
+    """The inference settings a fit resolved from its configs (its run folder's ``config.yaml``; for a checkpoint
+    file, that of the run it lies in): how its evaluation embeds unless an option says otherwise. {} if unknown."""
+    run = model if model.is_dir() else model.parent.parent  # RUN/checkpoints/best-*.ckpt
+    try:
+        return dict(yaml.safe_load((run / "config.yaml").read_text())["model"].get("inference") or {})
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def scored_as(path: Path, wanted: dict) -> bool:
+    """Whether the report at ``path`` embedded with the inference settings ``wanted`` (those it names)."""
     report = json.loads(path.read_text())
-    # Reports before issue #25 kept the ensemble in their "config".
-    return list(report.get("inference", report.get("config", {})).get("ensemble") or [])
+    # Reports before issue #25 kept the inference settings in their "config".
+    stored = report.get("inference", report.get("config", {}))
+    defaults = {"features": "embedding", "tta_shift": 0.0, "ensemble": []}
+    return all(stored.get(key, defaults.get(key)) == value for key, value in wanted.items())
 
 
 def fit_seconds(run: Path) -> float | None:

@@ -224,7 +224,7 @@ def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, mon
     assert len(called) == 1 and not any("ensemble" in part for part in called[0])
     assert called[0][:2] == ["test", "--model.inference.features"] and "baseline-fold1" in called[0]
     for path in reports.values():  # the same reports, scored alone: reused
-        path.write_text(json.dumps({"eer": 0.1, "inference": {"ensemble": []}}))
+        path.write_text(json.dumps({"eer": 0.1, "inference": {"features": "backbone", "ensemble": []}}))
     assert accuracy.run_baseline(1, args)["references"]["eer"] == 0.1 and len(called) == 1
     with pytest.raises(SystemExit):
         accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--untrained",

@@ -62,7 +62,16 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert sweep.main([*args, "--protocols", "references", "--model.inference.ensemble", f"[{member}]"]) == 0
     assert json.loads(report.read_text())["inference"]["ensemble"] == [member]
     assert checkpoint.stat().st_mtime_ns == fitted_at
-    assert sweep.requested_ensemble(["--model.inference.ensemble=[a, b]"]) == ["a", "b"]
+    assert sweep.requested_inference(["--model.inference.ensemble=[a, b]", "--model.inference.features", "both"]) == {
+        "ensemble": ["a", "b"], "features": "both"}
+    # Other scored features are another evaluation too; without the option, the fit's own configs' again.
+    for features, option in (("backbone", ["--model.inference.features", "backbone"]), ("embedding", [])):
+        assert sweep.main([*args, "--protocols", "references", *option]) == 0
+        assert json.loads(report.read_text())["inference"] == {"features": features, "tta_shift": 0.0, "ensemble": []}
+        assert "lsc_plus-seed0: reusing" not in capsys.readouterr().out
+    assert sweep.main([*args, "--protocols", "references"]) == 0
+    assert "lsc_plus-seed0: reusing" in capsys.readouterr().out
+    assert checkpoint.stat().st_mtime_ns == fitted_at
     with pytest.raises(SystemExit):  # "{fold}" without folds: refused before any work
         sweep.main([*args, "--model.inference.ensemble", "[x-fold{fold}]"])
     assert "names {fold}, but the sweep has no folds" in capsys.readouterr().err
