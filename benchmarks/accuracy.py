@@ -81,6 +81,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.ckpt = str(run_checkpoint(args.ckpt))
     try:
         args.recipes = {loss: recipe(args, loss) for loss in args.ensemble or [args.loss]}
+        sweep.check_inference(list(args.recipes), args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     # A finished member is reused, so another recipe (data, folds, configs, fit options) gets another folder.
@@ -92,8 +93,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.untrained and not args.baseline:
         parser.error("--untrained needs a recipe that starts from pretrained weights (model.weights_file or "
                      "model.pretrained), and no --ckpt: a network from random weights is no baseline")
-    if args.untrained and any(option.split("=", 1)[0] == "--model.inference.ensemble" for option in args.extra):
-        parser.error("--untrained scores the untrained network alone: --model.inference.ensemble has no model to join")
+    alone = ("--model.inference.ensemble", "--model.inference.features")  # the baseline's own choice, not an option
+    if args.untrained and (given := [option for option in args.extra if option.split("=", 1)[0] in alone]):
+        parser.error(f"--untrained scores the untrained network alone, by its backbone's pooled features: "
+                     f"{given[0].split('=', 1)[0]} does not apply")
     return args
 
 
@@ -159,19 +162,24 @@ def run_fold(fold: int, seed: int, args: argparse.Namespace) -> dict[str, dict]:
 
 def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     """The fold's untrained network: ``sigverify test`` (or ``validate``) without a checkpoint, scoring the
-    backbone's pooled features (``model.inference.features backbone``) with the fold's own threshold. It stays
-    alone: the evaluation-only options (ensemble members for the trained models) are not its."""
+    backbone's pooled features (``model.inference.features backbone``) with the fold's own threshold and the
+    trained models' test-time shifts. It stays alone: ensemble members and other features are theirs, not its."""
     name = f"baseline-fold{fold}"
     stage = "validate" if args.screen else "test"
     paths = {p: Path(args.out) / name / f"{stage}-{p}" / "report.json" for p in PROTOCOLS}
-    fit_options, _ = sweep.member_options(fold, args)
+    fit_options, evaluation_options = sweep.member_options(fold, args)
     loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
-    # A report scored with ensemble members (written before the baseline was kept alone) is not the baseline's.
-    if all(path.is_file() and sweep.scored_as(path, {"features": "backbone", "ensemble": []}) for path in paths.values()):
+    shift = sweep.requested_inference(evaluation_options).get("tta_shift")
+    shifted = {} if shift is None else {"tta_shift": shift}
+    wanted = {**sweep.configured_inference(loss, fold, args), **shifted, "features": "backbone", "ensemble": []}
+    # A report scored otherwise (with ensemble members, as before the baseline was kept alone) is not the baseline's.
+    if all(path.is_file() and sweep.scored_as(path, wanted) for path in paths.values()):
         return {p: json.loads(path.read_text()) for p, path in paths.items()}
-    command = [stage, "--model.inference.features", "backbone", "--model.evaluation.protocol", PROTOCOLS[0],
-               "--model.evaluation.also_protocols", f"[{','.join(PROTOCOLS[1:])}]",
-               *sweep.member_command(loss, args.seed[0], fold, args, name, fit_options)]
+    # After the configs (a --config among the options could set them otherwise): how the baseline embeds.
+    command = [stage, *sweep.member_command(loss, args.seed[0], fold, args, name, fit_options),
+               "--model.evaluation.protocol", PROTOCOLS[0], "--model.evaluation.also_protocols",
+               f"[{','.join(PROTOCOLS[1:])}]", "--model.inference.features", "backbone", "--model.inference.ensemble", "[]",
+               "--model.inference.tta_shift", str(wanted["tta_shift"])]
     failure = sweep.call(command, Path(args.out) / f"{name}.log", mode="a")
     return {p: failure or json.loads(path.read_text()) for p, path in paths.items()}
 

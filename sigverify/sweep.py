@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,10 @@ import yaml
 
 from sigverify.cli import with_current_names
 from sigverify.commandline import command_parser
+from sigverify.config import compose
 from sigverify.data.splits import stored_val_from
 from sigverify.evaluation.protocols import PROTOCOLS, Scores
+from sigverify.models.inference import InferenceConfig
 
 FIT_DONE = "fit.done"  # written into a member's folder once its fit has finished
 
@@ -85,16 +88,14 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     report_paths = {protocol: run / f"{stage}-{protocol}" / "report.json" for protocol in args.protocols}
     given = ckpt or getattr(args, "ckpt", None)  # a trained checkpoint to evaluate as it is (no fit)
     fit_options, evaluation_options = member_options(fold, args)
-    requested = requested_inference(evaluation_options)
-    ensemble = [*members, *requested.get("ensemble", [])]
+    requested, configured = requested_inference(evaluation_options), configured_inference(loss, fold, args)
+    ensemble = [*members, *requested.get("ensemble", configured["ensemble"])]
     if members:  # the last ensemble option wins, as on the command line
         evaluation_options += ["--model.inference.ensemble", json.dumps(ensemble)]
     fitted = given or (not args.force and is_fitted(run))  # a report in a folder without a finished fit is no model's
-    # A report that embedded otherwise (other features or shifts than the fit's configs and the options give,
-    # another ensemble, or the model alone) is not this evaluation's.
-    # (A checkpoint from elsewhere, --ckpt, is evaluated under this run's configs, not those it was fitted with.)
-    fitted_here = Path(ckpt) if ckpt else None if given else run
-    wanted = {**(fitted_inference(fitted_here) if fitted_here else {}), **requested, "ensemble": ensemble}
+    # A report that embedded otherwise (other features or shifts than the evaluation's configs and the options
+    # give, another ensemble, or the model alone) is not this evaluation's.
+    wanted = {**configured, **requested, "ensemble": ensemble}
     missing = [p for p, path in report_paths.items()
                if not fitted or args.retest or not path.is_file() or not scored_as(path, wanted)]
     if not missing:
@@ -106,9 +107,10 @@ def run_member(loss: str, seed: int, fold: int | None, args, *, name: str | None
     start = time.perf_counter()
     failure = fit_member(loss, seed, fold, args) if needs_fit else None
     if failure is None:
-        command = [stage, "--ckpt_path", given or "best", "--model.evaluation.protocol", missing[0],
-                   "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]", *evaluation_options,
-                   *member_command(loss, seed, fold, args, name, fit_options)]
+        # Options after the configs: a config file read after them (the preset's model.inference) would win.
+        command = [stage, *member_command(loss, seed, fold, args, name, fit_options), "--ckpt_path", given or "best",
+                   "--model.evaluation.protocol", missing[0],
+                   "--model.evaluation.also_protocols", "[" + ",".join(missing[1:]) + "]", *evaluation_options]
         # Every missing protocol in one evaluation process: the embeddings are computed once.
         failure = call(command, Path(args.out) / f"{name}.log", mode="a")
     valid = {p for p in report_paths if p not in missing or failure is None}  # reports of this member's model
@@ -173,8 +175,6 @@ def validation_scheme(loss: str, args, known: dict[str, str]) -> str:
     and options (``--print_config``): an option, an extra ``--config`` file or a ``--data.split`` mapping.
     ``known``: schemes already resolved for other losses; one whose configs give the same ``data.split`` as
     this loss's shares its scheme (the options act alike on both), which spares a start of ``sigverify``."""
-    from sigverify.config import compose
-
     def split_section(name):
         return ((yaml.safe_load(compose(f"configs/{name}.yaml", args.preset)) or {}).get("data") or {}).get("split")
 
@@ -306,19 +306,43 @@ def requested_inference(evaluation_options: list[str]) -> dict:
         if key in EVALUATION_ONLY:
             value = value or (evaluation_options[i + 1] if i + 1 < len(evaluation_options) else "")
             settings[key.removeprefix("--model.inference.")] = yaml.safe_load(value)
+    return inference_values(settings)
+
+
+def inference_values(settings: dict) -> dict:
+    """Inference settings in the types a report stores (YAML reads ``5e-2`` as a string, a missing list as None)."""
+    settings = dict(settings)
     if "ensemble" in settings:
         settings["ensemble"] = [str(m) for m in settings["ensemble"] or []]
+    if "tta_shift" in settings:
+        try:
+            settings["tta_shift"] = float(settings["tta_shift"])
+        except (TypeError, ValueError):
+            raise ValueError(f"model.inference.tta_shift must be a number, got {settings['tta_shift']!r}") from None
     return settings
 
 
-def fitted_inference(model: Path) -> dict:
-    """The inference settings a fit resolved from its configs (its run folder's ``config.yaml``; for a checkpoint
-    file, that of the run it lies in): how its evaluation embeds unless an option says otherwise. {} if unknown."""
-    run = model if model.is_dir() else model.parent.parent  # RUN/checkpoints/best-*.ckpt
-    try:
-        return dict(yaml.safe_load((run / "config.yaml").read_text())["model"].get("inference") or {})
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return {}
+def check_inference(losses: list[str], args) -> None:
+    """Refuse, before any work, evaluation settings every member would fail on (a shift that is no number, a
+    ``--config`` file that is not there): ValueError or FileNotFoundError naming it."""
+    requested_inference(member_options(0, args)[1])  # fold 0 stands for any: "{fold}" is no YAML
+    for loss in losses:
+        configured_inference(loss, 0, args)
+
+
+def configured_inference(loss: str, fold: int | None, args) -> dict:
+    """How the evaluation embeds unless an option says otherwise: the ``model.inference`` its configs give (the
+    experiment's, the preset's, any ``--config`` among the options), over the defaults. Those are the configs it
+    runs under, whether the model was fitted here or comes from elsewhere (``--ckpt``)."""
+    configs = [f"configs/{loss}.yaml", args.preset, *config_files(member_options(fold, args)[0])]
+    inference = (yaml.safe_load(compose(*configs)).get("model") or {}).get("inference") or {}
+    return inference_values({**asdict(InferenceConfig()), **inference})
+
+
+def config_files(options: list[str]) -> list[str]:
+    """The files ``--config FILE`` (or ``--config=FILE``) among command-line options name, in order."""
+    return [option.partition("=")[2] if "=" in option else options[i + 1] for i, option in enumerate(options)
+            if option.split("=", 1)[0] == "--config" and ("=" in option or i + 1 < len(options))]
 
 
 def scored_as(path: Path, wanted: dict) -> bool:
@@ -450,9 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("an option names {fold}, but the sweep has no folds (give --folds)")
     try:
         ensemble = preset_ensemble(args.preset)
+        args.losses = args.losses or ensemble or experiments()
+        check_inference(args.losses, args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    args.losses = args.losses or ensemble or experiments()
     if left_out := [loss for loss in ensemble if loss not in args.losses]:
         parser.error(f"the preset's sweep.ensemble needs {', '.join(left_out)} in --losses")
     start = time.perf_counter()

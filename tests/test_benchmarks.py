@@ -221,15 +221,35 @@ def test_the_untrained_baseline_is_scored_alone_beside_an_ensemble(tmp_path, mon
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"eer": 0.1, "inference": {"ensemble": ["sweeps/other/triplet_hard-seed1-fold1"]}}))
     accuracy.run_baseline(1, args)
-    assert len(called) == 1 and not any("ensemble" in part for part in called[0])
-    assert called[0][:2] == ["test", "--model.inference.features"] and "baseline-fold1" in called[0]
-    for path in reports.values():  # the same reports, scored alone: reused
-        path.write_text(json.dumps({"eer": 0.1, "inference": {"features": "backbone", "ensemble": []}}))
+    assert len(called) == 1 and not any("sweeps/other" in part for part in called[0]) and "baseline-fold1" in called[0]
+    # after the configs, which would otherwise win: alone, by the backbone's features, unshifted as the trained models
+    assert called[0][-6:] == ["--model.inference.features", "backbone", "--model.inference.ensemble", "[]",
+                              "--model.inference.tta_shift", "0.0"]
+
+    def scored(**inference):
+        for path in reports.values():
+            path.write_text(json.dumps({"eer": 0.1, "inference": inference}))
+
+    scored(features="backbone", ensemble=[])  # the same reports, scored alone: reused
     assert accuracy.run_baseline(1, args)["references"]["eer"] == 0.1 and len(called) == 1
-    with pytest.raises(SystemExit):
-        accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--untrained",
-                        "--model.inference.ensemble", "[sweeps/other/triplet_hard-seed1-fold{fold}]"])
-    assert "scores the untrained network alone" in capsys.readouterr().err
+    scored(features="embedding", ensemble=[])  # the trained models' features are not the baseline's
+    accuracy.run_baseline(1, args)
+    assert len(called) == 2
+    # Test-time shifts are the trained models' and the baseline's alike: a report without them is made again.
+    shifted = accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--folds", "2", "--out", str(tmp_path),
+                              "--model.inference.tta_shift", "5e-2"])
+    scored(features="backbone", ensemble=[])
+    accuracy.run_baseline(1, shifted)
+    assert len(called) == 3 and called[-1][-1] == "0.05"
+    scored(features="backbone", ensemble=[], tta_shift=0.05)
+    accuracy.run_baseline(1, shifted)
+    assert len(called) == 3
+    for option in (["--model.inference.ensemble", "[sweeps/other/triplet_hard-seed1-fold{fold}]"],
+                   ["--model.inference.features=both"]):
+        with pytest.raises(SystemExit):
+            accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml", "--untrained", *option])
+        err = capsys.readouterr().err
+        assert "scores the untrained network alone" in err and option[0].split("=")[0] in err
 
 
 def test_anchor_protocol_reads_the_test_scores_of_each_fold_and_seed(tmp_path, capsys):
@@ -283,8 +303,20 @@ def test_evaluation_only_options_are_kept_from_the_fit():
         ["--a", "b"], ["--model.inference.ensemble", "[s/x-fold3]"])
 
     assert split_evaluation_only(["--model.lr", "0.1", "--model.inference.ensemble", "[a.ckpt]", "--x=1",
+                                  "--model.inference.features", "both", "--model.inference.tta_shift=0.05",
                                   "--model.inference.ensemble=[b]", "--flag"]) == (
-        ["--model.lr", "0.1", "--x=1", "--flag"], ["--model.inference.ensemble", "[a.ckpt]", "--model.inference.ensemble=[b]"])
+        ["--model.lr", "0.1", "--x=1", "--flag"], ["--model.inference.ensemble", "[a.ckpt]", "--model.inference.features",
+                                                   "both", "--model.inference.tta_shift=0.05", "--model.inference.ensemble=[b]"])
+
+
+def test_evaluation_only_options_leave_the_recipe_and_its_folder_alone():
+    """Scoring the finished fits another way (features, shifts, ensemble members) is the same recipe: same folder."""
+    from benchmarks import accuracy
+
+    base = ["--preset", "configs/presets/cedar_grey_cpu.yaml", "--folds", "5"]
+    scored_otherwise = accuracy.parse([*base, "--model.inference.features", "backbone_and_untrained",
+                                       "--model.inference.tta_shift", "0.05", "--model.inference.ensemble", "[x]"])
+    assert scored_otherwise.out == accuracy.parse(base).out != accuracy.parse([*base, "--model.lr", "0.01"]).out
 
 
 def test_identify_benchmark_reports_a_recall_latency_curve(capsys):

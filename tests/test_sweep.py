@@ -1,4 +1,5 @@
 """make sweep in a test-sized setting: every member trained and tested, failures reported, reruns reuse."""
+import argparse
 import csv
 import json
 import os
@@ -64,8 +65,9 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     assert checkpoint.stat().st_mtime_ns == fitted_at
     assert sweep.requested_inference(["--model.inference.ensemble=[a, b]", "--model.inference.features", "both"]) == {
         "ensemble": ["a", "b"], "features": "both"}
-    # Other scored features are another evaluation too; without the option, the fit's own configs' again.
-    for features, option in (("backbone", ["--model.inference.features", "backbone"]), ("embedding", [])):
+    # Other scored features are another evaluation too; without the option, the configs' own again (each step
+    # follows one whose report another step would have reused: the ensemble's, then the model's alone).
+    for features, option in (("embedding", []), ("backbone", ["--model.inference.features", "backbone"]), ("embedding", [])):
         assert sweep.main([*args, "--protocols", "references", *option]) == 0
         assert json.loads(report.read_text())["inference"] == {"features": features, "tta_shift": 0.0, "ensemble": []}
         assert "lsc_plus-seed0: reusing" not in capsys.readouterr().out
@@ -89,6 +91,46 @@ def test_sweep_end_to_end_with_a_failing_member_and_reuse(tmp_path, monkeypatch,
     split = json.loads((out / "lsc_plus-seed0" / "split.json").read_text())
     assert json.loads((out / "lsc_plus-seed0" / "validate-pairs" / "report.json").read_text())["n_signers"] == len(split["val"])
     assert report.stat().st_mtime_ns == tested and checkpoint.stat().st_mtime_ns == fitted_at
+
+
+def test_a_report_is_reused_only_if_it_embedded_as_the_configs_and_options_say(tmp_path, monkeypatch):
+    """How a member embeds is its configs' ``model.inference`` (cedar_grey_cpu's: the backbone's features) unless an
+    option says otherwise, for a model fitted here and for one given with --ckpt (evaluated under this run's
+    configs). The options come after the configs on the evaluation's command line: a preset read later would win."""
+    called = []
+    monkeypatch.setattr(sweep, "call", lambda command, log, mode: called.append(command))
+    args = argparse.Namespace(out=str(tmp_path), preset="configs/presets/cedar_grey_cpu.yaml", extra=[], screen=False,
+                              protocols=["references"], force=False, retest=False, data=None, folds=5, ckpt=None)
+    run = tmp_path / sweep.member_name("triplet_hard", 0, 1)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best-epoch=1.ckpt").write_bytes(b"fitted")
+    (run / sweep.FIT_DONE).write_text("{}")
+    report = run / "test-references" / "report.json"
+    report.parent.mkdir()
+
+    def evaluations_after(**inference):
+        report.write_text(json.dumps({"eer": 0.1, "inference": inference}))
+        sweep.run_member("triplet_hard", 0, 1, args)
+        return len(called)
+
+    assert evaluations_after(features="embedding", tta_shift=0.0, ensemble=[]) == 1  # not what the preset scores
+    assert evaluations_after(features="backbone", tta_shift=0.0, ensemble=[]) == 1
+    args.extra = ["--model.inference.features", "both", "--model.inference.tta_shift", "5e-2"]
+    assert evaluations_after(features="backbone", tta_shift=0.0, ensemble=[]) == 2
+    assert called[-1][-4:] == args.extra and "--config" not in called[-1][-4:]
+    assert evaluations_after(features="both", tta_shift=0.05, ensemble=[]) == 2  # "5e-2" is the number 0.05
+    args.extra, args.ckpt = [], str(tmp_path / "elsewhere.ckpt")
+    assert evaluations_after(features="embedding", tta_shift=0.0, ensemble=[]) == 3
+    assert called[-1][called[-1].index("--ckpt_path") + 1] == args.ckpt
+    assert evaluations_after(features="backbone", tta_shift=0.0, ensemble=[]) == 3
+
+
+@pytest.mark.parametrize("bad, named", [(["--model.inference.tta_shift", "abc"], "tta_shift must be a number, got 'abc'"),
+                                        (["--config", "no/such.yaml"], "no/such.yaml")])
+def test_evaluation_settings_every_member_would_fail_on_are_refused_before_any_work(tmp_path, capsys, bad, named):
+    with pytest.raises(SystemExit):
+        sweep.main(["--losses", "lsc_plus", "--out", str(tmp_path / "s"), *bad])
+    assert named in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 def test_sweep_compares_experiment_configs():
