@@ -373,15 +373,16 @@ def test_export_refuses_a_run_tested_as_an_ensemble(served_model, tmp_path, caps
     assert not (tmp_path / "m").exists()
 
 
-def test_a_model_scored_with_its_untrained_start_exports_both(tmp_path):
+def test_a_model_scored_with_its_untrained_start_exports_both(tmp_path, monkeypatch):
     """A run that started from a weights file, tested with ``--model.inference.features backbone_and_untrained``
     (its trained backbone's features averaged with its starting point's), then exported: the folder's ONNX
     graph and its PyTorch twin embed as that pair does, and the folder's threshold is that test's."""
+    import huggingface_hub
     import timm
 
     from sigverify.models.embedding import BackboneFeatures
     from sigverify.models.inference import WITH_UNTRAINED
-    from sigverify.serving.pretrained import SignatureModel
+    from sigverify.serving.pretrained import SignatureModel, push_model_dir
 
     weights = tmp_path / "start.pth"
     torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), weights)
@@ -404,4 +405,27 @@ def test_a_model_scored_with_its_untrained_start_exports_both(tmp_path):
     assert not np.allclose(trained @ trained.T, start @ start.T, atol=1e-3)  # training moved it: the check can fail
     served = Verifier(tmp_path / "m").embed(images)
     np.testing.assert_allclose(served @ served.T, (trained @ trained.T + start @ start.T) / 2, atol=1e-4)
-    np.testing.assert_allclose(SignatureModel.from_pretrained(str(tmp_path / "m")).embed(images), served, atol=1e-4)
+    # The folder carries its starting point: the file the run started from is not needed to read it, nor to copy it.
+    weights.unlink()
+    model = SignatureModel.from_pretrained(str(tmp_path / "m"))
+    np.testing.assert_allclose(model.embed(images), served, atol=1e-4)
+    model.save_pretrained(tmp_path / "copy")
+    uploaded = []
+
+    class RecordingApi:  # the hub as `push` sees it: what it uploads
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, *args, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            uploaded.extend(kwargs["allow_patterns"])
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    push_model_dir(tmp_path / "m", "someone/model")
+    assert "start.safetensors" in uploaded and "model.safetensors" in uploaded
+    np.testing.assert_allclose(SignatureModel.from_pretrained(str(tmp_path / "copy")).embed(images), served, atol=1e-4)
+    (tmp_path / "copy" / "start.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ModelDirError, match=r"copy/start\.safetensors: does not fit"):
+        SignatureModel.from_pretrained(str(tmp_path / "copy"))

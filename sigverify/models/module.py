@@ -228,6 +228,8 @@ class SignatureVerifier(L.LightningModule):
             return network
         log.info("scoring with model.inference.features %s", features)
         untrained = untrained_embedder(self.hparams).to(self.device) if features == WITH_UNTRAINED else None
+        if untrained is not None and self.hparams.channels_last and self.device.type == "cuda":
+            untrained.to(memory_format=torch.channels_last)  # as the trained one (_to_channels_last)
         return scoring_network(self.embedder, features, untrained)
 
     def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:

@@ -25,8 +25,8 @@ from sigverify.data.splits import same_validation_signers
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_threshold, protocol_scores
 from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
-from sigverify.models.embedding import embed_images
-from sigverify.models.inference import InferenceConfig
+from sigverify.models.embedding import embed_images, untrained_embedder
+from sigverify.models.inference import WITH_UNTRAINED, InferenceConfig
 from sigverify.models.packaged_weights import starting_weights
 from sigverify.serving.model_card import model_card
 from sigverify.serving.model_dir import (
@@ -34,6 +34,7 @@ from sigverify.serving.model_dir import (
     CARD,
     CONFIG,
     ONNX,
+    START,
     WEIGHTS,
     Calibration,
     CheckpointOrigin,
@@ -148,8 +149,11 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
                                f"images (tolerance {ONNX_TOLERANCE:g}); not exported")
         from safetensors.torch import save_file
 
-        # The embedding network's own weights: from_pretrained rebuilds what scores with them (shifts, features).
-        save_file({k: v.contiguous() for k, v in checkpoint.embedder().state_dict().items()}, str(staging / WEIGHTS))
+        # The embedding network's own weights: from_pretrained rebuilds what scores with them (shifts, features),
+        # and those it started from where they are scored too, so the folder needs neither package nor file to read.
+        save_file(contiguous(checkpoint.embedder().state_dict()), str(staging / WEIGHTS))
+        if inference.features == WITH_UNTRAINED:  # rebuilt from the same weights as the one the ONNX graph holds
+            save_file(contiguous(untrained_embedder(hparams).state_dict()), str(staging / START))
         training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
         model_config = ModelConfig(
             sigverify_version=sigverify.__version__,
@@ -192,6 +196,11 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     log.info("exported %s to %s (threshold %.4f under the %s protocol, ONNX within %.1e)", ckpt, out, threshold,
              config.protocol, difference)
     return out
+
+
+def contiguous(state: dict) -> dict:
+    """A state dict as safetensors writes it (contiguous tensors)."""
+    return {name: value.contiguous() for name, value in state.items()}
 
 
 def supported_references(datamodule, positions: np.ndarray, wanted: int, chosen: bool) -> int:

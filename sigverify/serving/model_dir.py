@@ -6,6 +6,8 @@ Laid out as the Hugging Face hub expects a model repository, plus what verificat
       config.json         architecture, input, preprocessing, scoring protocol, operating threshold,
                           training config (and its hash), the split's signers, ONNX parity
       model.safetensors   the embedding network's weights (PyTorch, for fine-tuning or re-export)
+      start.safetensors   only with features backbone_and_untrained: the weights the network started from,
+                          whose features are scored beside the trained ones (the folder needs nothing else)
       model.onnx          the same network for onnxruntime: uint8 images [B, 1, H, W] -> unit embeddings [B, D]
       calibration.json    the validation signers' genuine and skilled-forgery scores under the protocol,
                           from which the threshold was chosen and every confidence is read, and the
@@ -36,6 +38,7 @@ from sigverify.models.inference import Features
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD = "config.json", "model.safetensors", "model.onnx", "calibration.json", "README.md"
+START = "start.safetensors"
 
 
 class ModelDirError(ValueError):
@@ -125,7 +128,7 @@ class ModelConfig:
     figures) are kept as JSON objects: they are quoted, not computed with."""
 
     backbone: str
-    embedding_dim: int  # of the scoring network's output: the embedding's, or more (features: both)
+    embedding_dim: int  # of the scoring network's output: the embedding's, or more (features both, backbone...)
     head_hidden: tuple[int, ...]
     preprocess: PreprocessConfig
     protocol: ScoringProtocol
@@ -138,7 +141,7 @@ class ModelConfig:
     # the evaluation settings the threshold was chosen under (EvalConfig as JSON); {} in folders exported before
     evaluation: dict = field(default_factory=dict)
     neck: str = "plain"
-    features: Features = "embedding"  # which of the network's outputs is scored (embedding, backbone or both)
+    features: Features = "embedding"  # which of the network's outputs is scored (models/inference.py's FEATURES)
     tta_shift: float = 0.0
     starting_weights: dict | None = None  # None: exported before they were recorded
     scripts: str | None = None

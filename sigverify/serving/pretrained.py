@@ -2,8 +2,9 @@
 
 The folder is the one ``sigverify export`` writes (``model_dir.py``), read from a local path or from a
 Hugging Face hub repository (through ``huggingface_hub``'s ``ModelHubMixin``; offline, from its local
-cache). The network is rebuilt from the folder's training config and ``model.safetensors``, so its
-embeddings are bit-identical to those of the checkpoint it was exported from.
+cache). The network is rebuilt from the folder's training config and ``model.safetensors`` (and
+``start.safetensors``, where the starting weights' features are scored too), so its embeddings are
+bit-identical to those of the checkpoint it was exported from.
 
     model = SignatureModel.from_pretrained("user/signature-verifier")   # or a folder
     embeddings = model.embed_files(["ref.png", "questioned.png"])
@@ -26,13 +27,27 @@ from sigverify.models.embedding import (
     embed_images,
     embedder_from_hparams,
     scoring_network,
-    untrained_embedder,
 )
 from sigverify.models.inference import WITH_UNTRAINED
 from sigverify.models.tta import ShiftAveraged
-from sigverify.serving.model_dir import CALIBRATION, CARD, CONFIG, ONNX, WEIGHTS, ModelDir, ModelDirError, read_model_dir
+from sigverify.serving.model_dir import (
+    CALIBRATION,
+    CARD,
+    CONFIG,
+    ONNX,
+    START,
+    WEIGHTS,
+    ModelDir,
+    ModelDirError,
+    read_model_dir,
+)
 
 FILES = (CONFIG, WEIGHTS, ONNX, CALIBRATION, CARD)
+
+
+def folder_files(model: ModelDir) -> tuple[str, ...]:
+    """The files of an exported folder: every folder's, and the starting weights where they are scored."""
+    return (*FILES, START) if model.config.features == WITH_UNTRAINED else FILES
 
 
 class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipeline_tag="image-feature-extraction",
@@ -44,10 +59,7 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         super().__init__()
         self.embedder, self.folder = embedder.eval(), folder
         shift = folder.config.tta_shift
-        features = folder.config.features
-        # The starting point is rebuilt from its pretrained weights (model.safetensors holds the trained network).
-        untrained = untrained_embedder(folder.config.training_config["model"]) if features == WITH_UNTRAINED else None
-        scoring = scoring_network(self.embedder, features, untrained)
+        scoring = scoring_network(self.embedder, folder.config.features, load_start(folder.path))
         self.network = ShiftAveraged(scoring, shift).eval() if shift else scoring.eval()
         self.preprocess_config = folder.config.preprocess
 
@@ -101,7 +113,7 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         weights changed since loading (fine-tuned) are refused rather than saved with a stale threshold."""
         self._check_unchanged()
         save_directory = Path(save_directory)
-        for name in FILES:
+        for name in folder_files(self.folder):
             if (save_directory / name).resolve() != (self.folder.path / name).resolve():
                 shutil.copyfile(self.folder.path / name, save_directory / name)
 
@@ -109,11 +121,23 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
 def load_embedder(folder: str | Path) -> SignatureEmbedder:
     """The embedding network of an exported folder: built from its training config, weights from
     ``model.safetensors``; every problem names the file."""
+    model = read_model_dir(folder)
+    return network_from_file(model, model.path / WEIGHTS)
+
+
+def load_start(folder: str | Path) -> SignatureEmbedder | None:
+    """The network the model started from, where its features are scored beside the trained ones
+    (``backbone_and_untrained``; None otherwise): from the folder's ``start.safetensors``, so reading it needs
+    neither the package nor the file its training took them from."""
+    model = read_model_dir(folder)
+    return network_from_file(model, model.path / START) if model.config.features == WITH_UNTRAINED else None
+
+
+def network_from_file(model: ModelDir, weights: Path) -> SignatureEmbedder:
+    """The folder's network (from its training config) with the weights of ``weights``; problems name the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model = read_model_dir(folder)
-    weights = model.path / WEIGHTS
     if not weights.is_file():
         raise ModelDirError(f"{weights}: missing; re-export the model with `sigverify export`")
     hparams = model.config.training_config.get("model")
@@ -136,13 +160,14 @@ def push_model_dir(folder: str | Path, repo: str, private: bool = False, revisio
 
     model = read_model_dir(folder)
     load_embedder(model.path)
+    load_start(model.path)
     api = huggingface_hub.HfApi(token=token)
     try:
         api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
         if revision:
             api.create_branch(repo, branch=revision, repo_type="model", exist_ok=True)
         commit = api.upload_folder(folder_path=str(model.path), repo_id=repo, repo_type="model", revision=revision,
-                                   commit_message=message, allow_patterns=list(FILES))
+                                   commit_message=message, allow_patterns=list(folder_files(model)))
     except OfflineModeIsEnabled as err:
         raise OSError(f"the hub is not reachable here (HF_HUB_OFFLINE is set): {err}") from err
     except (HTTPError, HFValidationError) as err:  # the hub's answers and the HTTP client's network errors
