@@ -59,7 +59,7 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         super().__init__()
         self.embedder, self.folder = embedder.eval(), folder
         shift = folder.config.tta_shift
-        scoring = scoring_network(self.embedder, folder.config.features, load_start(folder.path))
+        scoring = scoring_network(self.embedder, folder.config.features, load_start(folder))
         self.network = ShiftAveraged(scoring, shift).eval() if shift else scoring.eval()
         self.preprocess_config = folder.config.preprocess
 
@@ -88,7 +88,8 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
             folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
                                             force_download=force_download, local_files_only=local_files_only,
                                             token=token))
-        return cls(load_embedder(folder), read_model_dir(folder))
+        model = read_model_dir(folder)
+        return cls(load_embedder(model), model)
 
     def save_pretrained(self, save_directory, **kwargs):
         """Write the folder to ``save_directory`` (see :meth:`_save_pretrained`). Into the folder it was
@@ -102,7 +103,7 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
         return super().save_pretrained(save_directory, **kwargs)
 
     def _check_unchanged(self) -> None:
-        saved = load_embedder(self.folder.path).state_dict()
+        saved = load_embedder(self.folder).state_dict()
         for name, value in self.embedder.state_dict().items():
             if not torch.equal(value.cpu(), saved[name]):
                 raise ValueError(f"the weights differ from {self.folder.path / WEIGHTS} ({name}); the threshold and "
@@ -118,18 +119,16 @@ class SignatureModel(nn.Module, ModelHubMixin, library_name="sigverify", pipelin
                 shutil.copyfile(self.folder.path / name, save_directory / name)
 
 
-def load_embedder(folder: str | Path) -> SignatureEmbedder:
-    """The embedding network of an exported folder: built from its training config, weights from
-    ``model.safetensors``; every problem names the file."""
-    model = read_model_dir(folder)
+def load_embedder(model: ModelDir) -> SignatureEmbedder:
+    """The embedding network of an exported folder (read by ``read_model_dir``): built from its training
+    config, weights from ``model.safetensors``; every problem names the file."""
     return network_from_file(model, model.path / WEIGHTS)
 
 
-def load_start(folder: str | Path) -> SignatureEmbedder | None:
+def load_start(model: ModelDir) -> SignatureEmbedder | None:
     """The network the model started from, where its features are scored beside the trained ones
     (``backbone_and_untrained``; None otherwise): from the folder's ``start.safetensors``, so reading it needs
     neither the package nor the file its training took them from."""
-    model = read_model_dir(folder)
     return network_from_file(model, model.path / START) if model.config.features == WITH_UNTRAINED else None
 
 
@@ -159,8 +158,8 @@ def push_model_dir(folder: str | Path, repo: str, private: bool = False, revisio
     from huggingface_hub.errors import HFValidationError, HTTPError, OfflineModeIsEnabled
 
     model = read_model_dir(folder)
-    load_embedder(model.path)
-    load_start(model.path)
+    load_embedder(model)
+    load_start(model)
     api = huggingface_hub.HfApi(token=token)
     try:
         api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
