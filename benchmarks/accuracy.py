@@ -18,8 +18,9 @@ this machine's. Stopped (Ctrl-C, a time limit's SIGINT), it still prints the lin
 finished (``folds_finished``); run again on the same folder, it reuses their reports and goes on.
 
 A preset whose ``sweep.ensemble`` names losses (``configs/presets/cedar_cpu_ensemble.yaml``) is an
-ensemble recipe: each fold fits one model per loss, then scores them together; ``train_minutes`` is
-their fits' sum.
+ensemble recipe: each fold fits one model per loss (and per training seed, with ``sweep.ensemble_seeds``:
+``configs/presets/cedar_grey_cpu_224_ensemble.yaml``), then scores them together; ``train_minutes`` is their
+fits' sum, and ``training_seeds`` names the seeds the models were fitted under.
 
 ``--seed 0 1`` fits every fold once per seed: the figures are then means over folds and seeds, ``std`` the
 spread over folds of the seed means, and ``seed_std`` the spread of the 5-fold means over seeds. A recipe
@@ -36,6 +37,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +76,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     if args.ensemble and (args.loss or args.ckpt):
-        parser.error(f"{args.preset} names an ensemble of losses (sweep.ensemble): it trains them itself, "
+        parser.error(f"{args.preset} names an ensemble (sweep.ensemble): it trains its models itself, "
                      "so --loss and --ckpt do not apply")
     args.loss = sweep.ENSEMBLE if args.ensemble else args.loss or "triplet_hard"
     if args.ckpt and Path(args.ckpt).is_dir():  # a run folder stands for its best checkpoint
         args.ckpt = str(run_checkpoint(args.ckpt))
     try:
-        args.recipes = {loss: recipe(args, loss) for loss in args.ensemble or [args.loss]}
+        args.recipes = {loss: recipe(args, loss) for loss in (args.ensemble.losses if args.ensemble else [args.loss])}
         sweep.check_inference(list(args.recipes), args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
@@ -152,11 +154,11 @@ def claim_folder(args: argparse.Namespace, loss: str) -> None:
 
 
 def run_fold(fold: int, seed: int, args: argparse.Namespace) -> dict[str, dict]:
-    """One fold's reports: its model's, or the ensemble's once each of its losses is fitted."""
+    """One fold's reports: its model's, or the ensemble's once each of its models is fitted."""
     if not args.ensemble:
         return sweep.run_member(args.loss, seed, fold, args)
-    for loss in args.ensemble:
-        sweep.fit_member(loss, seed, fold, args)  # a failed fit is reported by run_ensemble
+    for loss, trained in args.ensemble.models(seed):
+        sweep.fit_member(loss, trained, fold, args)  # a failed fit is reported by run_ensemble
     return sweep.run_ensemble(args.ensemble, seed, fold, args)
 
 
@@ -168,7 +170,7 @@ def run_baseline(fold: int, args: argparse.Namespace) -> dict[str, dict]:
     stage = "validate" if args.screen else "test"
     paths = {p: Path(args.out) / name / f"{stage}-{p}" / "report.json" for p in PROTOCOLS}
     fit_options, evaluation_options = sweep.member_options(fold, args)
-    loss = args.ensemble[0] if args.ensemble else args.loss  # the loss plays no part: nothing is trained
+    loss = next(iter(args.recipes))  # the loss plays no part: nothing is trained
     shift = sweep.requested_inference(evaluation_options).get("tta_shift")
     shifted = {} if shift is None else {"tta_shift": shift}
     wanted = {**sweep.configured_inference(loss, fold, args), **shifted, "features": "backbone", "ensemble": []}
@@ -233,17 +235,23 @@ def trained(args: argparse.Namespace) -> str:
     return f"not on this data: {args.ckpt}" if args.ckpt else "on each fold's training signers"
 
 
-def fold_fit_seconds(runs: list[Path]) -> float | None:
+def fold_fit_seconds(runs: Iterable[Path]) -> float | None:
     """A fold's training time: its model's fit, or an ensemble's members' fits together."""
     seconds = [sweep.fit_seconds(run) for run in runs]
     return None if None in seconds else sum(seconds)
+
+
+def fold_models(args: argparse.Namespace, fold: int, seed: int) -> dict[Path, str]:
+    """The run folders one fold and seed fits, each with its loss: the model, or the ensemble's models."""
+    models = args.ensemble.models(seed) if args.ensemble else [(args.loss, seed)]
+    return {Path(args.out) / sweep.member_name(loss, trained, fold): loss for loss, trained in models}
 
 
 def refuse_another_validation_scheme(args: argparse.Namespace, members: list[tuple[int, int]], runs: dict) -> None:
     """Every folder this benchmark may reuse (fits, ensembles, untrained baselines) must share its k-fold
     validation signers (sweep.refuse_folders_of_another_scheme)."""
     first = next(iter(args.recipes))  # the loss the ensemble and the baseline are evaluated under
-    folders = {run: loss for member in members for run, loss in zip(runs[member], args.recipes)}
+    folders = {run: loss for member in members for run, loss in runs[member].items()}
     if args.ensemble:
         folders |= {Path(args.out) / sweep.member_name(sweep.ENSEMBLE, seed, fold): first for fold, seed in members}
     if args.baseline:
@@ -258,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     for loss in args.recipes:
         claim_folder(args, loss)
     members = [] if args.untrained else [(fold, seed) for fold in range(args.folds) for seed in args.seed]
-    runs = {member: [Path(args.out) / sweep.member_name(loss, member[1], member[0]) for loss in args.recipes]
-            for member in members}
+    runs = {(fold, seed): fold_models(args, fold, seed) for fold, seed in members}
     refuse_another_validation_scheme(args, members, runs)
     reused = sum(all(sweep.is_fitted(run) for run in runs[member]) for member in members)
     done, baselines, stopped = {}, [], False
@@ -284,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                    | (baseline_figures([b[p] for b in baselines]) if args.baseline and not args.untrained else {})
                    for p in PROTOCOLS}
     emit({"dataset": args.data or "built-in synthetic set", "preset": args.preset, "loss": args.loss,
-          **({"ensemble_of": args.ensemble} if args.ensemble else {}),
+          **({"ensemble_of": list(args.ensemble.losses)} if args.ensemble else {}),
+          **({"ensemble_seeds": args.ensemble.seeds, "training_seeds": args.ensemble.training_seeds(args.seed)}
+             if args.ensemble and args.ensemble.seeds > 1 else {}),
           "trained": trained(args),
           "folds": args.folds, "seed": args.seed[0] if len(args.seed) == 1 else args.seed, "protocol": args.protocol,
           "stage": "validation signers (screen)" if args.screen else "test signers",

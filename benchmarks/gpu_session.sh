@@ -41,7 +41,8 @@ if [ -n "${ACCURACY:-}" ]; then
   # Five folds of gpu_cedar outlast one 10-min call: carry the archive an earlier call brought back
   # (copied to .devdata/accuracy_members.tgz) and its folds' reports are reused, the rest fitted.
   mkdir -p /tmp/accuracy; [ -f .devdata/accuracy_members.tgz ] && tar xzf .devdata/accuracy_members.tgz -C /tmp/accuracy
-  ACC=(--preset "${PRESET:-configs/presets/gpu_cedar.yaml}" --loss "${LOSS:-triplet_hard}" --folds "${FOLDS:-5}"
+  # No --loss unless LOSS is set: the benchmark's default (triplet_hard), and an ensemble preset refuses one.
+  ACC=(--preset "${PRESET:-configs/presets/gpu_cedar.yaml}" ${LOSS:+--loss "$LOSS"} --folds "${FOLDS:-5}"
        --out /tmp/accuracy --config configs/trainer/csv_only.yaml "$@")
   [ -n "${SMOKE:-}" ] && ACC=(--preset configs/presets/cpu_tiny.yaml --loss triplet_hard --folds 2 --out /tmp/accuracy
        --trainer.max_epochs 1 --data.sampler.batches_per_epoch 2 --config configs/trainer/csv_only.yaml)

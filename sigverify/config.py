@@ -4,8 +4,9 @@ resolved with OmegaConf interpolation (``${trainer.default_root_dir}``, ``${oc.e
 An experiment file names its base in ``defaults`` and states only what differs. A top-level
 ``vars:`` mapping holds values shared by interpolation (run name, patience, ...); it is dropped
 after resolution. A top-level ``sweep:`` mapping holds what ``sigverify sweep`` and the accuracy
-benchmark read from a preset (``sweep.ensemble``: losses whose models are scored together); a
-single run never sees it. Several files compose in order, later ones overriding earlier ones.
+benchmark read from a preset (``sweep.ensemble``: losses whose models are scored together;
+``sweep.ensemble_seeds``: how many models of each); a single run never sees it. Several files
+compose in order, later ones overriding earlier ones.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ the finished fits another way, without fitting again.
 
 A preset's ``sweep: {ensemble: [LOSS, ...]}`` adds a column ``ensemble``: on each seed and fold, the
 models of those losses scored together (similarities averaged; ``configs/presets/cedar_cpu_ensemble.yaml``).
+``ensemble_seeds: N`` makes it N models of each loss from N training seeds, all of which the loss columns fit
+(``configs/presets/cedar_grey_cpu_224_ensemble.yaml``).
 
     sigverify sweep --preset configs/presets/cpu_tiny.yaml --losses lsc_plus sct --seeds 0 1
     sigverify sweep --data ../shared/data/cedar/manifest.csv --folds 5 [--screen]
@@ -29,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -230,31 +232,58 @@ def call(command: list[str], log: Path, mode: str) -> dict | None:
 ENSEMBLE = "ensemble"  # the column of a preset's ``sweep.ensemble`` (its members: ensemble-seedS-foldF)
 
 
-def preset_ensemble(preset: str | Path) -> list[str]:
-    """The losses a preset's ``sweep.ensemble`` names ([] if none): one model per loss on each seed and
-    fold, scored together (similarities averaged) as one more column."""
+@dataclass(frozen=True)
+class Ensemble:
+    """A preset's ``sweep`` section: on each seed and fold, one model per loss and per training seed, scored
+    together (similarities averaged). ``seeds`` > 1 repeats each loss under other training seeds, which
+    evens out seed noise where a single loss is best (``configs/presets/cedar_grey_cpu_224_ensemble.yaml``)."""
+    losses: tuple[str, ...]
+    seeds: int = 1
+
+    def models(self, seed: int) -> list[tuple[str, int]]:
+        """(loss, training seed) of the ensemble of ``seed``: seeds ``seed * seeds`` onwards, so the ensembles
+        of two seeds share no model, and with one seed per loss each model trains under ``seed`` itself."""
+        return [(loss, seed * self.seeds + k) for loss in self.losses for k in range(self.seeds)]
+
+    def training_seeds(self, seeds: list[int]) -> list[int]:
+        """Every training seed the ensembles of ``seeds`` need, in their order (with one seed per loss: ``seeds``)."""
+        return list(dict.fromkeys(trained for seed in seeds for _, trained in self.models(seed)))
+
+
+def preset_ensemble(preset: str | Path) -> Ensemble | None:
+    """The ensemble a preset's ``sweep`` section names (None if none): ``ensemble`` the losses, ``ensemble_seeds``
+    how many models of each (1 unless given), scored together as one more column."""
     from sigverify.config import load_config
 
     section = load_config(preset).get("sweep") or {}
     if not hasattr(section, "keys"):
         raise ValueError(f"{preset}: sweep must be a mapping, e.g. sweep: {{ensemble: [triplet_hard, supcon]}}")
-    if unknown := sorted(set(section) - {"ensemble"}):
-        raise ValueError(f"{preset}: sweep: unknown key(s) {', '.join(unknown)} (known: ensemble)")
+    if unknown := sorted(set(section) - {"ensemble", "ensemble_seeds"}):
+        raise ValueError(f"{preset}: sweep: unknown key(s) {', '.join(unknown)} (known: ensemble, ensemble_seeds)")
     losses = section.get("ensemble") or []
     if isinstance(losses, str) or not hasattr(losses, "__iter__"):
         raise ValueError(f"{preset}: sweep.ensemble must be a list of losses, got {losses!r}")
     losses = [str(loss) for loss in losses]
     if unknown := [loss for loss in losses if loss not in experiments()]:
         raise ValueError(f"{preset}: sweep.ensemble names {', '.join(unknown)}, which have no configs/<name>.yaml")
-    if losses and len(set(losses)) != len(losses) or len(losses) == 1:
-        raise ValueError(f"{preset}: sweep.ensemble needs two or more different losses, got {losses}")
-    return losses
+    seeds = section.get("ensemble_seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"{preset}: sweep.ensemble_seeds must be a whole number >= 1, got {seeds!r}")
+    if seeds > 1 and not losses:
+        raise ValueError(f"{preset}: sweep.ensemble_seeds needs sweep.ensemble, the losses to repeat")
+    if twice := sorted({loss for loss in losses if losses.count(loss) > 1}):
+        raise ValueError(f"{preset}: sweep.ensemble names {', '.join(twice)} twice (more models of one loss: "
+                         "sweep.ensemble_seeds)")
+    if len(losses) * seeds == 1:
+        raise ValueError(f"{preset}: sweep.ensemble needs two or more models: different losses, or one loss with "
+                         f"ensemble_seeds >= 2; got {losses}")
+    return Ensemble(tuple(losses), seeds) if losses else None
 
 
-def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[str, dict]:
-    """The losses' models of one seed and fold scored together: the first one's run evaluated with the
+def run_ensemble(ensemble: Ensemble, seed: int, fold: int | None, args) -> dict[str, dict]:
+    """The ensemble's models of one seed and fold scored together: the first one's run evaluated with the
     others as ensemble members, reported in a folder of its own (each member's own reports stay its)."""
-    runs = [Path(args.out) / member_name(loss, seed, fold) for loss in losses]
+    runs = [Path(args.out) / member_name(loss, trained, fold) for loss, trained in ensemble.models(seed)]
     if unfitted := [run.name for run in runs if not is_fitted(run)]:
         return {p: {"error": f"no finished fit of {', '.join(unfitted)}"} for p in args.protocols}
     # The reports stay this ensemble's only while the same fits make it up: other losses (the first one
@@ -265,7 +294,7 @@ def run_ensemble(losses: list[str], seed: int, fold: int | None, args) -> dict[s
     made_of = {str(member): fit_identity(Path(member)) for member in [*runs, *others]}
     if not record.is_file() or json.loads(record.read_text()) != made_of:
         shutil.rmtree(folder, ignore_errors=True)
-    reports = run_member(losses[0], seed, fold, args, name=folder.name, ckpt=str(runs[0]),
+    reports = run_member(ensemble.losses[0], seed, fold, args, name=folder.name, ckpt=str(runs[0]),
                          members=[str(run) for run in runs[1:]])
     if folder.is_dir():
         record.write_text(json.dumps(made_of, indent=1))
@@ -403,6 +432,9 @@ def write_results(results: dict[str, dict[str, dict]], out: Path, meta: dict) ->
     lines = [f"# Loss comparison ({meta['data']}, preset {meta['preset']})", "",
              f"Members: seeds {meta['seeds']}" + (f", {meta['folds']} folds" if meta["folds"] else "") +
              ". Mean ± std over members; everything but the loss is identical.", ""]
+    if (ensemble := meta.get("ensemble")) and ensemble.seeds > 1:
+        lines += [f"The ensemble of seed S is made of each loss's models of training seeds {ensemble.seeds}S to "
+                  f"{ensemble.seeds}S + {ensemble.seeds - 1}.", ""]
     if meta.get("screen"):
         lines += ["**Screening (`--screen`): figures on the validation signers, threshold found on them a "
                   "posteriori. For choosing a recipe; no test signer was used.**", ""]
@@ -474,29 +506,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("an option names {fold}, but the sweep has no folds (give --folds)")
     try:
         ensemble = preset_ensemble(args.preset)
-        args.losses = args.losses or ensemble or experiments()
+        args.losses = args.losses or (list(ensemble.losses) if ensemble else experiments())
         check_inference(args.losses, args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    if left_out := [loss for loss in ensemble if loss not in args.losses]:
+    if left_out := [loss for loss in (ensemble.losses if ensemble else []) if loss not in args.losses]:
         parser.error(f"the preset's sweep.ensemble needs {', '.join(left_out)} in --losses")
     start = time.perf_counter()
     folds = list(range(args.folds)) if args.folds else [None]
     columns = [*args.losses, *([ENSEMBLE] if ensemble else [])]
-    members = {loss: [member_name(loss, s, f) for s in args.seeds for f in folds] for loss in columns}
+    # The ensemble's loss columns hold every model it is made of: with ensemble_seeds, more seeds than --seeds.
+    seeds = {loss: ensemble.training_seeds(args.seeds) if ensemble and loss in ensemble.losses else args.seeds
+             for loss in columns}
+    members = {loss: [member_name(loss, s, f) for s in seeds[loss] for f in folds] for loss in columns}
     out = Path(args.out)
     refuse_folders_of_another_scheme(
-        args, {out / name: ensemble[0] if loss == ENSEMBLE else loss for loss, names in members.items() for name in names},
+        args, {out / name: ensemble.losses[0] if loss == ENSEMBLE else loss
+               for loss, names in members.items() for name in names},
         remedy="Repeat their split with --data.split.val_from to reuse them, refit them with --force, or give another --out")
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": args.seeds,
-            "folds": args.folds, "screen": args.screen}
+    meta = {"data": args.data or "built-in synthetic set", "preset": args.preset, "seeds": seeds[args.losses[0]],
+            "folds": args.folds, "screen": args.screen, "ensemble": ensemble}
     reports: dict[str, list[dict]] = {}
     table = out / ("screen-results.md" if args.screen else "results.md")
     for i, loss in enumerate(columns):
         try:
             reports[loss] = [run_ensemble(ensemble, s, f, args) if loss == ENSEMBLE else run_member(loss, s, f, args)
-                             for s in args.seeds for f in folds]
+                             for s in seeds[loss] for f in folds]
         except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: the outputs keep the finished losses
             print(f"[sweep] stopped during {loss}; {table} holds the losses finished before it", flush=True)
             return 130

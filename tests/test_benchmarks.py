@@ -170,7 +170,22 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     assert "reusing" not in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an ensemble preset trains its own losses
         accuracy.parse(["--preset", str(preset), "--loss", "sct"])
-    assert "names an ensemble of losses" in capsys.readouterr().err
+    assert "names an ensemble (sweep.ensemble)" in capsys.readouterr().err
+
+    # One loss under two training seeds (sweep.ensemble_seeds): seed 0's fits above are reused, seed 1's are
+    # fitted, and the two are scored together in place of the ensemble of losses before.
+    preset.write_text(preset.read_text().replace("[co_tuplet, triplet_hard]}", "[co_tuplet], ensemble_seeds: 2}"))
+    assert accuracy.main(["--preset", str(preset), "--folds", "2", "--out", str(out), *TINY]) == 0
+    seeds = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert seeds["ensemble_of"] == ["co_tuplet"] and seeds["ensemble_seeds"] == 2 and seeds["reused_folds"] == 0
+    assert seeds["training_seeds"] == [0, 1]
+    fit_minutes = [sum(json.loads((out / f"co_tuplet-seed{s}-fold{f}" / "fit.done").read_text())["fit_seconds"]
+                       for s in (0, 1)) / 60 for f in (0, 1)]
+    assert seeds["train_minutes"] == pytest.approx(sum(fit_minutes) / 2, abs=0.01)  # both seeds' fits
+    for fold in (0, 1):
+        report = json.loads((out / f"ensemble-seed0-fold{fold}" / "test-references" / "report.json").read_text())
+        assert report["inference"]["ensemble"] == [str(out / f"co_tuplet-seed1-fold{fold}")]
+        assert (out / f"co_tuplet-seed0-fold{fold}" / "fit.done").stat().st_mtime_ns == fitted[fold]
 
 
 def test_untrained_scores_the_pretrained_starting_point_on_every_fold_without_a_fit(tmp_path, monkeypatch, capsys,

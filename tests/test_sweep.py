@@ -192,19 +192,42 @@ def test_a_preset_ensemble_is_one_more_column(tmp_path, monkeypatch):
     preset.write_text(preset.read_text().replace("[sct, supcon]", "[lsc_plus, supcon]"))
     assert sweep.main(base) == 0
     assert [kept for *_, how, kept in calls if how] == [False, False]
+    # One loss under two training seeds: its column fits both seeds' models; the ensemble scores them together.
+    calls.clear()
+    preset.write_text(preset.read_text().replace("[lsc_plus, supcon]}", "[sct], ensemble_seeds: 2}"))
+    assert sweep.main(base) == 0
+    assert (out / "sct-seed1-fold1" / sweep.FIT_DONE).is_file()
+    assert [how for *_, how, _ in calls if how] == [
+        {"name": f"ensemble-seed0-fold{f}", "ckpt": str(out / f"sct-seed0-fold{f}"),
+         "members": [str(out / f"sct-seed1-fold{f}")]} for f in (0, 1)]
+    assert "training seeds 2S to 2S + 1" in (out / "results.md").read_text()
 
     # A single run never sees the section; a preset's mistakes are named.
     from sigverify.config import compose
     assert "sweep" not in yaml.safe_load(compose("configs/sct.yaml", preset))
     for section, problem in (("{ensemble: [sct, nope]}", "nope, which have no configs"),
-                             ("{ensemble: [sct]}", "two or more different losses"),
-                             ("{ensemble: [sct, sct]}", "two or more different losses"),
+                             ("{ensemble: [sct]}", "two or more models"),
+                             ("{ensemble: [sct, sct]}", "names sct twice"),
+                             ("{ensemble: [sct], ensemble_seeds: 0}", "whole number >= 1"),
+                             ("{ensemble: [sct], ensemble_seeds: 1.5}", "whole number >= 1"),
+                             ("{ensemble_seeds: 2}", "needs sweep.ensemble"),
                              ("{members: [sct, supcon]}", "unknown key"),
                              ("{ensemble: supcon}", "must be a list of losses"),
                              ("true", "must be a mapping")):
         preset.write_text(f"sweep: {section}\n")
         with pytest.raises(ValueError, match=problem):
             sweep.preset_ensemble(preset)
+
+    # One loss under several training seeds: the ensembles of two benchmark seeds share no model.
+    preset.write_text("sweep: {ensemble: [sct], ensemble_seeds: 2}\n")
+    ensemble = sweep.preset_ensemble(preset)
+    assert ensemble.models(0) == [("sct", 0), ("sct", 1)] and ensemble.models(1) == [("sct", 2), ("sct", 3)]
+    assert ensemble.training_seeds([0, 1]) == [0, 1, 2, 3]
+    assert sweep.Ensemble(("sct", "supcon")).models(3) == [("sct", 3), ("supcon", 3)]  # one seed: the seed itself
+    for shipped in Path("configs/presets").glob("*.yaml"):  # every shipped preset's section reads
+        sweep.preset_ensemble(shipped)
+    assert sweep.preset_ensemble("configs/presets/cedar_grey_cpu_224_ensemble.yaml") == sweep.Ensemble(("triplet_hard",), 2)
+    assert sweep.Ensemble(("sct",)).training_seeds([1, 0]) == [1, 0]  # the loss columns keep --seeds' order
 
 
 def test_a_folder_of_another_validation_scheme_is_refused_before_any_member_runs(tmp_path, monkeypatch):
