@@ -27,9 +27,9 @@ import numpy as np
 
 from benchmarks.common import emit, machine
 from sigverify.data.splits import refuse_seen_signers
-from sigverify.evaluation.cohort import cohort_statistics, normalize_against_references, normalized
+from sigverify.evaluation.cohort import cohort_normalized_similarity, normalize_against_references
 from sigverify.evaluation.metrics import eer, rates_at
-from sigverify.evaluation.protocols import cosine, pair_scores, reference_scores
+from sigverify.evaluation.protocols import pair_scores, reference_scores
 from sigverify.evaluation.report import EvalConfig
 from sigverify.evaluation.writer_dependent import WriterSVM
 from sigverify.models.checkpoint import TrainedCheckpoint
@@ -108,19 +108,8 @@ def scorings(args: argparse.Namespace, settings: dict) -> dict:
         name = "snorm" if k == 0 else f"asnorm{k}"
         choices[f"references/{name}"] = lambda v, s, g, c, k=k: reference_scores(
             v, s, g, scorer=lambda q, r: normalize_against_references(q, r, c, k), **common)
-        choices[f"pairs/{name}"] = lambda v, s, g, c, k=k: pair_scores(v, s, g, cohort_normed_cosine(v, c, k))
+        choices[f"pairs/{name}"] = lambda v, s, g, c, k=k: pair_scores(v, s, g, cohort_normalized_similarity(c, k))
     return choices
-
-
-def cohort_normed_cosine(vectors: np.ndarray, cohort: np.ndarray, k: int):
-    """The pairs protocol's similarity with S-norm (AS-norm): each signature's cohort statistics computed once."""
-    stats = cohort_statistics(vectors, cohort, k)
-    index = {tuple(v): i for i, v in enumerate(vectors)}
-
-    def normed(a, b):
-        ia, ib = [index[tuple(v)] for v in a], [index[tuple(v)] for v in b]
-        return normalized(cosine(a, b), (stats[0][ia, None], stats[1][ia, None]), (stats[0][None, ib], stats[1][None, ib]))
-    return normed
 
 
 def fold_figures(run: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:

@@ -50,3 +50,13 @@ def normalize_against_references(questioned: np.ndarray, references: np.ndarray,
     raw = to_references.mean(axis=1) if reduce == "mean" else to_references.max(axis=1)
     return normalized(raw, cohort_statistics(questioned, cohort, top_k, similarity),
                       cohort_statistics(reference_side(references)[None], cohort, top_k, similarity))
+
+
+def cohort_normalized_similarity(cohort: np.ndarray, top_k: int = 0, similarity: Similarity = cosine) -> Similarity:
+    """The pairs protocol's similarity under S-norm (AS-norm with ``top_k``): each side of every pair is measured
+    against the cohort, so it plugs into ``pair_scores`` as its ``similarity``."""
+    def normed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        mean_a, std_a = cohort_statistics(a, cohort, top_k, similarity)
+        mean_b, std_b = cohort_statistics(b, cohort, top_k, similarity)
+        return normalized(similarity(a, b), (mean_a[:, None], std_a[:, None]), (mean_b[None], std_b[None]))
+    return normed
