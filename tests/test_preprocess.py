@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sigverify.data.preprocess import PreprocessConfig, fit_to_canvas, preprocess_array
+from sigverify.data.preprocess import INK_TONE_RANGE, PreprocessConfig, equalized_ink, fit_to_canvas, preprocess_array
 
 
 def page_with_stroke(h, w, box, speck=None, dark=20):
@@ -55,6 +55,30 @@ def test_deterministic_and_grey_mode():
     np.testing.assert_array_equal(a, preprocess_array(page, PreprocessConfig(height=32, width=64)))
     grey = preprocess_array(page, PreprocessConfig(height=32, width=64, binarize=False, denoise="median"))
     assert 100 < grey.max() < 200  # keeps the ink's level (255 - 100), inverted
+
+
+def test_equalized_ink_removes_the_pens_darkness_and_keeps_the_strokes_texture():
+    """One signature with a dark and a light pen of the same texture: kept, their ink differs; equalized, the two
+    images are the same, and the ink keeps the order of its grey levels."""
+    rng = np.random.default_rng(3)
+    stroke = np.zeros((120, 240), bool)
+    stroke[30:50, 20:220], stroke[50:100, 100:115] = True, True
+    texture = rng.integers(0, 40, stroke.shape)
+    pens = [np.where(stroke, darkness + texture, 235).astype(np.uint8) for darkness in (20, 100)]
+    config = dict(height=60, width=120, binarize=False, margin=0.0)
+    dark, light = (preprocess_array(pen, PreprocessConfig(**config)) for pen in pens)
+    assert dark.max() - light.max() == 80  # ink tone kept: the darker pen is brighter once inverted
+    dark, light = (preprocess_array(pen, PreprocessConfig(**config, ink_tone="equalize")) for pen in pens)
+    np.testing.assert_array_equal(dark, light)
+
+    levels = rng.integers(0, 256, 5000).astype(np.uint8)
+    out = equalized_ink(levels)
+    order = np.argsort(levels, kind="stable")
+    assert np.all(np.diff(out[order].astype(int)) >= 0)  # rank kept: texture stays
+    assert all(len(np.unique(out[levels == v])) == 1 for v in np.unique(levels))  # equal levels stay equal
+    low, high = INK_TONE_RANGE
+    assert low <= out.min() and out.max() <= high
+    assert abs(np.median(out) - (low + high) / 2) < 3  # one distribution, uniform over the range, whatever the pen
 
 
 def test_fit_to_canvas_centres():
