@@ -9,8 +9,8 @@ backbone, input shape, batch size and precision, in one process.
 Options left out take the device's defaults (``DEFAULTS``): the write-up's EfficientNetV2-M at
 1x192x384, batch 128, on a GPU; EfficientNetV2-B0 at 1x96x192, batch 48, on a CPU, which two cores
 finish in a couple of minutes. ``--freeze-stages N`` freezes the stem and the first N block stages in both
-(as ``model.freeze_stages`` does: no gradients, batch norms as trained), the CPU presets' way of affording
-ImageNet backbones. A batch that memory cannot hold stops with a message, not a kill.
+(as ``model.freeze_stages`` does with its default batch norms, ``adapt``: no gradients reach them), the CPU
+presets' way of affording ImageNet backbones. A batch that memory cannot hold stops with a message, not a kill.
 """
 from __future__ import annotations
 
@@ -45,8 +45,7 @@ def sync(device: torch.device) -> None:
 def bare_network(args, device) -> torch.nn.Module:
     """The bare timm backbone on the device, its first ``args.freeze_stages`` stages frozen."""
     model = timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device)
-    for module in freeze_stages(model, args.freeze_stages):
-        module.eval()  # as SignatureEmbedder keeps its frozen stages
+    freeze_stages(model, args.freeze_stages)  # batch norms adapt, as model.freeze_stages's default
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 

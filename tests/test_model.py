@@ -74,10 +74,12 @@ def test_multiscale_neck_pools_the_last_stages_and_trains_them_all():
         SignatureEmbedder("test_efficientnet", neck="multiscale", neck_stages=9)
 
 
-def test_multiscale_neck_freezes_and_exports(tmp_path):
+@pytest.mark.parametrize("bn_stats", ["adapt", "keep"])
+def test_multiscale_neck_freezes_and_exports(tmp_path, bn_stats):
     from sigverify.serving.export import export_onnx, onnx_embed
 
-    model = SignatureEmbedder("test_efficientnet", dim=16, hidden=[32], neck="multiscale", freeze=1).eval()
+    model = SignatureEmbedder("test_efficientnet", dim=16, hidden=[32], neck="multiscale", freeze=1,
+                              frozen_bn_stats=bn_stats).eval()
     assert not any(p.requires_grad for p in model.backbone.trunk.conv_stem.parameters())
     export_onnx(model, 64, 128, tmp_path / "m.onnx")
     images = torch.randint(0, 256, (3, 64, 128), dtype=torch.uint8)
@@ -86,22 +88,37 @@ def test_multiscale_neck_freezes_and_exports(tmp_path):
     assert abs(onnx_embed(tmp_path / "m.onnx", images.numpy()) - expected).max() <= 1e-4
 
 
-def test_frozen_stages_keep_their_batch_norm_statistics_in_training():
-    """Frozen means frozen: a training step changes neither the frozen stages' weights nor their batch-norm
-    running statistics, and their output does not depend on the rest of the batch."""
-    model = SignatureEmbedder("test_efficientnet", freeze=1, hidden=[16], dim=8).train()
-    stem_bn = model.backbone.bn1
-    before = {k: v.clone() for k, v in model.backbone.blocks[0].state_dict().items()}
-    mean_before = stem_bn.running_mean.clone()
-    images = torch.randint(0, 256, (4, 1, 32, 64), dtype=torch.uint8)
-    model(images).sum().backward()
-    assert not stem_bn.training and not model.backbone.blocks[0].training and model.backbone.blocks[1].training
-    torch.testing.assert_close(stem_bn.running_mean, mean_before)
-    for key, value in model.backbone.blocks[0].state_dict().items():
-        torch.testing.assert_close(value, before[key])
-    trunk = torch.nn.Sequential(model.backbone.conv_stem, model.backbone.bn1, model.backbone.blocks[0])
-    x = model.normalize_input(images)
-    torch.testing.assert_close(trunk(x[:1]), trunk(x)[:1])  # per image, not per batch
+@pytest.mark.parametrize("bn_stats", ["adapt", "keep"])
+def test_a_fit_changes_no_frozen_weight_and_adapts_or_keeps_their_batch_norm_statistics(tmp_path, bn_stats):
+    """Through a real Trainer, which never calls ``.train()`` on the module (so a mode set in ``train()`` is
+    lost): the frozen stages' weights stay; their running statistics follow the training data with ``adapt``
+    and stay as they started with ``keep``, whose frozen output is per image, not per batch."""
+    import lightning as L
+
+    from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
+    from sigverify.data.preprocess import PreprocessConfig
+    from sigverify.models.module import SignatureVerifier
+
+    model = SignatureVerifier(backbone="test_efficientnet", freeze_stages=1, frozen_bn_stats=bn_stats, head_hidden=[16],
+                              embedding_dim=8, loss="triplet_hard", evaluation={"n_references": 3})
+    data = SignatureDataModule(synthetic=SyntheticConfig(signers=14, genuine=6, forgeries=4),
+                               preprocess=PreprocessConfig(height=32, width=64), num_workers=0,
+                               sampler=SamplerConfig(4, 2, 1, 1, batches_per_epoch=3), cache_dir=str(tmp_path / "cache"))
+    backbone = model.embedder.backbone
+    started = {k: v.clone() for k, v in backbone.state_dict().items()}
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              default_root_dir=tmp_path).fit(model, data)
+    after = backbone.state_dict()
+    frozen = [k for k in started if k.split(".")[0] in ("conv_stem", "bn1") or k.startswith("blocks.0.")]
+    for key in (k for k in frozen if "running" not in k and "num_batches" not in k):
+        torch.testing.assert_close(after[key], started[key])
+    assert any(not torch.equal(after[k], started[k]) for k in started if k.startswith("blocks.1."))  # the rest trains
+    statistics_moved = not torch.equal(after["bn1.running_mean"], started["bn1.running_mean"])
+    assert statistics_moved == (bn_stats == "adapt")
+    if bn_stats == "keep":
+        trunk = torch.nn.Sequential(backbone.conv_stem, backbone.bn1, backbone.blocks[0]).train()
+        x = torch.randn(4, 1, 32, 64)
+        torch.testing.assert_close(trunk(x[:1]), trunk(x)[:1])  # per image, not per batch
 
 
 def test_both_features_score_the_mean_of_the_embeddings_and_the_backbones_similarity():

@@ -87,21 +87,26 @@ class MultiScaleFeatures(nn.Module):
         return torch.cat([pool(f.float()) for pool, f in zip(self.pools, self.trunk(x))], dim=1)
 
 
-def freeze_stages(backbone: nn.Module, n: int) -> list[nn.Module]:
-    """Freeze the stem and the first ``n`` stages (timm's ``blocks`` or ``stages``); returns those modules."""
+FROZEN_BN_STATS = ("adapt", "keep")
+
+
+def freeze_stages(backbone: nn.Module, n: int, bn_stats: str = "adapt") -> None:
+    """Freeze the stem and the first ``n`` stages (timm's ``blocks`` or ``stages``): no gradients reach them.
+
+    Their batch norms either ``adapt``: in training they normalise each batch by its own statistics, and their
+    running statistics follow the training data (every fit before this choice existed did this), or ``keep`` the
+    pretrained statistics, in training as in inference (timm's frozen batch norms)."""
+    if bn_stats not in FROZEN_BN_STATS:
+        raise ValueError(f"frozen_bn_stats must be one of {', '.join(FROZEN_BN_STATS)}; got {bn_stats!r}")
     if n <= 0:
-        return []
-    stages = getattr(backbone, "blocks", None) or getattr(backbone, "stages", None)
-    if stages is None:
+        return
+    name = next((attr for attr in ("blocks", "stages") if getattr(backbone, attr, None) is not None), None)
+    if name is None:
         raise ValueError(f"{type(backbone).__name__} has no blocks/stages to freeze")
-    if n > len(stages):
-        raise ValueError(f"freeze_stages={n} but the backbone has {len(stages)} stages")
-    stem = [m for name, m in backbone.named_children() if name in ("conv_stem", "bn1", "stem")]
-    frozen = [*stem, *stages[:n]]
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return frozen
+    if n > len(getattr(backbone, name)):
+        raise ValueError(f"freeze_stages={n} but the backbone has {len(getattr(backbone, name))} stages")
+    stem = [child for child, _ in backbone.named_children() if child in ("conv_stem", "bn1", "stem")]
+    timm.utils.freeze(backbone, [*stem, *(f"{name}.{i}" for i in range(n))], include_bn_running_stats=bn_stats == "keep")
 
 
 class ProjectionHead(nn.Module):
@@ -125,22 +130,14 @@ class SignatureEmbedder(nn.Module):
     """uint8 or float images [B, 1, H, W] -> unit-length embeddings [B, dim]."""
 
     def __init__(self, backbone: str = "tf_efficientnetv2_m", pretrained: bool = False, weights_file: str | None = None,
-                 freeze: int = 0, dim: int = 256, hidden: Sequence[int] = (512,), dropout: float = 0.4,
+                 freeze: int = 0, frozen_bn_stats: str = "adapt", dim: int = 256, hidden: Sequence[int] = (512,), dropout: float = 0.4,
                  drop_path_rate: float = 0.0, neck: str = "plain", neck_stages: int = 3):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, weights_file, drop_path_rate, neck, neck_stages)
-        self._frozen = freeze_stages(getattr(self.backbone, "trunk", self.backbone), freeze)
+        freeze_stages(getattr(self.backbone, "trunk", self.backbone), freeze, frozen_bn_stats)
         # Models with a pre-logits layer (MobileNetV3, LCNet, ...) output head_hidden_size features, not num_features.
         features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = ProjectionHead(features, dim, hidden, dropout)
-
-    def train(self, mode: bool = True) -> "SignatureEmbedder":
-        """Frozen stages stay in eval mode: their batch norms keep the pretrained statistics instead of
-        normalising by each training batch's (which would change the frozen features under the training)."""
-        super().train(mode)
-        for module in self._frozen:
-            module.eval()
-        return self
 
     @staticmethod
     def normalize_input(images: torch.Tensor) -> torch.Tensor:
@@ -197,6 +194,8 @@ def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> Signatur
     fetch = not weights_from_checkpoint  # a weights file alone asks for pretrained weights too
     return SignatureEmbedder(hp["backbone"], pretrained=hp["pretrained"] and fetch,
                              weights_file=hp["weights_file"] if fetch else None, freeze=hp["freeze_stages"],
+                             # .get: checkpoints written before the choice adapted their frozen batch norms
+                             frozen_bn_stats=hp.get("frozen_bn_stats", "adapt"),
                              dim=hp["embedding_dim"], hidden=hp["head_hidden"], dropout=hp["dropout"],
                              drop_path_rate=hp["drop_path_rate"],
                              # .get: checkpoints written before the neck option have the plain one

@@ -48,6 +48,7 @@ class SignatureVerifier(L.LightningModule):
         pretrained: bool = False,
         weights_file: str | None = None,
         freeze_stages: int = 0,
+        frozen_bn_stats: str = "adapt",
         embedding_dim: int = 256,
         head_hidden: Sequence[int] = (512,),
         dropout: float = 0.4,
