@@ -71,14 +71,15 @@ def test_equalized_ink_removes_the_pens_darkness_and_keeps_the_strokes_texture()
     dark, light = (preprocess_array(pen, PreprocessConfig(**config, ink_tone="equalize")) for pen in pens)
     np.testing.assert_array_equal(dark, light)
 
-    levels = rng.integers(0, 256, 5000).astype(np.uint8)
+    levels = (255 * rng.random(5000) ** 3).astype(np.uint8)  # a pale pen: most ink levels low once inverted
     out = equalized_ink(levels)
     order = np.argsort(levels, kind="stable")
     assert np.all(np.diff(out[order].astype(int)) >= 0)  # rank kept: texture stays
     assert all(len(np.unique(out[levels == v])) == 1 for v in np.unique(levels))  # equal levels stay equal
     low, high = INK_TONE_RANGE
     assert low <= out.min() and out.max() <= high
-    assert abs(np.median(out) - (low + high) / 2) < 3  # one distribution, uniform over the range, whatever the pen
+    # one distribution, uniform over the range, whatever the pen (a min-max stretch would keep the skew)
+    assert np.allclose(np.quantile(out, [0.25, 0.5, 0.75]), low + (high - low) * np.array([0.25, 0.5, 0.75]), atol=4)
 
 
 def test_fit_to_canvas_centres():
