@@ -429,3 +429,28 @@ def test_a_model_scored_with_its_untrained_start_exports_both(tmp_path, monkeypa
     (tmp_path / "copy" / "start.safetensors").write_bytes(b"not weights")
     with pytest.raises(ModelDirError, match=r"copy/start\.safetensors: does not fit"):
         SignatureModel.from_pretrained(str(tmp_path / "copy"))
+
+
+def test_the_centre_of_mass_canvas_set_for_fit_is_what_the_exported_folder_serves(tmp_path):
+    """sigver's canvas chosen on `sigverify fit`'s command line: the run trains on it, the exported folder
+    records it, and `verify`'s front door prepares a file exactly as training did (not by the default fit)."""
+    from sigverify.data.preprocess import PreprocessConfig, preprocess_file
+
+    canvas = ["--data.preprocess.placement", "centre_of_mass", "--data.preprocess.canvas_height", "160",
+              "--data.preprocess.canvas_width", "320"]
+    common = ["--config", "configs/lsc_plus.yaml", "--vars.runs_root", str(tmp_path / "runs"), "--vars.name", "c",
+              *SERVED_TINY, *canvas, "--data.cache_dir", str(tmp_path / "cache")]
+    assert cli("fit", *common, "--trainer.max_epochs", "1", "--data.sampler.batches_per_epoch", "1") == 0
+    ckpt = str(next((tmp_path / "runs" / "c" / "checkpoints").glob("best-*.ckpt")))
+    assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "model")) == 0
+    served = read_model_dir(tmp_path / "model").config.preprocess
+    assert (served.placement, served.canvas_height, served.canvas_width) == ("centre_of_mass", 160, 320)
+
+    dm = TrainedCheckpoint.read(ckpt).datamodule()
+    dm.setup("test")
+    position = dm.positions("test")[0]
+    file = dm.manifest_path().parent / dm.records[position].path
+    seen_in_training = np.asarray(dm.images[position])
+    verifier = Verifier(tmp_path / "model")
+    np.testing.assert_array_equal(verifier.read(file.read_bytes(), str(file)).model_view, seen_in_training)
+    assert not np.array_equal(preprocess_file(file, PreprocessConfig(height=32, width=64)), seen_in_training)

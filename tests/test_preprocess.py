@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from sigverify.data.preprocess import INK_TONE_RANGE, PreprocessConfig, equalized_ink, fit_to_canvas, preprocess_array
+from sigverify.data.preprocess import (
+    INK_TONE_RANGE,
+    PreprocessConfig,
+    centred_by_mass,
+    equalized_ink,
+    fit_to_canvas,
+    preprocess_array,
+)
 
 
 def page_with_stroke(h, w, box, speck=None, dark=20):
@@ -88,7 +95,56 @@ def test_fit_to_canvas_centres():
     assert out.shape == (20, 40) and cols[0] == 10 and cols[-1] == 29
 
 
+def ink_centre(image):
+    return np.argwhere(image > 127).mean(axis=0)
+
+
+def lopsided_signature(scale=1):
+    """A heavy block on the left and a thin tail to the right: its centre of mass is far left of its box's centre."""
+    page = np.full((300 * scale, 600 * scale), 240, np.uint8)
+    page[100 * scale : 140 * scale, 100 * scale : 160 * scale] = 20
+    page[118 * scale : 122 * scale, 160 * scale : 300 * scale] = 20
+    return page
+
+
+def test_centre_of_mass_canvas_centres_the_ink_by_its_mass_and_keeps_its_size():
+    """sigver's canvas: the ink's centre of mass lands on the input's centre (the box's centre does under fit),
+    and a signature written twice as large stays twice as large (fit scales both to the input)."""
+    canvas = dict(placement="centre_of_mass", canvas_height=200, canvas_width=400)
+    out = preprocess_array(lopsided_signature(), PreprocessConfig(height=100, width=200, **canvas))
+    np.testing.assert_allclose(ink_centre(out), (49.5, 99.5), atol=1)
+    fitted = preprocess_array(lopsided_signature(), PreprocessConfig(height=100, width=200, margin=0.0))
+    assert abs(ink_centre(fitted)[1] - 99.5) > 20  # the box centred: the heavy block sits left of the middle
+
+    def ink_width(image):
+        return np.ptp(np.flatnonzero(image.max(axis=0) > 127)) + 1
+    big = preprocess_array(lopsided_signature(scale=2), PreprocessConfig(height=100, width=200, **canvas))
+    assert ink_width(out) == pytest.approx(100, abs=2)  # 200 source px on a canvas scaled by 1/2
+    assert ink_width(big) == pytest.approx(2 * ink_width(out), abs=2)
+    assert ink_width(fitted) == ink_width(preprocess_array(lopsided_signature(scale=2),
+                                                           PreprocessConfig(height=100, width=200, margin=0.0)))
+
+
+def test_centred_by_mass_keeps_the_ink_whole_near_the_edge_and_crops_only_what_cannot_fit():
+    ink = np.zeros((10, 50), bool)
+    ink[:, :5] = True  # the mass at the far left: centring it would push the right end off the canvas
+    ink[4, 5:] = True
+    placed = centred_by_mass(ink.astype(np.uint8) * 255, ink, (20, 60))
+    assert placed.shape == (20, 60) and placed.sum() == ink.sum() * 255  # shifted, not cut
+    assert np.flatnonzero(placed.any(axis=0))[-1] == 59  # pushed against the right edge as far as needed
+    # rows: the mass centre, (50 x 4.5 + 45 x 4) / 95 = 4.3, moved to the canvas's middle row 10
+    assert np.flatnonzero(placed.any(axis=1)).tolist() == list(range(6, 16))
+    wide = (np.arange(320) % 250).astype(np.uint8).reshape(4, 80)  # wider than the canvas: its middle 60 columns
+    np.testing.assert_array_equal(centred_by_mass(wide, wide > 0, (8, 60))[2:6], wide[:, 10:70])
+
+
 def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="placement centre_of_mass needs canvas_height"):
+        PreprocessConfig(placement="centre_of_mass")
+    with pytest.raises(ValueError, match="apply to placement centre_of_mass only"):
+        PreprocessConfig(canvas_height=100, canvas_width=200)
+    with pytest.raises(ValueError, match="placement must be one of"):
+        PreprocessConfig(placement="centre")
     with pytest.raises(ValueError, match="denoise"):
         PreprocessConfig(denoise="bilateral")
     with pytest.raises(ValueError, match="odd"):

@@ -1,10 +1,15 @@
-"""Deterministic preprocessing: grayscale -> (denoise) -> Otsu -> crop to ink -> resize + pad.
+"""Deterministic preprocessing: grayscale -> (denoise) -> Otsu -> crop to ink -> place -> resize + pad.
 
 The output is uint8 [H, W] with ink bright (255) on a black (0) background, the polarity CNNs
 with zero padding expect. Every step is set by :class:`PreprocessConfig`. With ``binarize: false`` the ink
 keeps its grey levels; ``ink_tone: equalize`` then maps every image's ink levels onto one distribution,
 a control that removes pen darkness (a capture cue of forgeries written with other pens) and keeps the
 strokes' shape and inner texture.
+
+Two placements: ``fit`` scales every signature's ink box to fill the input (size is normalised away);
+``centre_of_mass`` is sigver's canvas (Hafemann et al.): the ink, at its scan's scale, is centred by its
+centre of mass on a fixed canvas of source pixels, which is then scaled to the input, so a signature's size
+relative to the others of its data set is kept.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from sigverify.data.errors import DataError
 from sigverify.data.images import DEFAULT_MAX_PIXELS, check_max_pixels, load_grayscale
 
 INK_TONES = ("keep", "equalize")
+PLACEMENTS = ("fit", "centre_of_mass")
 INK_TONE_RANGE = (96, 255)  # equalized ink: uniform over these levels (inverted: 255 = the darkest ink)
 
 
@@ -35,7 +41,12 @@ class PreprocessConfig:
     binarize: bool = True  # False keeps the ink's grey levels (inverted) with the paper zeroed
     ink_tone: str = "keep"  # grey ink: keep | equalize (each image's ink levels mapped by rank onto INK_TONE_RANGE)
     min_speck_area: int = 16  # ink components smaller than this (px, at source size) are ignored
-    margin: float = 0.02  # padding kept around the ink box, as a fraction of its longer side
+    margin: float = 0.02  # placement fit: padding kept around the ink box, as a fraction of its longer side
+    placement: str = "fit"  # fit | centre_of_mass (sigver's canvas; needs canvas_height and canvas_width)
+    # centre_of_mass: the canvas in source pixels, as large as the data set's largest signature (one scan
+    # resolution per data set: a canvas keeps sizes, so data sets scanned at other scales need their own)
+    canvas_height: int = 0
+    canvas_width: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -45,11 +56,23 @@ class PreprocessConfig:
             raise ValueError(f"ink_tone must be one of {', '.join(INK_TONES)}; got {self.ink_tone!r}")
         if self.ink_tone != "keep" and self.binarize:
             raise ValueError("ink_tone equalize acts on grey ink: set binarize false too")
+        self._check_placement()
         check_max_pixels(self.max_pixels)
         if self.height < 8 or self.width < 8:
             raise ValueError(f"input size {self.height}x{self.width} is too small (min 8x8)")
         if self.denoise != "none" and self.denoise_kernel % 2 == 0:
             raise ValueError(f"denoise_kernel must be odd, got {self.denoise_kernel}")
+
+    def _check_placement(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}; got {self.placement!r}")
+        canvas = (self.canvas_height, self.canvas_width)
+        if self.placement == "centre_of_mass" and min(canvas) < 8:
+            raise ValueError("placement centre_of_mass needs canvas_height and canvas_width (source pixels, >= 8): "
+                             f"got {canvas[0]}x{canvas[1]}")
+        if self.placement == "fit" and any(canvas):
+            raise ValueError("canvas_height and canvas_width apply to placement centre_of_mass only "
+                             "(placement fit scales each ink box to the input)")
 
     def fingerprint(self) -> str:
         """A short stable hash of the settings, part of the cache key."""
@@ -74,13 +97,18 @@ def preprocess_array(gray: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     if gray.max() - gray.min() < 16 or not ink.any() or ink.all():
         raise ValueError("blank page: no ink found")
     ink = _drop_specks(ink, config.min_speck_area)
-    top, bottom, left, right = _ink_box(ink, config.margin)
     if config.binarize:
         foreground = ink.astype(np.uint8) * 255
     else:
         foreground = np.where(ink, 255 - gray, 0).astype(np.uint8)
         if config.ink_tone == "equalize":
             foreground[ink] = equalized_ink(foreground[ink])
+    if config.placement == "centre_of_mass":
+        top, bottom, left, right = _ink_box(ink, margin=0.0)
+        placed = centred_by_mass(foreground[top:bottom, left:right], ink[top:bottom, left:right],
+                                 (config.canvas_height, config.canvas_width))
+        return fit_to_canvas(placed, config.height, config.width)
+    top, bottom, left, right = _ink_box(ink, config.margin)
     return fit_to_canvas(foreground[top:bottom, left:right], config.height, config.width)
 
 
@@ -122,6 +150,27 @@ def _ink_box(ink: np.ndarray, margin: float) -> tuple[int, int, int, int]:
     pad = int(round(margin * max(bottom - top, right - left)))
     h, w = ink.shape
     return max(0, top - pad), min(h, bottom + pad), max(0, left - pad), min(w, right + pad)
+
+
+def centred_by_mass(crop: np.ndarray, ink: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """``crop`` (the ink box) pasted unscaled on a zero canvas with its ink's centre of mass at the centre,
+    shifted only as far as needed to keep it all on the canvas; along a side longer than the canvas it is
+    cropped about its middle instead (sigver's rule: such a canvas is too small for the data set)."""
+    out = np.zeros(canvas, dtype=crop.dtype)
+    mass_centre = np.argwhere(ink).mean(axis=0)  # mean row, mean column of the ink pixels
+    source, target = [], []
+    for axis, size in enumerate(canvas):
+        length = crop.shape[axis]
+        if length > size:
+            first = (length - size) // 2
+            source.append(slice(first, first + size))
+            target.append(slice(0, size))
+            continue
+        start = min(max(size // 2 - int(round(mass_centre[axis])), 0), size - length)
+        source.append(slice(0, length))
+        target.append(slice(start, start + length))
+    out[tuple(target)] = crop[tuple(source)]
+    return out
 
 
 def fit_to_canvas(image: np.ndarray, height: int, width: int) -> np.ndarray:
