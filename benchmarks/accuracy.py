@@ -12,7 +12,7 @@ recipe is chosen; the test folds stay untouched until it is fixed. ``--ckpt CKPT
 checkpoint on every fold instead of fitting (a transfer figure: each fold's threshold still comes
 from its validation signers). Other options go to ``sigverify``
 (e.g. ``--model.neck multiscale``); the JSON line records them. The folder is named by the recipe (data,
-folds, seed, the composed config of each loss, the options the fits see) and records it: a folder of
+folds, seed, the config each loss's fits train under, however it is spelled) and records it: a folder of
 another recipe is refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
 this machine's. Stopped (Ctrl-C, a time limit's SIGINT), it still prints the line for the folds it
 finished (``folds_finished``); run again on the same folder, it reuses their reports and goes on.
@@ -86,9 +86,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         sweep.check_inference(list(args.recipes), args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    # A finished member is reused, so another recipe (data, folds, configs, fit options) gets another folder.
-    digest = hashlib.sha256(json.dumps(args.recipes, sort_keys=True).encode()).hexdigest()[:8]
-    args.out = args.out or f"sweeps/bench-{Path(args.preset).stem}-{args.loss}-{digest}"
+    # A finished member is reused, so another recipe (data, folds, training config) gets another folder.
+    args.out = args.out or default_folder(args)
     # What the member runner reads from a sweep's arguments.
     args.protocols, args.force, args.retest = list(PROTOCOLS), False, False
     args.baseline = not args.ckpt and starts_pretrained(args)
@@ -104,35 +103,83 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def starts_pretrained(args: argparse.Namespace) -> bool:
     """Whether the recipe's network starts from pretrained weights (then its untrained features are a baseline)."""
-    import yaml
+    model = training_config(args, next(iter(args.recipes)))[0].get("model") or {}
+    return model.get("weights_file") not in (None, "") or bool(model.get("pretrained"))
 
-    options = dict(zip(args.extra[::2], args.extra[1::2]))
-    model = (yaml.safe_load(compose(f"configs/{next(iter(args.recipes))}.yaml", args.preset)) or {}).get("model") or {}
-    weights = options.get("--model.weights_file", model.get("weights_file"))
-    pretrained = str(options.get("--model.pretrained", model.get("pretrained"))).lower() == "true"
-    return bool(weights not in (None, "null", "")) or pretrained
+
+def training_config(args: argparse.Namespace, loss: str) -> tuple[dict, list[str]]:
+    """The config one loss's fits train under, however the recipe spells it: the loss's file, the preset and
+    any ``--config`` among the options composed (``--vars.*`` set before interpolation), the other options
+    then applied in order, as ``sigverify fit`` does; the evaluation-only settings left out. Also the bare
+    flags, which no config holds."""
+    from omegaconf import OmegaConf
+
+    files, variables, settings, flags = [f"configs/{loss}.yaml", args.preset], [], [], []
+    for key, value, tokens in sweep.option_groups(sweep.split_evaluation_only(list(args.extra))[0]):
+        if value is None:
+            flags.extend(tokens)
+        elif key == "--config":
+            files.append(value)
+        elif key.startswith("--vars."):
+            variables.append(f"{key[2:]}={value}")
+        else:
+            settings.append(f"{key[2:]}={value}")
+    config = OmegaConf.merge(OmegaConf.create(compose(*files, overrides=variables)), OmegaConf.from_dotlist(settings))
+    config = OmegaConf.to_container(config)
+    inference = (config.get("model") or {}).get("inference") or {}
+    for option in sweep.EVALUATION_ONLY:
+        inference.pop(option.removeprefix("--model.inference."), None)
+    return config, flags
 
 
 def recipe(args: argparse.Namespace, loss: str) -> dict:
-    """What one loss's fits depend on: the data, the fold split, the seed, the composed config (every
-    file of the defaults chain, resolved) and the extra options but those of the evaluation only
-    (another ensemble member is a new evaluation of the same fits)."""
-    # the data path from the repository root: a copy of the repository elsewhere (another machine) is the same recipe
-    data = os.path.relpath(Path(args.data).resolve(), Path.cwd()) if args.data else None
-    seed = args.seed[0] if len(args.seed) == 1 else args.seed  # one seed: the claim folders had before
-    return {"data": data, "folds": args.folds, "seed": seed,
-            "config_sha256": sha(compose(f"configs/{loss}.yaml", args.preset).encode()),
-            "extra": sweep.split_evaluation_only(list(args.extra))[0],
+    """What one loss's fits depend on: the data, the fold split, the seed, and the config they train under
+    (a preset or the same settings as options is one recipe; so is a scoring option, which changes no fit)."""
+    config, flags = training_config(args, loss)
+    return {"data": data_path(args), "folds": args.folds, "seed": one_seed(args),
+            "training_config_sha256": sha(json.dumps(config, sort_keys=True).encode()), "flags": flags,
             "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
 
 
-def legacy_recipe(args: argparse.Namespace, loss: str) -> dict:
-    """The recipe as folders claimed before the composed config was hashed (the two files' bytes, every
-    extra option): such a folder of the same recipe is taken over, not refused."""
+def data_path(args: argparse.Namespace) -> str | None:
+    """The data path from the repository root: a copy of the repository elsewhere (another machine) is the same recipe."""
+    return os.path.relpath(Path(args.data).resolve(), Path.cwd()) if args.data else None
+
+
+def one_seed(args: argparse.Namespace) -> int | list[int]:
+    return args.seed[0] if len(args.seed) == 1 else args.seed  # one seed: the claim folders had before
+
+
+def recipe_as_written(args: argparse.Namespace, loss: str) -> dict:
+    """The recipe as folders claimed it before the training config was resolved (the composed files' text,
+    the extra options as written): such a folder of the same recipe is taken over, not refused."""
+    return {"data": data_path(args), "folds": args.folds, "seed": one_seed(args),
+            "config_sha256": sha(compose(f"configs/{loss}.yaml", args.preset).encode()),
+            "extra": sweep.split_evaluation_only(list(args.extra))[0], "ckpt_sha256": args.recipes[loss]["ckpt_sha256"]}
+
+
+def recipe_as_files(args: argparse.Namespace, loss: str) -> dict:
+    """The recipe as the first folders claimed it (the two files' bytes, every extra option)."""
     return {"data": str(Path(args.data).resolve()) if args.data else None, "folds": args.folds, "seed": args.seed[0],
             "preset_sha256": sha(Path(args.preset).read_bytes()),
             "loss_config_sha256": sha(Path(f"configs/{loss}.yaml").read_bytes()), "extra": list(args.extra),
             "ckpt_sha256": args.recipes[loss]["ckpt_sha256"]}  # hashed once, by recipe()
+
+
+EARLIER_CLAIMS = (recipe_as_written, recipe_as_files)
+
+
+def digest(recipes: dict) -> str:
+    return hashlib.sha256(json.dumps(recipes, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_folder(args: argparse.Namespace) -> str:
+    """sweeps/bench-<preset>-<loss>-<hash of the recipe>; a folder an earlier version named by the recipe as
+    written is still found (and its claim taken over) while none has the new name."""
+    folder = f"sweeps/bench-{Path(args.preset).stem}-{args.loss}-{{}}"
+    current = folder.format(digest(args.recipes))
+    earlier = folder.format(digest({loss: recipe_as_written(args, loss) for loss in args.recipes}))
+    return earlier if Path(earlier).is_dir() and not Path(current).exists() else current
 
 
 def sha(data: bytes) -> str:
@@ -145,7 +192,7 @@ def claim_folder(args: argparse.Namespace, loss: str) -> None:
     wanted = args.recipes[loss]
     if file.is_file():
         stored = json.loads(file.read_text())
-        if stored != wanted and stored != legacy_recipe(args, loss):
+        if stored != wanted and all(stored != earlier(args, loss) for earlier in EARLIER_CLAIMS):
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise SystemExit(f"{args.out} holds {loss} members of another recipe ({', '.join(changed)} differ, "
                              f"see {file}); give another --out or remove that folder")

@@ -314,15 +314,27 @@ def fit_identity(member: Path) -> list:
 EVALUATION_ONLY = ("--model.inference.ensemble", "--model.inference.features", "--model.inference.tta_shift")
 
 
-def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
-    """(options for every step, options for the evaluation step only); ``--key value`` and ``--key=value``."""
-    common, evaluation, i = [], [], 0
+def option_groups(options: list[str]) -> list[tuple[str, str | None, list[str]]]:
+    """``sigverify`` options one by one as (key, value or None for a bare flag, the tokens it spans);
+    ``--key value`` and ``--key=value``."""
+    groups, i = [], 0
     while i < len(options):
-        key = options[i].split("=", 1)[0]
-        takes_value = "=" not in options[i] and i + 1 < len(options) and not options[i + 1].startswith("--")
-        part = options[i:i + 2] if takes_value else options[i:i + 1]
-        (evaluation if key in EVALUATION_ONLY else common).extend(part)
-        i += len(part)
+        key, equals, inline = options[i].partition("=")
+        if equals:
+            groups.append((key, inline, options[i:i + 1]))
+        elif i + 1 < len(options) and not options[i + 1].startswith("--"):
+            groups.append((key, options[i + 1], options[i:i + 2]))
+        else:
+            groups.append((key, None, options[i:i + 1]))
+        i += len(groups[-1][2])
+    return groups
+
+
+def split_evaluation_only(options: list[str]) -> tuple[list[str], list[str]]:
+    """(options for every step, options for the evaluation step only)."""
+    common, evaluation = [], []
+    for key, _, tokens in option_groups(options):
+        (evaluation if key in EVALUATION_ONLY else common).extend(tokens)
     return common, evaluation
 
 
@@ -330,11 +342,9 @@ def requested_inference(evaluation_options: list[str]) -> dict:
     """The ``model.inference`` settings the evaluation-only options set, e.g. {"features": "backbone",
     "ensemble": [...]} (the last of each wins, as on the command line)."""
     settings: dict = {}
-    for i, option in enumerate(evaluation_options):
-        key, _, value = option.partition("=")
+    for key, value, _ in option_groups(evaluation_options):
         if key in EVALUATION_ONLY:
-            value = value or (evaluation_options[i + 1] if i + 1 < len(evaluation_options) else "")
-            settings[key.removeprefix("--model.inference.")] = yaml.safe_load(value)
+            settings[key.removeprefix("--model.inference.")] = yaml.safe_load(value or "")
     return inference_values(settings)
 
 

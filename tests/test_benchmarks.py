@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from benchmarks import infer, repeat
+from sigverify.config import compose
 
 
 def test_repeat_reports_medians_and_every_run(tmp_path, capsys):
@@ -130,11 +132,13 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
         accuracy.main([*args[:-len(TINY)], "--folds", "3", *TINY])
     assert line["reused_folds"] == 0 and screen["reused_folds"] == 2
 
-    # A folder claimed by the older recipe format (the two files' bytes) is taken over, not refused.
+    # A folder claimed by an earlier recipe format (the two files' bytes; the composed text and the options as
+    # written) is taken over, not refused.
     claim = out / "bench-recipe-co_tuplet.json"
-    claim.write_text(json.dumps(accuracy.legacy_recipe(accuracy.parse(args), "co_tuplet")))
-    assert accuracy.main(args) == 0 and "config_sha256" in json.loads(claim.read_text())
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer_mean"] == line["eer_mean"]
+    for earlier in accuracy.EARLIER_CLAIMS:
+        claim.write_text(json.dumps(earlier(accuracy.parse(args), "co_tuplet")))
+        assert accuracy.main(args) == 0 and "training_config_sha256" in json.loads(claim.read_text())
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer_mean"] == line["eer_mean"]
     # A member fitted before k-fold validation signers rotated (its split.json has no val_from) holds another
     # split's thresholds: refused, not reused beside this run's folds.
     saved = out / "co_tuplet-seed0-fold1" / "split.json"
@@ -351,6 +355,38 @@ def test_evaluation_only_options_leave_the_recipe_and_its_folder_alone():
     scored_otherwise = accuracy.parse([*base, "--model.inference.features", "backbone_and_untrained",
                                        "--model.inference.tta_shift", "0.05", "--model.inference.ensemble", "[x]"])
     assert scored_otherwise.out == accuracy.parse(base).out != accuracy.parse([*base, "--model.lr", "0.01"]).out
+
+
+def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeypatch):
+    """A preset, or its base preset with the same settings as options (or as another --config), is one recipe, and
+    so is an option repeating the preset's own value; a value changed anywhere is another recipe. A folder named
+    by the recipe as an earlier version wrote it is still found."""
+    from benchmarks import accuracy
+
+    def recipes(*argv):
+        return accuracy.parse(["--folds", "5", *argv]).recipes
+
+    written_out = recipes("--preset", "configs/presets/cedar_grey_cpu_224.yaml")
+    assert written_out == recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--data.preprocess.height", "224",
+                                  "--data.preprocess.width=448")
+    settings = tmp_path / "224.yaml"
+    settings.write_text("data:\n  preprocess: {width: 448}\n")
+    assert written_out == recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--config", str(settings),
+                                  "--data.preprocess.height", "224")
+    lr = yaml.safe_load(compose("configs/triplet_hard.yaml", "configs/presets/cedar_grey_cpu.yaml"))["model"]["lr"]
+    base = recipes("--preset", "configs/presets/cedar_grey_cpu.yaml")
+    assert base == recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--model.lr", str(lr))
+    assert base != recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--model.lr", str(lr * 2))
+    assert base != written_out and base != recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--seed", "1")
+
+    monkeypatch.chdir(tmp_path)  # an earlier version's folder of this recipe, in a fresh sweeps/
+    for folder in ("configs", "benchmarks"):
+        (tmp_path / folder).symlink_to(Path(__file__).parents[1] / folder)
+    args = accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml"])
+    earlier = accuracy.digest({"triplet_hard": accuracy.recipe_as_written(args, "triplet_hard")})
+    assert earlier not in args.out
+    (tmp_path / f"sweeps/bench-cedar_grey_cpu-triplet_hard-{earlier}").mkdir(parents=True)
+    assert accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml"]).out.endswith(earlier)
 
 
 def test_identify_benchmark_reports_a_recall_latency_curve(capsys):
