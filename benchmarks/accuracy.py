@@ -12,8 +12,8 @@ recipe is chosen; the test folds stay untouched until it is fixed. ``--ckpt CKPT
 checkpoint on every fold instead of fitting (a transfer figure: each fold's threshold still comes
 from its validation signers). Other options go to ``sigverify``
 (e.g. ``--model.neck multiscale``); the JSON line records them. The folder is named by the recipe (data,
-folds, seed, the config each loss's fits train under, however it is spelled) and records it: a folder of
-another recipe is refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
+folds, seed, the config each loss's fits train under, as ``sigverify fit`` resolves it) and records it: a
+folder of another recipe is refused rather than reused. ``reused_folds`` counts folds fitted by an earlier run; ``device`` is
 this machine's. Stopped (Ctrl-C, a time limit's SIGINT), it still prints the line for the folds it
 finished (``folds_finished``); run again on the same folder, it reuses their reports and goes on.
 
@@ -82,7 +82,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.ckpt and Path(args.ckpt).is_dir():  # a run folder stands for its best checkpoint
         args.ckpt = str(run_checkpoint(args.ckpt))
     try:
-        args.recipes = {loss: recipe(args, loss) for loss in (args.ensemble.losses if args.ensemble else [args.loss])}
+        losses = args.ensemble.losses if args.ensemble else [args.loss]
+        args.training_configs = {loss: training_config(args, loss) for loss in losses}
+        args.recipes = {loss: recipe(args, loss) for loss in losses}
         sweep.check_inference(list(args.recipes), args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
@@ -103,41 +105,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def starts_pretrained(args: argparse.Namespace) -> bool:
     """Whether the recipe's network starts from pretrained weights (then its untrained features are a baseline)."""
-    model = training_config(args, next(iter(args.recipes)))[0].get("model") or {}
+    model = args.training_configs[next(iter(args.recipes))].get("model") or {}
     return model.get("weights_file") not in (None, "") or bool(model.get("pretrained"))
 
 
-def training_config(args: argparse.Namespace, loss: str) -> tuple[dict, list[str]]:
-    """The config one loss's fits train under, however the recipe spells it: the loss's file, the preset and
-    any ``--config`` among the options composed (``--vars.*`` set before interpolation), the other options
-    then applied in order, as ``sigverify fit`` does; the evaluation-only settings left out. Also the bare
-    flags, which no config holds."""
-    from omegaconf import OmegaConf
-
-    files, variables, settings, flags = [f"configs/{loss}.yaml", args.preset], [], [], []
-    for key, value, tokens in sweep.option_groups(sweep.split_evaluation_only(list(args.extra))[0]):
-        if value is None:
-            flags.extend(tokens)
-        elif key == "--config":
-            files.append(value)
-        elif key.startswith("--vars."):
-            variables.append(f"{key[2:]}={value}")
-        else:
-            settings.append(f"{key[2:]}={value}")
-    config = OmegaConf.merge(OmegaConf.create(compose(*files, overrides=variables)), OmegaConf.from_dotlist(settings))
-    config = OmegaConf.to_container(config)
+def training_config(args: argparse.Namespace, loss: str) -> dict:
+    """The config one loss's fits train under, as ``sigverify fit`` resolves the loss's file, the preset and
+    the options, less what differs between the folds and seeds of one recipe, where its data and cache are
+    found, and the evaluation-only settings (another scoring of the same fits is the same recipe)."""
+    config = sweep.resolved_fit_config(loss, argparse.Namespace(**{**vars(args), "out": "sweeps/recipe"}))
+    config.pop("seed_everything", None)
+    data = config.get("data") or {}
+    data.pop("root", None), data.pop("cache_dir", None)
+    (data.get("split") or {}).pop("fold", None)
     inference = (config.get("model") or {}).get("inference") or {}
     for option in sweep.EVALUATION_ONLY:
         inference.pop(option.removeprefix("--model.inference."), None)
-    return config, flags
+    return config
 
 
 def recipe(args: argparse.Namespace, loss: str) -> dict:
     """What one loss's fits depend on: the data, the fold split, the seed, and the config they train under
-    (a preset or the same settings as options is one recipe; so is a scoring option, which changes no fit)."""
-    config, flags = training_config(args, loss)
+    (resolved, so a preset and its base with the same settings as options are one recipe). The config is
+    resolved for fold 0, so options that name ``{fold}`` are kept as written too."""
     return {"data": data_path(args), "folds": args.folds, "seed": one_seed(args),
-            "training_config_sha256": sha(json.dumps(config, sort_keys=True).encode()), "flags": flags,
+            "training_config_sha256": sha(json.dumps(args.training_configs[loss], sort_keys=True).encode()),
+            "per_fold_options": [option for option in args.extra if "{fold}" in option],
             "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
 
 

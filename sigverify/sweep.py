@@ -25,7 +25,9 @@ models of those losses scored together (similarities averaged; ``configs/presets
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sigverify.cli import with_current_names
+from sigverify.cli import run_lightning, with_current_names
 from sigverify.commandline import command_parser
 from sigverify.config import compose
 from sigverify.data.splits import stored_val_from
@@ -174,7 +176,7 @@ def stored_scheme(folder: Path) -> str | None:
 
 def validation_scheme(loss: str, args, known: dict[str, str]) -> str:
     """The ``data.split.val_from`` a member of ``loss`` gets, as ``sigverify fit`` itself resolves its configs
-    and options (``--print_config``): an option, an extra ``--config`` file or a ``--data.split`` mapping.
+    and options: an option, an extra ``--config`` file or a ``--data.split`` mapping.
     ``known``: schemes already resolved for other losses; one whose configs give the same ``data.split`` as
     this loss's shares its scheme (the options act alike on both), which spares a start of ``sigverify``."""
     def split_section(name):
@@ -182,16 +184,30 @@ def validation_scheme(loss: str, args, known: dict[str, str]) -> str:
 
     if same := next((other for other in known if split_section(other) == split_section(loss)), None):
         return known[same]
-    seed, fold = 0, 0  # neither changes how validation signers are drawn
-    command = ["fit", *member_command(loss, seed, fold, args, "scheme", member_options(fold, args)[0]), "--print_config"]
-    printed = subprocess.run([sys.executable, "-m", "sigverify.cli", *command], capture_output=True, text=True)
     try:
-        if printed.returncode:
-            raise ValueError(printed.stderr[-2000:])
-        return yaml.safe_load(printed.stdout)["data"]["split"]["val_from"]
-    except (ValueError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise SystemExit(f"the members' data.split.val_from could not be read from sigverify {' '.join(command)}: "
-                         f"{err}") from err
+        return resolved_fit_config(loss, args)["data"]["split"]["val_from"]
+    except (KeyError, TypeError) as err:
+        raise SystemExit(f"the members' config has no data.split.val_from: {err}") from err
+
+
+def resolved_fit_config(loss: str, args) -> dict:
+    """The config a member of ``loss`` trains under, as ``sigverify fit`` itself resolves the configs and the
+    options (``--print_config``: the defaults filled in, each option applied by the parser's own rules), for
+    fold 0 and seed 0; the members' folders under ``args.out``. In this process: after the first, a call
+    takes under a second, where a new ``sigverify`` process takes several."""
+    seed, fold = 0, 0
+    command = ["fit", *member_command(loss, seed, fold, args, "resolved", member_options(fold, args)[0]), "--print_config"]
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        try:
+            run_lightning(with_current_names(command))
+        except SystemExit as exit_:  # --print_config exits 0 once printed; a refused option exits 2
+            if exit_.code:
+                raise SystemExit(f"sigverify {' '.join(command)} refused the recipe: {errors.getvalue()[-2000:]}") from None
+    config = yaml.safe_load(printed.getvalue())
+    if not isinstance(config, dict):
+        raise SystemExit(f"sigverify {' '.join(command)} printed {printed.getvalue()[:200]!r}, not a config")
+    return config
 
 
 def has_checkpoint(run: Path) -> bool:

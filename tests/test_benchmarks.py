@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from benchmarks import infer, repeat
-from sigverify.config import compose
 
 
 def test_repeat_reports_medians_and_every_run(tmp_path, capsys):
@@ -359,34 +357,33 @@ def test_evaluation_only_options_leave_the_recipe_and_its_folder_alone():
 
 def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeypatch):
     """A preset, or its base preset with the same settings as options (or as another --config), is one recipe, and
-    so is an option repeating the preset's own value; a value changed anywhere is another recipe. A folder named
-    by the recipe as an earlier version wrote it is still found."""
+    so is an option repeating a default; a value changed anywhere, also inside a mapping or a class's arguments,
+    is another recipe. A folder named by the recipe as an earlier version wrote it is still found."""
     from benchmarks import accuracy
 
     def recipes(*argv):
         return accuracy.parse(["--folds", "5", *argv]).recipes
 
+    grey = ["--preset", "configs/presets/cedar_grey_cpu.yaml"]
     written_out = recipes("--preset", "configs/presets/cedar_grey_cpu_224.yaml")
-    assert written_out == recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--data.preprocess.height", "224",
-                                  "--data.preprocess.width=448")
     settings = tmp_path / "224.yaml"
     settings.write_text("data:\n  preprocess: {width: 448}\n")
-    assert written_out == recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--config", str(settings),
-                                  "--data.preprocess.height", "224")
-    lr = yaml.safe_load(compose("configs/triplet_hard.yaml", "configs/presets/cedar_grey_cpu.yaml"))["model"]["lr"]
-    base = recipes("--preset", "configs/presets/cedar_grey_cpu.yaml")
-    assert base == recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--model.lr", str(lr))
-    assert base != recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--model.lr", str(lr * 2))
-    assert base != written_out and base != recipes("--preset", "configs/presets/cedar_grey_cpu.yaml", "--seed", "1")
+    assert written_out == recipes(*grey, "--config", str(settings), "--data.preprocess.height=224",
+                                  "--data.preprocess.ink_tone", "keep")
+    lsc = ["--loss", "lsc_plus_hardest", *grey]
+    assert recipes(*lsc, "--model.loss_args", "{margin: 0.5}") != recipes(*lsc, "--model.loss_args",
+                                                                          "{margin: 0.5, pull_positives: hard}")
+    assert (recipes(*grey, "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.01")
+            != recipes(*grey, "--model.optimizer", "torch.optim.AdamW", "--model.optimizer.lr", "0.01"))
 
     monkeypatch.chdir(tmp_path)  # an earlier version's folder of this recipe, in a fresh sweeps/
     for folder in ("configs", "benchmarks"):
         (tmp_path / folder).symlink_to(Path(__file__).parents[1] / folder)
-    args = accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml"])
+    args = accuracy.parse(grey)
     earlier = accuracy.digest({"triplet_hard": accuracy.recipe_as_written(args, "triplet_hard")})
     assert earlier not in args.out
     (tmp_path / f"sweeps/bench-cedar_grey_cpu-triplet_hard-{earlier}").mkdir(parents=True)
-    assert accuracy.parse(["--preset", "configs/presets/cedar_grey_cpu.yaml"]).out.endswith(earlier)
+    assert accuracy.parse(grey).out.endswith(earlier)
 
 
 def test_identify_benchmark_reports_a_recall_latency_curve(capsys):

@@ -445,6 +445,7 @@ def test_the_centre_of_mass_canvas_set_for_fit_is_what_the_exported_folder_serve
     assert cli("export", "--ckpt", ckpt, "--out", str(tmp_path / "model")) == 0
     served = read_model_dir(tmp_path / "model").config.preprocess
     assert (served.placement, served.canvas_height, served.canvas_width) == ("centre_of_mass", 160, 320)
+    assert "centre of mass at the centre of a 160x320 px canvas" in " ".join((tmp_path / "model" / CARD).read_text().split())
 
     dm = TrainedCheckpoint.read(ckpt).datamodule()
     dm.setup("test")

@@ -143,6 +143,8 @@ def test_bad_settings_are_refused():
         PreprocessConfig(placement="centre_of_mass")
     with pytest.raises(ValueError, match="apply to placement centre_of_mass only"):
         PreprocessConfig(canvas_height=100, canvas_width=200)
+    with pytest.raises(ValueError, match="canvas 100000x100000 is over max_pixels"):
+        PreprocessConfig(placement="centre_of_mass", canvas_height=100_000, canvas_width=100_000)
     with pytest.raises(ValueError, match="placement must be one of"):
         PreprocessConfig(placement="centre")
     with pytest.raises(ValueError, match="denoise"):

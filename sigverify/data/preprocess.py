@@ -70,6 +70,8 @@ class PreprocessConfig:
         if self.placement == "centre_of_mass" and min(canvas) < 8:
             raise ValueError("placement centre_of_mass needs canvas_height and canvas_width (source pixels, >= 8): "
                              f"got {canvas[0]}x{canvas[1]}")
+        if canvas[0] * canvas[1] > self.max_pixels:
+            raise ValueError(f"canvas {canvas[0]}x{canvas[1]} is over max_pixels ({self.max_pixels})")
         if self.placement == "fit" and any(canvas):
             raise ValueError("canvas_height and canvas_width apply to placement centre_of_mass only "
                              "(placement fit scales each ink box to the input)")
