@@ -81,6 +81,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.loss = sweep.ENSEMBLE if args.ensemble else args.loss or "triplet_hard"
     if args.ckpt and Path(args.ckpt).is_dir():  # a run folder stands for its best checkpoint
         args.ckpt = str(run_checkpoint(args.ckpt))
+    if given := [key for key, _, _ in sweep.option_groups(args.extra) if key in MEMBER_SETTINGS]:
+        parser.error(f"{given[0]} is set by the benchmark for each member: use --seed, --data or --folds")
     try:
         losses = args.ensemble.losses if args.ensemble else [args.loss]
         args.training_configs = {loss: training_config(args, loss) for loss in losses}
@@ -109,15 +111,29 @@ def starts_pretrained(args: argparse.Namespace) -> bool:
     return model.get("weights_file") not in (None, "") or bool(model.get("pretrained"))
 
 
+# What the benchmark sets for each member itself (from --seed, --data, --folds and the fold): an option setting
+# one of them would train every member otherwise than the folder's names and its recipe say.
+MEMBER_SETTINGS = ("--seed_everything", "--data.root", "--data.split.mode", "--data.split.folds", "--data.split.fold")
+
+
 def training_config(args: argparse.Namespace, loss: str) -> dict:
     """The config one loss's fits train under, as ``sigverify fit`` resolves the loss's file, the preset and
-    the options, less what differs between the folds and seeds of one recipe, where its data and cache are
-    found, and the evaluation-only settings (another scoring of the same fits is the same recipe)."""
-    config = sweep.resolved_fit_config(loss, argparse.Namespace(**{**vars(args), "out": "sweeps/recipe"}))
-    config.pop("seed_everything", None)
+    the options, less what the benchmark sets per member (checked to be what it set: the seed, the data, the
+    fold), the cache's place, and the evaluation-only settings (another scoring of the same fits is the same
+    recipe)."""
+    seed = args.seed[0]
+    config = sweep.resolved_fit_config(loss, argparse.Namespace(**{**vars(args), "out": "sweeps/recipe"}), seed)
     data = config.get("data") or {}
-    data.pop("root", None), data.pop("cache_dir", None)
-    (data.get("split") or {}).pop("fold", None)
+    split = data.get("split") or {}
+    member = {"seed_everything": config.pop("seed_everything", None), "data.split.mode": split.get("mode"),
+              "data.split.fold": split.pop("fold", None), "data.split.folds": split.get("folds")}
+    expected = {"seed_everything": seed, "data.split.mode": "kfold", "data.split.fold": 0, "data.split.folds": args.folds}
+    if args.data:  # otherwise the configs' own data.root is part of the recipe
+        member["data.root"], expected["data.root"] = data.pop("root", None), args.data
+    if overridden := [key for key in expected if member[key] != expected[key]]:
+        raise ValueError(f"the configs override what the benchmark sets for each member ({', '.join(overridden)}): "
+                         "leave those to --seed, --data and --folds")
+    data.pop("cache_dir", None)
     inference = (config.get("model") or {}).get("inference") or {}
     for option in sweep.EVALUATION_ONLY:
         inference.pop(option.removeprefix("--model.inference."), None)
@@ -126,11 +142,13 @@ def training_config(args: argparse.Namespace, loss: str) -> dict:
 
 def recipe(args: argparse.Namespace, loss: str) -> dict:
     """What one loss's fits depend on: the data, the fold split, the seed, and the config they train under
-    (resolved, so a preset and its base with the same settings as options are one recipe). The config is
-    resolved for fold 0, so options that name ``{fold}`` are kept as written too."""
+    (resolved, so a preset and its base with the same settings as options are one recipe; kept whole, so a
+    refusal can name the settings that differ). The config is resolved for fold 0, so the training options
+    that name ``{fold}`` are kept as written too."""
+    per_fold = [[key, value] for key, value, _ in sweep.option_groups(sweep.split_evaluation_only(list(args.extra))[0])
+                if "{fold}" in (value or "")]
     return {"data": data_path(args), "folds": args.folds, "seed": one_seed(args),
-            "training_config_sha256": sha(json.dumps(args.training_configs[loss], sort_keys=True).encode()),
-            "per_fold_options": [option for option in args.extra if "{fold}" in option],
+            "training_config": args.training_configs[loss], "per_fold_options": per_fold,
             "ckpt_sha256": sha(Path(args.ckpt).read_bytes()) if args.ckpt else None}
 
 
@@ -186,11 +204,23 @@ def claim_folder(args: argparse.Namespace, loss: str) -> None:
     if file.is_file():
         stored = json.loads(file.read_text())
         if stored != wanted and all(stored != earlier(args, loss) for earlier in EARLIER_CLAIMS):
-            changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k) and k != "training_config")
+            if isinstance(stored.get("training_config"), dict):  # name the settings, not only the section
+                changed += differing_settings(stored["training_config"], wanted["training_config"])[:6]
             raise SystemExit(f"{args.out} holds {loss} members of another recipe ({', '.join(changed)} differ, "
                              f"see {file}); give another --out or remove that folder")
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(wanted, indent=1))
+
+
+def differing_settings(stored, wanted, prefix: str = "") -> list[str]:
+    """The dotted names of the settings where two configs differ (list items by their index)."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        return [name for key in sorted(set(stored) | set(wanted), key=str)
+                for name in differing_settings(stored.get(key), wanted.get(key), f"{prefix}{key}.")]
+    if isinstance(stored, list) and isinstance(wanted, list) and len(stored) == len(wanted):
+        return [name for i, (a, b) in enumerate(zip(stored, wanted)) for name in differing_settings(a, b, f"{prefix}{i}.")]
+    return [] if stored == wanted else [prefix.rstrip(".")]
 
 
 def run_fold(fold: int, seed: int, args: argparse.Namespace) -> dict[str, dict]:

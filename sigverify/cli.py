@@ -125,8 +125,9 @@ def compose_config_args(argv: list[str]) -> list[str]:
         return rest
     if None in configs:
         raise SystemExit("error: --config needs a file")
+    composed = compose(*configs, overrides=variables)  # before the file: a config not found leaves none behind
     handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="sigverify-config-", delete=False)
-    handle.write(compose(*configs, overrides=variables))
+    handle.write(composed)
     handle.close()
     atexit.register(os.unlink, handle.name)  # read once, while LightningCLI parses
     return rest[:first] + ["--config", handle.name] + rest[first:]

@@ -190,13 +190,16 @@ def validation_scheme(loss: str, args, known: dict[str, str]) -> str:
         raise SystemExit(f"the members' config has no data.split.val_from: {err}") from err
 
 
-def resolved_fit_config(loss: str, args) -> dict:
+def resolved_fit_config(loss: str, args, seed: int = 0) -> dict:
     """The config a member of ``loss`` trains under, as ``sigverify fit`` itself resolves the configs and the
     options (``--print_config``: the defaults filled in, each option applied by the parser's own rules), for
-    fold 0 and seed 0; the members' folders under ``args.out``. In this process: after the first, a call
+    fold 0 and ``seed``; the members' folders under ``args.out``. In this process: after the first, a call
     takes under a second, where a new ``sigverify`` process takes several."""
-    seed, fold = 0, 0
-    command = ["fit", *member_command(loss, seed, fold, args, "resolved", member_options(fold, args)[0]), "--print_config"]
+    import sigverify.training.cli  # noqa: F401  (Lightning's log handlers take the real stderr at import, not the redirect)
+
+    fold = 0
+    command = ["fit", "--print_config",  # first: an option missing its value cannot take it and run the fit
+               *member_command(loss, seed, fold, args, "resolved", member_options(fold, args)[0])]
     printed, errors = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
         try:

@@ -135,7 +135,7 @@ def test_accuracy_benchmark_summarises_the_folds_test_reports(tmp_path, monkeypa
     claim = out / "bench-recipe-co_tuplet.json"
     for earlier in accuracy.EARLIER_CLAIMS:
         claim.write_text(json.dumps(earlier(accuracy.parse(args), "co_tuplet")))
-        assert accuracy.main(args) == 0 and "training_config_sha256" in json.loads(claim.read_text())
+        assert accuracy.main(args) == 0 and "training_config" in json.loads(claim.read_text())
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eer_mean"] == line["eer_mean"]
     # A member fitted before k-fold validation signers rotated (its split.json has no val_from) holds another
     # split's thresholds: refused, not reused beside this run's folds.
@@ -375,10 +375,24 @@ def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeyp
                                                                           "{margin: 0.5, pull_positives: hard}")
     assert (recipes(*grey, "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.01")
             != recipes(*grey, "--model.optimizer", "torch.optim.AdamW", "--model.optimizer.lr", "0.01"))
+    # per-fold values: one key's is not another's
+    assert recipes(*grey, "--data.augment.elastic_p", "0.{fold}") != recipes(*grey, "--model.drop_path_rate", "0.{fold}")
+    # what the benchmark sets per member cannot come in as an option
+    for option in (["--seed_everything", "5"], ["--data.root", "x.csv"], ["--data.split.fold", "3"]):
+        with pytest.raises(SystemExit):
+            recipes(*grey, *option)
+    # a folder of another recipe is refused, naming the settings that differ
+    args = accuracy.parse([*grey, "--out", str(tmp_path / "claimed")])
+    accuracy.claim_folder(args, "triplet_hard")
+    with pytest.raises(SystemExit, match=r"another recipe \(model.weight_decay differ"):
+        accuracy.claim_folder(accuracy.parse([*grey, "--out", str(tmp_path / "claimed"), "--model.weight_decay", "0.5"]),
+                              "triplet_hard")
 
     monkeypatch.chdir(tmp_path)  # an earlier version's folder of this recipe, in a fresh sweeps/
     for folder in ("configs", "benchmarks"):
         (tmp_path / folder).symlink_to(Path(__file__).parents[1] / folder)
+    args = accuracy.parse([*grey, "--vars.name"])  # an option missing its value: resolving still fits nothing
+    assert not (tmp_path / "sweeps").exists()
     args = accuracy.parse(grey)
     earlier = accuracy.digest({"triplet_hard": accuracy.recipe_as_written(args, "triplet_hard")})
     assert earlier not in args.out
