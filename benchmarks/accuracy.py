@@ -82,7 +82,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.ckpt and Path(args.ckpt).is_dir():  # a run folder stands for its best checkpoint
         args.ckpt = str(run_checkpoint(args.ckpt))
     if given := [key for key, _, _ in sweep.option_groups(args.extra) if key in MEMBER_SETTINGS]:
-        parser.error(f"{given[0]} is set by the benchmark for each member: use --seed, --data or --folds")
+        parser.error(f"{given[0]} is set by the benchmark for each member: use --seed, --data, --folds or --out")
     try:
         losses = args.ensemble.losses if args.ensemble else [args.loss]
         args.training_configs = {loss: training_config(args, loss) for loss in losses}
@@ -113,7 +113,8 @@ def starts_pretrained(args: argparse.Namespace) -> bool:
 
 # What the benchmark sets for each member itself (from --seed, --data, --folds and the fold): an option setting
 # one of them would train every member otherwise than the folder's names and its recipe say.
-MEMBER_SETTINGS = ("--seed_everything", "--data.root", "--data.split.mode", "--data.split.folds", "--data.split.fold")
+MEMBER_SETTINGS = ("--seed_everything", "--data.root", "--data.split.mode", "--data.split.folds", "--data.split.fold",
+                   "--vars.runs_root", "--vars.name", "--vars.group")
 
 
 def training_config(args: argparse.Namespace, loss: str) -> dict:
@@ -131,7 +132,7 @@ def training_config(args: argparse.Namespace, loss: str) -> dict:
     if args.data:  # otherwise the configs' own data.root is part of the recipe
         member["data.root"], expected["data.root"] = data.pop("root", None), args.data
     if overridden := [key for key in expected if member[key] != expected[key]]:
-        raise ValueError(f"the configs override what the benchmark sets for each member ({', '.join(overridden)}): "
+        raise ValueError(f"the configs or options override what the benchmark sets for each member ({', '.join(overridden)}): "
                          "leave those to --seed, --data and --folds")
     data.pop("cache_dir", None)
     inference = (config.get("model") or {}).get("inference") or {}
@@ -206,18 +207,22 @@ def claim_folder(args: argparse.Namespace, loss: str) -> None:
         if stored != wanted and all(stored != earlier(args, loss) for earlier in EARLIER_CLAIMS):
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k) and k != "training_config")
             if isinstance(stored.get("training_config"), dict):  # name the settings, not only the section
-                changed += differing_settings(stored["training_config"], wanted["training_config"])[:6]
+                settings = differing_settings(stored["training_config"], wanted["training_config"])
+                changed += settings[:6] + ([f"{len(settings) - 6} more settings"] if len(settings) > 6 else [])
             raise SystemExit(f"{args.out} holds {loss} members of another recipe ({', '.join(changed)} differ, "
                              f"see {file}); give another --out or remove that folder")
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(wanted, indent=1))
 
 
+MISSING = object()  # a setting one config lacks differs even from a null one
+
+
 def differing_settings(stored, wanted, prefix: str = "") -> list[str]:
     """The dotted names of the settings where two configs differ (list items by their index)."""
     if isinstance(stored, dict) and isinstance(wanted, dict):
         return [name for key in sorted(set(stored) | set(wanted), key=str)
-                for name in differing_settings(stored.get(key), wanted.get(key), f"{prefix}{key}.")]
+                for name in differing_settings(stored.get(key, MISSING), wanted.get(key, MISSING), f"{prefix}{key}.")]
     if isinstance(stored, list) and isinstance(wanted, list) and len(stored) == len(wanted):
         return [name for i, (a, b) in enumerate(zip(stored, wanted)) for name in differing_settings(a, b, f"{prefix}{i}.")]
     return [] if stored == wanted else [prefix.rstrip(".")]

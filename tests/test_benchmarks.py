@@ -355,7 +355,7 @@ def test_evaluation_only_options_leave_the_recipe_and_its_folder_alone():
     assert scored_otherwise.out == accuracy.parse(base).out != accuracy.parse([*base, "--model.lr", "0.01"]).out
 
 
-def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeypatch):
+def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeypatch, capsys):
     """A preset, or its base preset with the same settings as options (or as another --config), is one recipe, and
     so is an option repeating a default; a value changed anywhere, also inside a mapping or a class's arguments,
     is another recipe. A folder named by the recipe as an earlier version wrote it is still found."""
@@ -377,10 +377,14 @@ def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeyp
             != recipes(*grey, "--model.optimizer", "torch.optim.AdamW", "--model.optimizer.lr", "0.01"))
     # per-fold values: one key's is not another's
     assert recipes(*grey, "--data.augment.elastic_p", "0.{fold}") != recipes(*grey, "--model.drop_path_rate", "0.{fold}")
-    # what the benchmark sets per member cannot come in as an option
-    for option in (["--seed_everything", "5"], ["--data.root", "x.csv"], ["--data.split.fold", "3"]):
+    # what the benchmark sets per member cannot come in as an option, nor through a config among the options
+    for option in (["--seed_everything", "5"], ["--data.root", "x.csv"], ["--data.split.fold", "3"], ["--vars.name", "x"]):
         with pytest.raises(SystemExit):
             recipes(*grey, *option)
+        assert f"{option[0]} is set by the benchmark for each member" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # inside a mapping
+        recipes(*grey, "--data.split", "{mode: kfold, folds: 5, fold: 3}")
+    assert "override what the benchmark sets for each member (data.split.fold)" in capsys.readouterr().err
     # a folder of another recipe is refused, naming the settings that differ
     args = accuracy.parse([*grey, "--out", str(tmp_path / "claimed")])
     accuracy.claim_folder(args, "triplet_hard")
@@ -391,7 +395,7 @@ def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # an earlier version's folder of this recipe, in a fresh sweeps/
     for folder in ("configs", "benchmarks"):
         (tmp_path / folder).symlink_to(Path(__file__).parents[1] / folder)
-    args = accuracy.parse([*grey, "--vars.name"])  # an option missing its value: resolving still fits nothing
+    args = accuracy.parse([*grey, "--vars.patience"])  # an option missing its value: resolving still fits nothing
     assert not (tmp_path / "sweeps").exists()
     args = accuracy.parse(grey)
     earlier = accuracy.digest({"triplet_hard": accuracy.recipe_as_written(args, "triplet_hard")})
