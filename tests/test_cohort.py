@@ -67,3 +67,9 @@ def test_the_references_protocol_takes_a_cohort_scorer():
                               scorer=lambda q, r: normalize_against_references(q, r, cohort, 5))
     assert len(normed.genuine) == len(plain.genuine) and np.array_equal(normed.skilled_users, plain.skilled_users)
     assert not np.allclose(normed.genuine, plain.genuine)
+
+
+def test_an_unknown_reduction_is_refused_not_read_as_max():
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        normalize_against_references(unit(rng, 2), unit(rng, 3), unit(rng, 5), reduce="median")

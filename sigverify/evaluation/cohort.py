@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sigverify.evaluation.protocols import Similarity, cosine
+from sigverify.evaluation.protocols import Similarity, cosine, raw_reference_scores
 
 STD_FLOOR = 1e-3  # a side whose cohort similarities barely vary must not divide by ~0
 
@@ -46,8 +46,7 @@ def normalize_against_references(questioned: np.ndarray, references: np.ndarray,
                                  top_k: int = 0, reduce: str = "mean", similarity: Similarity = cosine) -> np.ndarray:
     """Cohort-normalised scores of questioned embeddings [n, d] against one writer's references [r, d]: the raw
     score is the mean (or max) similarity to the references, as in the references protocol."""
-    to_references = similarity(np.atleast_2d(questioned), references)
-    raw = to_references.mean(axis=1) if reduce == "mean" else to_references.max(axis=1)
+    raw = raw_reference_scores(questioned, references, reduce, similarity)
     return normalized(raw, cohort_statistics(questioned, cohort, top_k, similarity),
                       cohort_statistics(reference_side(references)[None], cohort, top_k, similarity))
 

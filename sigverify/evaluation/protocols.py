@@ -79,6 +79,14 @@ def check_reference_options(reduce: str, normalize: str) -> None:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
 
 
+def raw_reference_scores(questioned: np.ndarray, references: np.ndarray, reduce: str = "mean",
+                         similarity: Similarity = cosine) -> np.ndarray:
+    """The mean (or max) similarity of each questioned embedding [n, d] to one writer's references [r, d]."""
+    check_reference_options(reduce, "none")
+    to_references = similarity(np.atleast_2d(questioned), references)
+    return to_references.mean(axis=1) if reduce == "mean" else to_references.max(axis=1)
+
+
 def score_against_references(questioned: np.ndarray, references: np.ndarray, reduce: str = "mean",
                              normalize: str = "center", similarity: Similarity = cosine) -> np.ndarray:
     """Scores of questioned embeddings [n, d] against one writer's reference embeddings [r, d].
@@ -95,8 +103,7 @@ def score_against_references(questioned: np.ndarray, references: np.ndarray, red
     check_reference_options(reduce, normalize)
     if len(questioned) == 0:
         return np.zeros(0)
-    to_references = similarity(questioned, references)
-    raw = to_references.mean(axis=1) if reduce == "mean" else to_references.max(axis=1)
+    raw = raw_reference_scores(questioned, references, reduce, similarity)
     if normalize == "none":
         return raw
     if len(references) < 2:
