@@ -24,6 +24,7 @@ import argparse
 import sys
 
 import numpy as np
+import torch
 
 from benchmarks.common import emit, machine
 from sigverify.data.splits import refuse_seen_signers
@@ -33,8 +34,8 @@ from sigverify.evaluation.protocols import pair_scores, reference_scores
 from sigverify.evaluation.report import EvalConfig
 from sigverify.evaluation.writer_dependent import WriterSVM
 from sigverify.models.checkpoint import TrainedCheckpoint
-from sigverify.models.embedding import BackboneFeatures, embed_images, untrained_embedder
-from sigverify.models.inference import FEATURES, WITH_UNTRAINED, InferenceConfig
+from sigverify.models.embedding import BackboneFeatures, EmbeddingEnsemble, embed_images, untrained_embedder
+from sigverify.models.inference import FEATURES, JOINED_FEATURES, WITH_UNTRAINED, InferenceConfig
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -69,10 +70,8 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...],
     data = checkpoint.datamodule()
     data.setup("validate")
     refuse_seen_signers(checkpoint.split, data.split_record(), f"the model of {run}")
-    # One pass over the images per network; "both" and "backbone_and_untrained" join two of them as
-    # EmbeddingEnsemble does (unit vectors concatenated and scaled: the mean of the two's similarities).
-    parts_of = {"both": ("embedding", "backbone"), WITH_UNTRAINED: ("backbone", "untrained")}
-    needed = {part for name in features for part in parts_of.get(name, (name,))}
+    # One pass over the images per network; a joined choice joins two of them as the model's scoring does.
+    needed = {part for name in features for part in JOINED_FEATURES.get(name, (name,))}
     networks = {name: checkpoint.network(InferenceConfig(features=name)) for name in sorted(needed - {"untrained"})}
     if "untrained" in needed:
         networks["untrained"] = BackboneFeatures(untrained_embedder(checkpoint.hparams))
@@ -81,9 +80,9 @@ def fold_embeddings(run: str, features: list[str], parts: tuple[str, ...],
     # depends on the batch size, enough to flip near-tied decisions).
     def views(images):
         out = {name: embed_images(network, np.asarray(images), data.eval_batch_size) for name, network in networks.items()}
-        for name, (a, b) in parts_of.items():
+        for name, parts in JOINED_FEATURES.items():
             if name in features:
-                out[name] = np.concatenate([out[a], out[b]], axis=1) / np.sqrt(2.0)
+                out[name] = EmbeddingEnsemble.join([torch.from_numpy(out[part]) for part in parts]).numpy()
         return {name: out[name] for name in features}
 
     embedded = {}

@@ -9,6 +9,7 @@ Pretrained weights come from the hub when online (``pretrained=True``), from a l
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigverify.data.cache import default_cache_root
-from sigverify.models.inference import FEATURES, WITH_UNTRAINED
+from sigverify.models.inference import FEATURES, JOINED_FEATURES, WITH_UNTRAINED
 from sigverify.models.packaged_weights import PACKAGE, converted_weights
 
 NECKS = ("plain", "multiscale")
@@ -162,15 +163,30 @@ def scoring_network(embedder: "SignatureEmbedder", features: str = "embedding",
         return embedder
     if features == "backbone":
         return BackboneFeatures(embedder)
-    from sigverify.models.ensemble import EmbeddingEnsemble
+    if features not in JOINED_FEATURES:
+        raise ValueError(f"features must be one of {', '.join(FEATURES)}; got {features!r}")
+    if features == WITH_UNTRAINED and untrained is None:
+        raise ValueError(f"features {WITH_UNTRAINED} needs the network the model started from (untrained_embedder)")
+    parts = {"embedding": lambda: embedder, "backbone": lambda: BackboneFeatures(embedder),
+             "untrained": lambda: BackboneFeatures(untrained.requires_grad_(False).eval())}
+    return EmbeddingEnsemble([parts[part]() for part in JOINED_FEATURES[features]])
 
-    if features == "both":
-        return EmbeddingEnsemble([embedder, BackboneFeatures(embedder)])
-    if features == WITH_UNTRAINED:
-        if untrained is None:
-            raise ValueError(f"features {WITH_UNTRAINED} needs the network the model started from (untrained_embedder)")
-        return EmbeddingEnsemble([BackboneFeatures(embedder), BackboneFeatures(untrained.requires_grad_(False).eval())])
-    raise ValueError(f"features must be one of {', '.join(FEATURES)}; got {features!r}")
+
+class EmbeddingEnsemble(nn.Module):
+    """Several networks' unit-length outputs as one unit vector: concatenated and scaled by 1/sqrt(n), its cosine
+    similarity with another such vector is the mean of the members' similarities. So every protocol, the writer
+    normalisation and whatever reads the embeddings (``predict``'s file) treat an ensemble as a single network."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.join([member(images) for member in self.members])
+
+    @staticmethod
+    def join(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(parts), dim=1) / math.sqrt(len(parts))
 
 
 class BackboneFeatures(nn.Module):

@@ -1,33 +1,18 @@
-"""Several trained models evaluated as one.
+"""Several trained models evaluated as one: loading the other members of an ensemble from their checkpoints.
 
-Each member's embedding is unit-length; concatenated and scaled by 1/sqrt(n) they form a unit vector
-whose cosine similarity with another such vector is the mean of the members' similarities. So every
-protocol, the writer normalisation and whatever reads the embeddings (``predict``'s file) treat an
-ensemble exactly as a single model. Averaging the similarities of independently trained small models
-evens out their idiosyncratic errors, which is why ensembles help most where training data are scarce.
+The members are joined by ``embedding.EmbeddingEnsemble``, so every protocol treats an ensemble exactly as a
+single model. Averaging the similarities of independently trained small models evens out their
+idiosyncratic errors, which is why ensembles help most where training data are scarce.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from sigverify.models.checkpoint import TrainedCheckpoint
 from sigverify.models.inference import InferenceConfig
-
-
-class EmbeddingEnsemble(nn.Module):
-    def __init__(self, members: Sequence[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        parts = [member(images) for member in self.members]
-        return torch.cat(parts, dim=1) / math.sqrt(len(parts))
 
 
 def preprocess_differences(member, this_run) -> str:

@@ -15,6 +15,9 @@ from typing import Literal, get_args
 Features = Literal["embedding", "backbone", "both", "backbone_and_untrained"]
 WITH_UNTRAINED = "backbone_and_untrained"
 FEATURES = get_args(Features)
+# The choices that join two networks' outputs into one unit vector (EmbeddingEnsemble), and what each joins:
+# "untrained" is the backbone's pooled features of the network the model started from.
+JOINED_FEATURES = {"both": ("embedding", "backbone"), WITH_UNTRAINED: ("backbone", "untrained")}
 
 
 @dataclass  # not frozen: Lightning walks hyperparameters and refuses frozen dataclasses

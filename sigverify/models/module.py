@@ -33,8 +33,8 @@ from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
-from sigverify.models.embedding import embedder_from_hparams, scoring_network, untrained_embedder
-from sigverify.models.ensemble import EmbeddingEnsemble, load_member
+from sigverify.models.embedding import EmbeddingEnsemble, embedder_from_hparams, scoring_network, untrained_embedder
+from sigverify.models.ensemble import load_member
 from sigverify.models.inference import WITH_UNTRAINED, InferenceConfig
 from sigverify.models.tta import ShiftAveraged
 
