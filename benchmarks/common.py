@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import subprocess
+import time
 from collections.abc import Callable
 
 
@@ -114,6 +115,26 @@ def require_memory(step: Callable[[int], None], batch: int, device, what: str, s
         raise SystemExit(f"{what}: batch {batch} needs about {need / 2**30:.1f} GiB of memory on this CPU, and "
                          f"{limit / 2**30:.1f} GiB are available; choose a smaller --batch/--p, --height/--width or "
                          "--backbone (the defaults fit the device: leave them out)")
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work, so that a clock read after it measures that work."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def images_per_second(step: Callable[[int], None], batch: int, device, steps: int, warmup: int) -> float:
+    """``step(batch)`` timed over ``steps`` calls after ``warmup`` untimed ones: images per second."""
+    for _ in range(warmup):
+        step(batch)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(batch)
+    sync(device)
+    return steps * batch / (time.perf_counter() - start)
 
 
 def latency_percentiles(seconds) -> dict:

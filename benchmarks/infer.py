@@ -17,8 +17,7 @@ import lightning as L
 import timm
 import torch
 
-from benchmarks.common import apply_device_defaults, base_parser, emit, require_memory
-from benchmarks.train import sync
+from benchmarks.common import apply_device_defaults, base_parser, emit, images_per_second, require_memory, sync
 from sigverify.data.datamodule import SignatureDataModule, SyntheticConfig
 from sigverify.data.manifest import read_manifest, write_manifest
 from sigverify.data.preprocess import PreprocessConfig
@@ -47,17 +46,6 @@ def inference_step(args, device):
             model(inputs[n])
 
     return step
-
-
-def bare_rate(args, device, step) -> float:
-    for _ in range(3):
-        step(args.batch)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step(args.batch)
-    sync(device)
-    return args.steps * args.batch / (time.perf_counter() - start)
 
 
 class Timer(L.Callback):
@@ -110,7 +98,7 @@ def main(argv=None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sigverify-bench-infer-"))
     step = inference_step(args, device)
     require_memory(step, args.batch, device, f"benchmarks.infer ({args.backbone}, 1x{args.height}x{args.width})")
-    bare = bare_rate(args, device, step)
+    bare = images_per_second(step, args.batch, device, args.steps, warmup=3)
     print(f"bare inference: {bare:.1f} images/s")
     fit = predict_rate(args, device, tmp)
     print(f"sigverify predict path: {fit:.1f} images/s; ratio {fit / bare:.3f}")

@@ -22,7 +22,7 @@ import lightning as L
 import timm
 import torch
 
-from benchmarks.common import apply_device_defaults, base_parser, emit, require_memory
+from benchmarks.common import apply_device_defaults, base_parser, emit, images_per_second, require_memory, sync
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.models.embedding import freeze_stages
@@ -35,11 +35,6 @@ DEFAULTS = {
     "cpu": dict(backbone="tf_efficientnetv2_b0", height=96, width=192, p=8, k=2, f=2, m=2, steps=10, warmup=3,
                 workers=1),
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bare_network(args, device) -> torch.nn.Module:
@@ -69,17 +64,6 @@ def bare_step(args, device):
         opt.zero_grad(set_to_none=True)
 
     return step
-
-
-def bare_rate(args, device, batch: int, step) -> float:
-    for _ in range(args.warmup):
-        step(batch)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step(batch)
-    sync(device)
-    return args.steps * batch / (time.perf_counter() - start)
 
 
 class StepTimer(L.Callback):
@@ -139,7 +123,7 @@ def main(argv=None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sigverify-bench-train-"))
     step = bare_step(args, device)
     require_memory(step, batch, device, f"benchmarks.train ({args.backbone}, 1x{args.height}x{args.width})")
-    bare = bare_rate(args, device, batch, step)
+    bare = images_per_second(step, batch, device, args.steps, args.warmup)
     print(f"bare timm step: {bare:.1f} images/s")
     fit, wait = fit_rate(args, device, batch, args.manifest, tmp)
     print(f"sigverify fit path: {fit:.1f} images/s ({100 * wait:.0f} % of the time waiting for batches)")

@@ -47,6 +47,7 @@ from sigverify.serving.model_dir import (
 log = logging.getLogger(__name__)
 
 ONNX_TOLERANCE = 1e-4  # max |ONNX - PyTorch| per embedding coordinate on real images
+ONNX_OPSET = 17  # the opset the graph is exported with, recorded in the folder's config
 
 
 def evaluation_config(checkpoint: TrainedCheckpoint, report: dict | None, protocol: str,
@@ -77,7 +78,7 @@ def export_onnx(network: torch.nn.Module, height: int, width: int, file: Path) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on constant shapes: the input size is fixed
         torch.onnx.export(network, (example,), str(file), input_names=["images"], output_names=["embeddings"],
-                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=17,
+                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=ONNX_OPSET,
                           dynamo=False)
     network.eval()  # the exporter restores the training flag of the outermost module on every submodule
 
@@ -171,7 +172,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
                 float(threshold), source, rates["far_skilled"], rates["frr"], rates["far_random"], rates["hter"],
                 n_validation_signers=len(datamodule.split["val"]), n_genuine_scores=int(len(validation.genuine)),
                 n_skilled_scores=int(len(validation.skilled))),
-            onnx=OnnxCheck(17, difference, ONNX_TOLERANCE, f"{len(images)} preprocessed validation images"),
+            onnx=OnnxCheck(ONNX_OPSET, difference, ONNX_TOLERANCE, f"{len(images)} preprocessed validation images"),
             checkpoint=CheckpointOrigin(ckpt.name, checkpoint.contents.get("epoch"), checkpoint.contents.get("global_step")),
             starting_weights=starting_weights(hparams["backbone"], hparams.get("pretrained", False),
                                               hparams.get("weights_file"), hparams.get("init_from")),
