@@ -7,6 +7,7 @@ import hashlib
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 from sigverify.serving.verifier import Verifier
@@ -38,6 +39,36 @@ def test_sigverify_report_writes_a_self_contained_case_report(served_model, tmp_
     assert Verifier(served_model[3]).model.model_id in page and config["split"]["data"] in page
     assert ", ".join(map(str, config["split"]["val"])) in page
     assert f"Cllr {tested['cllr']:.3f} bits (Cllr-min {tested['cllr_min']:.3f})" in page
+
+
+def test_a_folder_without_its_pytorch_weights_reports_without_maps_and_says_why(served_model, tmp_path, capsys,
+                                                                                monkeypatch):
+    """An ONNX-only copy of a folder (what a serving install needs) still verifies; the report and the app say
+    which file the maps need instead of failing."""
+    from streamlit.testing.v1 import AppTest
+    from test_explain_and_share import PAGE, _uploads
+
+    folder = tmp_path / "onnx-only"
+    shutil.copytree(served_model[3], folder)
+    (folder / "model.safetensors").unlink()
+    genuine, forged, _ = signer_files(served_model)
+    out = tmp_path / "case.html"
+    assert cli("report", "--model", str(folder), "--reference", *genuine[:3], "--questioned", forged[0],
+               "--out", str(out)) == 0
+    printed = json.loads(capsys.readouterr().out)
+    page = html.unescape(out.read_text())
+    assert printed["score"] == Verifier(served_model[3]).verify_files(genuine[:3], forged[0]).score
+    assert "no explanation maps: they need the folder's PyTorch weights" in page
+    assert str(folder / "model.safetensors") in page and "ink ratio" not in page
+
+    monkeypatch.setenv("SIGVERIFY_MODEL", str(folder))
+    at = AppTest.from_file(str(PAGE), default_timeout=120).run()
+    at.file_uploader(key="references").set_value(_uploads(genuine[:3]))
+    at.file_uploader(key="questioned").set_value(_uploads(forged[:1])[0])
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception and (at.success or at.error)
+    assert any("PyTorch weights" in i.value and "model.safetensors" in i.value for i in at.info)
 
 
 def test_the_service_reports_a_verification_of_stored_references(served_model, client):  # noqa: F811

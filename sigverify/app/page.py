@@ -17,7 +17,7 @@ import numpy as np
 import streamlit as st
 
 from sigverify.data.errors import DataError
-from sigverify.serving.case_report import MAX_MAPS, distribution_figure
+from sigverify.serving.case_report import MAX_MAPS, distribution_figure, folder_explainer
 from sigverify.serving.model_dir import ModelDirError
 
 
@@ -44,25 +44,15 @@ def load_verifier(folder: str, stamp: float):
 
 @st.cache_resource(max_entries=2)
 def load_explainer(folder: str, stamp: float):
-    """(the maps' explainer, a lock for it, None), or (None, None, the reason) when torch or grad-cam is
-    missing. One explainer serves every session; the lock keeps two sessions' maps apart."""
-    try:
-        import pytorch_grad_cam  # noqa: F401  (imported by the maps only when they are drawn)
-
-        from sigverify.explain.attribution import Explainer
-        from sigverify.serving.pretrained import SignatureModel
-    except ImportError as err:
-        return None, None, f"explanation maps need the training install (pip install 'sigverify[train]'): {err}"
-    try:
-        model = SignatureModel.from_pretrained(folder)
-    except ModelDirError as err:
-        return None, None, f"explanation maps need the folder's PyTorch weights: {err}"
-    return Explainer(model.embedder, model.preprocess_config.height), threading.Lock(), None
+    """(the maps' explainer, a lock for it, None), or (None, None, the reason) when torch, grad-cam or the
+    folder's PyTorch weights are missing. One explainer serves every session; the lock keeps their maps apart."""
+    explainer, problem = folder_explainer(folder)
+    return explainer, threading.Lock() if explainer is not None else None, problem and f"explanation maps: {problem}"
 
 
 def read_uploads(verifier, files) -> np.ndarray:
     """Uploaded files, decoded and preprocessed; a bad one stops with an error naming it."""
-    return np.stack([verifier.preprocess(verifier.decode(f.getvalue(), f.name)[0], f.name) for f in files])
+    return np.stack([verifier.read(f.getvalue(), f.name).model_view for f in files])
 
 
 def show_verdict(verifier, verdict) -> None:

@@ -14,6 +14,7 @@ import datetime
 import html
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -49,16 +50,28 @@ def case_from_images(verifier: Verifier, references: list[tuple[str, bytes]], qu
 def explanation_maps(verifier: Verifier, case: Case) -> tuple[list, str | None]:
     """Grad-CAM maps of the questioned signature against the first references ([], and why, when torch,
     grad-cam or the folder's PyTorch weights are missing)."""
-    try:
-        from sigverify.explain.attribution import Explainer
-        from sigverify.serving.pretrained import SignatureModel
-
-        model = SignatureModel.from_pretrained(str(verifier.model.path))
-    except (ImportError, OSError, ValueError) as err:
-        return [], f"no explanation maps: they need the training install and the folder's PyTorch weights ({err})"
-    explainer = Explainer(model.embedder, model.preprocess_config.height)
+    explainer, problem = folder_explainer(verifier.model.path)
+    if explainer is None:
+        return [], f"no explanation maps: {problem}"
     refs = [r.model_view for r in case.references[:MAX_MAPS]]
     return explainer.pairs(np.stack(refs), np.repeat(case.questioned.model_view[None], len(refs), 0)), None
+
+
+def folder_explainer(folder: str | Path):
+    """(the maps' explainer of an exported model folder, None), or (None, why) when the training install (torch,
+    grad-cam) or the folder's PyTorch weights are missing: a serving install verifies without them."""
+    try:
+        import pytorch_grad_cam  # noqa: F401  (the maps import it only when they are drawn: fail here instead)
+
+        from sigverify.explain.attribution import Explainer
+        from sigverify.serving.pretrained import SignatureModel
+    except ImportError as err:
+        return None, f"they need the training install (pip install 'sigverify[train]'): {err}"
+    try:
+        model = SignatureModel.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:  # ModelDirError is a ValueError
+        return None, f"they need the folder's PyTorch weights: {err}"
+    return Explainer(model.embedder, model.preprocess_config.height), None
 
 
 def distribution_figure(verifier: Verifier, score: float):
