@@ -9,7 +9,7 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def machine() -> str:
@@ -135,6 +135,30 @@ def images_per_second(step: Callable[[int], None], batch: int, device, steps: in
         step(batch)
     sync(device)
     return steps * batch / (time.perf_counter() - start)
+
+
+def bulk_load(dsn: str, signers: Iterable[str], references: Iterable[tuple], centroids: bool = True) -> None:
+    """Signers and their references (signer id, unit embedding, image hash) written straight into the store's
+    tables by COPY, far faster than enrolling them through the service; then, with ``centroids``, every signer's
+    centroid, as enrolment keeps it (a benchmark that times building the centroids' index does that itself)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    from sigverify.serving.store import ALL_CENTROIDS
+
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        with conn.cursor() as cursor:
+            with cursor.copy("COPY signers (id) FROM STDIN") as copy:
+                for signer in signers:
+                    copy.write_row((signer,))
+            with cursor.copy("COPY signature_references (signer_id, embedding, image_sha256) FROM STDIN "
+                             "WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "vector", "text"])
+                for row in references:
+                    copy.write_row(row)
+        if centroids:
+            conn.execute(ALL_CENTROIDS)
 
 
 def latency_percentiles(seconds) -> dict:

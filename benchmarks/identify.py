@@ -21,11 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
+from psycopg import sql
 
-from benchmarks.common import emit, latency_percentiles
+from benchmarks.common import bulk_load, emit, latency_percentiles
 from sigverify.serving.embedded import EmbeddedDatabase
-from sigverify.serving.store import CENTROID_GRAPH, DEFAULT_CANDIDATES, DEFAULT_SEARCH_BREADTH, SignatureStore, migrate
+from sigverify.serving.store import (
+    ALL_CENTROIDS,
+    CENTROID_GRAPH,
+    CENTROID_INDEX,
+    DEFAULT_CANDIDATES,
+    DEFAULT_SEARCH_BREADTH,
+    SignatureStore,
+    migrate,
+)
 
 PER_SIGNER = 10
 
@@ -54,18 +62,10 @@ def vectors(block: int, count: int, dim: int) -> np.ndarray:
 
 def load(dsn: str, n: int, dim: int) -> float:
     started = time.perf_counter()
-    with psycopg.connect(dsn) as conn:
-        register_vector(conn)
-        with conn.cursor() as cursor:
-            with cursor.copy("COPY signers (id) FROM STDIN") as copy:
-                for s in range((n + PER_SIGNER - 1) // PER_SIGNER):
-                    copy.write_row((f"s{s:07d}",))
-            for start in range(0, n, BLOCK):
-                with cursor.copy("COPY signature_references (signer_id, embedding, image_sha256) FROM STDIN "
-                                 "WITH (FORMAT BINARY)") as copy:
-                    copy.set_types(["text", "vector", "text"])
-                    for i, v in enumerate(vectors(start // BLOCK, min(BLOCK, n - start), dim), start):
-                        copy.write_row((f"s{i // PER_SIGNER:07d}", v, f"{i:064d}"))
+    signers = (f"s{s:07d}" for s in range((n + PER_SIGNER - 1) // PER_SIGNER))
+    references = ((f"s{i // PER_SIGNER:07d}", v, f"{i:064d}") for start in range(0, n, BLOCK)
+                  for i, v in enumerate(vectors(start // BLOCK, min(BLOCK, n - start), dim), start))
+    bulk_load(dsn, signers, references, centroids=False)  # build_index computes them, timed with the index
     return time.perf_counter() - started
 
 
@@ -76,10 +76,8 @@ def build_index(dsn: str, workers: int, m: int, ef_construction: int) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '2GB'")
         conn.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
-        conn.execute("UPDATE signers s SET centroid = a.centroid FROM (SELECT signer_id, avg(embedding) AS centroid "
-                     "FROM signature_references GROUP BY signer_id) a WHERE s.id = a.signer_id")
-        conn.execute(f"CREATE INDEX IF NOT EXISTS signers_centroid ON signers USING hnsw (centroid vector_cosine_ops) "
-                     f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+        conn.execute(ALL_CENTROIDS)
+        conn.execute(sql.SQL(CENTROID_INDEX).format(m=sql.Literal(int(m)), ef_construction=sql.Literal(int(ef_construction))))
         conn.execute("ANALYZE signers")
         conn.execute("ANALYZE signature_references")
     return time.perf_counter() - started

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
-from pgvector.psycopg import register_vector
 
-from benchmarks.common import emit, latency_percentiles
+from benchmarks.common import bulk_load, emit, latency_percentiles
 from sigverify.data.manifest import read_manifest
 from sigverify.data.synth import synthesize_dataset
 from sigverify.serving.client import wait_ready
@@ -37,19 +35,14 @@ from sigverify.serving.verifier import Verifier
 
 def load_signers(dsn: str, n: int, per_signer: int, dim: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    with psycopg.connect(dsn) as conn:
-        register_vector(conn)
-        with conn.cursor() as cursor:
-            with cursor.copy("COPY signers (id) FROM STDIN") as copy:
-                for i in range(n):
-                    copy.write_row((f"load-{i:06d}",))
-            with cursor.copy("COPY signature_references (signer_id, embedding, image_sha256) FROM STDIN "
-                             "WITH (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "vector", "text"])
-                for i in range(n):
-                    vectors = rng.standard_normal((per_signer, dim)).astype(np.float32)
-                    for j, v in enumerate(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)):
-                        copy.write_row((f"load-{i:06d}", v, f"{i:058d}{j:06d}"))
+
+    def references():
+        for i in range(n):
+            vectors = rng.standard_normal((per_signer, dim)).astype(np.float32)
+            for j, v in enumerate(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)):
+                yield f"load-{i:06d}", v, f"{i:058d}{j:06d}"
+
+    bulk_load(dsn, (f"load-{i:06d}" for i in range(n)), references())
 
 
 def bare_inference(verifier: Verifier, image: Path, repeats: int) -> list[float]:

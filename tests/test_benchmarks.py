@@ -417,6 +417,37 @@ def test_identify_benchmark_reports_a_recall_latency_curve(capsys):
     assert all(point["queries"] == 30 and point["recall_at_1"] >= 0.9 for point in line["curve"])
 
 
+def test_signers_the_service_benchmark_loads_are_stored_as_enrolment_leaves_them(tmp_path):
+    """The bulk load (COPY, no enrolment) fills each signer's centroid, which identify searches first."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    from benchmarks import service
+    from sigverify.serving.embedded import EmbeddedDatabase
+    from sigverify.serving.store import SignatureStore, migrate
+
+    database, dim = EmbeddedDatabase(tmp_path / "db", supervise=False), 8
+    try:
+        migrate(database.dsn, "bench", dim)
+        service.load_signers(database.dsn, 4, 3, dim, seed=1)
+        with psycopg.connect(database.dsn) as conn:
+            register_vector(conn)
+            references = conn.execute("SELECT signer_id, embedding FROM signature_references").fetchall()
+            centroids = dict(conn.execute("SELECT id, centroid FROM signers").fetchall())
+        assert len(references) == 12 and len(centroids) == 4
+        for signer, centroid in centroids.items():
+            mean = np.mean([vector.to_numpy() for owner, vector in references if owner == signer], axis=0)
+            np.testing.assert_allclose(centroid.to_numpy(), mean, atol=1e-6)
+        store = SignatureStore(database.dsn, "bench", dim)
+        try:
+            probe = next(vector for owner, vector in references if owner == "load-000002").to_numpy()
+            assert store.nearest_signers(probe, 1)[0]["signer_id"] == "load-000002"  # signers lacking one are skipped
+        finally:
+            store.close()
+    finally:
+        database.close()
+
+
 def test_the_scoring_screen_reproduces_validate_and_scores_every_choice(tmp_path, capsys):
     """The screen's plain figure (embedding, references protocol, centred) is what `sigverify validate` reports
     for the same run, and with --test what `sigverify test` reports; every features x normalisation choice gets

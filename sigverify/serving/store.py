@@ -38,6 +38,13 @@ DEFAULT_SEARCH_BREADTH = 30
 # another graph needs a new migration.
 CENTROID_GRAPH = {"m": 32, "ef_construction": 128}
 
+# Every signer's centroid from their references at once (migration 2; a benchmark after a bulk load), and the
+# centroids' graph ({m}, {ef_construction}: CENTROID_GRAPH's).
+ALL_CENTROIDS = ("UPDATE signers s SET centroid = a.centroid FROM (SELECT signer_id, avg(embedding) AS centroid "
+                 "FROM signature_references GROUP BY signer_id) a WHERE s.id = a.signer_id")
+CENTROID_INDEX = ("CREATE INDEX signers_centroid ON signers USING hnsw (centroid vector_cosine_ops) "
+                  "WITH (m = {m}, ef_construction = {ef_construction})")
+
 # version -> statements; {dim} is the model's embedding size, {m} and {ef_construction} the centroid graph's
 # (ints, formatted with sql.Literal).
 MIGRATIONS: list[tuple[int, str]] = [
@@ -66,13 +73,10 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX signature_references_embedding ON signature_references
             USING hnsw (embedding vector_cosine_ops);
     """),
-    (2, """
-        ALTER TABLE signers ADD COLUMN centroid vector({dim});
-        UPDATE signers s SET centroid = a.centroid FROM (
-            SELECT signer_id, avg(embedding) AS centroid FROM signature_references GROUP BY signer_id) a
-            WHERE s.id = a.signer_id;
-        CREATE INDEX signers_centroid ON signers USING hnsw (centroid vector_cosine_ops)
-            WITH (m = {m}, ef_construction = {ef_construction});
+    (2, f"""
+        ALTER TABLE signers ADD COLUMN centroid vector({{dim}});
+        {ALL_CENTROIDS};
+        {CENTROID_INDEX};
         DROP INDEX signature_references_embedding;
     """),
 ]
