@@ -15,12 +15,16 @@ import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import sigverify
 from sigverify.serving.model_dir import ModelConfig
 from sigverify.serving.verifier import DecodedImage, Verdict, Verifier
+
+if TYPE_CHECKING:  # torch: imported only where the maps are drawn
+    from sigverify.explain.attribution import Explainer
 
 MAX_MAPS = 3  # explanation maps per report (one per reference): each costs a backward pass
 
@@ -57,7 +61,7 @@ def explanation_maps(verifier: Verifier, case: Case) -> tuple[list, str | None]:
     return explainer.pairs(np.stack(refs), np.repeat(case.questioned.model_view[None], len(refs), 0)), None
 
 
-def folder_explainer(folder: str | Path):
+def folder_explainer(folder: str | Path) -> tuple[Explainer, None] | tuple[None, str]:
     """(the maps' explainer of an exported model folder, None), or (None, why) when the training install (torch,
     grad-cam) or the folder's PyTorch weights are missing: a serving install verifies without them."""
     try:

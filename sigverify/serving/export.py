@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 import sigverify
 from sigverify.data.splits import same_validation_signers
 from sigverify.evaluation.metrics import rates_at
+from sigverify.evaluation.protocols import Scores
 from sigverify.evaluation.report import EvalConfig, carried_threshold, choose_threshold, protocol_scores
 from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
 from sigverify.models.embedding import embed_images, untrained_embedder
@@ -108,84 +109,32 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     checkpoint = TrainedCheckpoint.read(ckpt, "checkpoint to export")
-    ckpt, hparams = checkpoint.path, checkpoint.hparams
     protocol = protocol or "references"
-    report = _test_report(ckpt, protocol)
+    report = _test_report(checkpoint.path, protocol)
     config = evaluation_config(checkpoint, report, protocol, n_references)
     inference = inference_config(checkpoint, report)
     network = checkpoint.network(inference)
     if config.threshold_from:  # a carried threshold of another network, or one that embedded otherwise: before any work
         carried_threshold(config, model_sha256=weights_sha256(checkpoint.embedder_weights()), inference=asdict(inference))
-
-    datamodule = checkpoint.datamodule(data)
-    datamodule.setup("validate")
-    record = checkpoint.split
-    if record is not None and not same_validation_signers(record, datamodule.split_record()):
-        raise ValueError(f"{ckpt}: the data rebuilt from it (data set fingerprint, validation signers) is not "
-                         "what it trained with; pass --data to point at its data")
-    positions = datamodule.positions("val")
-    if not len(positions):
-        raise ValueError(f"{ckpt}: its split has no validation signers to fix the threshold on")
-    if config.protocol == "references":
-        config = replace(config, n_references=supported_references(datamodule, positions, config.n_references,
-                                                                   chosen=n_references is not None))
-    images = np.asarray(datamodule.images[positions])
-    embeddings = embed_images(network, images)
-    validation = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
-    threshold, source = choose_threshold(validation, config)
-    rates = rates_at(threshold, validation.genuine, validation.skilled, validation.random)
-
-    if report is not None and report.get("threshold") != float(threshold):
+    validation = ValidationScoring.run(checkpoint, network, config, data, references_chosen=n_references is not None)
+    if report is not None and report.get("threshold") != validation.threshold:
         log.warning("the run's test report under %s used another threshold (%s, not %s): left out of the model "
-                    "card (another checkpoint or other evaluation settings)", protocol, report.get("threshold"), threshold)
+                    "card (another checkpoint or other evaluation settings)", protocol, report.get("threshold"),
+                    validation.threshold)
         report = None
+
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))  # same file system: the rename is atomic
     try:
-        preprocess = datamodule.preprocess
+        preprocess = validation.datamodule.preprocess
         export_onnx(network, preprocess.height, preprocess.width, staging / ONNX)
-        difference = float(np.abs(onnx_embed(staging / ONNX, images) - embeddings).max())
-        if difference > ONNX_TOLERANCE:
-            raise RuntimeError(f"the ONNX graph differs from PyTorch by {difference:.2e} on the validation "
-                               f"images (tolerance {ONNX_TOLERANCE:g}); not exported")
-        from safetensors.torch import save_file
-
-        # The embedding network's own weights: from_pretrained rebuilds what scores with them (shifts, features),
-        # and those it started from where they are scored too, so the folder needs neither package nor file to read.
-        save_file(contiguous(checkpoint.embedder().state_dict()), str(staging / WEIGHTS))
-        if inference.features == WITH_UNTRAINED:  # rebuilt from the same weights as the one the ONNX graph holds
-            save_file(contiguous(untrained_embedder(hparams).state_dict()), str(staging / START))
-        training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
-        model_config = ModelConfig(
-            sigverify_version=sigverify.__version__,
-            backbone=hparams["backbone"],
-            neck=hparams.get("neck", "plain"),
-            embedding_dim=int(embeddings.shape[1]),
-            head_hidden=tuple(hparams["head_hidden"]),
-            features=inference.features,
-            tta_shift=inference.tta_shift,
-            evaluation=_plain(config),
-            preprocess=preprocess,
-            protocol=ScoringProtocol(config.protocol, config.reduce, config.normalize,
-                                     config.n_references if config.protocol == "references" else 1),
-            threshold=OperatingThreshold(
-                float(threshold), source, rates["far_skilled"], rates["frr"], rates["far_random"], rates["hter"],
-                n_validation_signers=len(datamodule.split["val"]), n_genuine_scores=int(len(validation.genuine)),
-                n_skilled_scores=int(len(validation.skilled))),
-            onnx=OnnxCheck(ONNX_OPSET, difference, ONNX_TOLERANCE, f"{len(images)} preprocessed validation images"),
-            checkpoint=CheckpointOrigin(ckpt.name, checkpoint.contents.get("epoch"), checkpoint.contents.get("global_step")),
-            starting_weights=starting_weights(hparams["backbone"], hparams.get("pretrained", False),
-                                              hparams.get("weights_file"), hparams.get("init_from")),
-            training_config=training,
-            training_config_sha256=config_hash(training),
-            scripts=scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
-            split=record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
-            test_figures=test_figures(report),
-        )
+        onnx_check = checked_onnx(staging / ONNX, validation)
+        write_weights(staging, checkpoint, inference)
+        model_config = folder_config(checkpoint, inference, validation, onnx_check, report, scripts)
         (staging / CONFIG).write_text(json.dumps(model_config.to_json(), indent=1))
         # The LR calibration: fitted on the same validation scores, under this protocol and reference count.
-        likelihood_ratio = config.lr_calibration(validation)
-        calibration = Calibration.from_scores(validation.genuine, validation.skilled, likelihood_ratio)
+        likelihood_ratio = validation.config.lr_calibration(validation.scores)
+        calibration = Calibration.from_scores(validation.scores.genuine, validation.scores.skilled, likelihood_ratio)
         (staging / CALIBRATION).write_text(json.dumps(calibration.to_json()))
         model_card(model_config, report, likelihood_ratio).save(staging / CARD)
         readable_by_others(staging)
@@ -194,9 +143,101 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("exported %s to %s (threshold %.4f under the %s protocol, ONNX within %.1e)", ckpt, out, threshold,
-             config.protocol, difference)
+    log.info("exported %s to %s (threshold %.4f under the %s protocol, ONNX within %.1e)", checkpoint.path, out,
+             validation.threshold, validation.config.protocol, onnx_check.max_abs_difference_to_pytorch)
     return out
+
+
+@dataclass(frozen=True)
+class ValidationScoring:
+    """The checkpoint's validation signers scored as the folder will score: the operating threshold, its rates,
+    and the images the ONNX graph is checked on."""
+
+    datamodule: object
+    images: np.ndarray
+    embeddings: np.ndarray
+    scores: Scores
+    config: EvalConfig  # with the reference count the threshold was chosen for
+    threshold: float
+    source: str
+    rates: dict
+
+    @classmethod
+    def run(cls, checkpoint: TrainedCheckpoint, network: torch.nn.Module, config: EvalConfig, data: str | None,
+            references_chosen: bool) -> ValidationScoring:
+        datamodule = checkpoint.datamodule(data)
+        datamodule.setup("validate")
+        record = checkpoint.split
+        if record is not None and not same_validation_signers(record, datamodule.split_record()):
+            raise ValueError(f"{checkpoint.path}: the data rebuilt from it (data set fingerprint, validation signers) "
+                             "is not what it trained with; pass --data to point at its data")
+        positions = datamodule.positions("val")
+        if not len(positions):
+            raise ValueError(f"{checkpoint.path}: its split has no validation signers to fix the threshold on")
+        if config.protocol == "references":
+            config = replace(config, n_references=supported_references(datamodule, positions, config.n_references,
+                                                                       chosen=references_chosen))
+        images = np.asarray(datamodule.images[positions])
+        embeddings = embed_images(network, images)
+        scores = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
+        threshold, source = choose_threshold(scores, config)
+        rates = rates_at(threshold, scores.genuine, scores.skilled, scores.random)
+        return cls(datamodule, images, embeddings, scores, config, float(threshold), source, rates)
+
+
+def checked_onnx(file: Path, validation: ValidationScoring) -> OnnxCheck:
+    """The exported graph against PyTorch on the validation images; refused beyond the tolerance."""
+    difference = float(np.abs(onnx_embed(file, validation.images) - validation.embeddings).max())
+    if difference > ONNX_TOLERANCE:
+        raise RuntimeError(f"the ONNX graph differs from PyTorch by {difference:.2e} on the validation "
+                           f"images (tolerance {ONNX_TOLERANCE:g}); not exported")
+    return OnnxCheck(ONNX_OPSET, difference, ONNX_TOLERANCE, f"{len(validation.images)} preprocessed validation images")
+
+
+def write_weights(folder: Path, checkpoint: TrainedCheckpoint, inference: InferenceConfig) -> None:
+    """The embedding network's own weights: from_pretrained rebuilds what scores with them (shifts, features),
+    and those it started from where they are scored too, so the folder needs neither package nor file to read."""
+    from safetensors.torch import save_file
+
+    save_file(contiguous(checkpoint.embedder().state_dict()), str(folder / WEIGHTS))
+    if inference.features == WITH_UNTRAINED:  # rebuilt from the same weights as the one the ONNX graph holds
+        save_file(contiguous(untrained_embedder(checkpoint.hparams).state_dict()), str(folder / START))
+
+
+def folder_config(checkpoint: TrainedCheckpoint, inference: InferenceConfig, validation: ValidationScoring,
+                  onnx_check: OnnxCheck, report: dict | None, scripts: str | None) -> ModelConfig:
+    """The folder's ``config.json``: the network, how it scores, its threshold, and where it came from."""
+    hparams, datamodule, config = checkpoint.hparams, validation.datamodule, validation.config
+    rates = validation.rates
+    training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
+    record = checkpoint.split
+    return ModelConfig(
+        sigverify_version=sigverify.__version__,
+        backbone=hparams["backbone"],
+        neck=hparams.get("neck", "plain"),
+        embedding_dim=int(validation.embeddings.shape[1]),
+        head_hidden=tuple(hparams["head_hidden"]),
+        features=inference.features,
+        tta_shift=inference.tta_shift,
+        evaluation=_plain(config),
+        preprocess=datamodule.preprocess,
+        protocol=ScoringProtocol(config.protocol, config.reduce, config.normalize,
+                                 config.n_references if config.protocol == "references" else 1),
+        threshold=OperatingThreshold(
+            validation.threshold, validation.source, rates["far_skilled"], rates["frr"], rates["far_random"],
+            rates["hter"], n_validation_signers=len(datamodule.split["val"]),
+            n_genuine_scores=int(len(validation.scores.genuine)), n_skilled_scores=int(len(validation.scores.skilled))),
+        onnx=onnx_check,
+        checkpoint=CheckpointOrigin(checkpoint.path.name, checkpoint.contents.get("epoch"),
+                                    checkpoint.contents.get("global_step")),
+        starting_weights=starting_weights(hparams["backbone"], hparams.get("pretrained", False),
+                                          hparams.get("weights_file"), hparams.get("init_from")),
+        training_config=training,
+        training_config_sha256=config_hash(training),
+        scripts=scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
+        split=record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
+        test_figures=test_figures(report),
+    )
 
 
 def contiguous(state: dict) -> dict:
