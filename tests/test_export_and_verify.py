@@ -226,6 +226,21 @@ def test_export_takes_a_run_folder_and_a_reference_count_its_validation_signers_
     assert "--n-references 6" in error and "at most 5" in error and not (tmp_path / "n").exists()
 
 
+def test_an_export_that_fails_its_onnx_check_keeps_the_folder_it_would_replace(served_model, tmp_path, monkeypatch,
+                                                                             capsys):
+    """An export refused after its files were begun (the ONNX graph out of tolerance) leaves the folder it was to
+    overwrite as it was, and no staging folder beside it."""
+    tmp, run, ckpt, model_dir = served_model
+    kept = tmp_path / "m"
+    shutil.copytree(model_dir, kept)
+    before = {f.name: f.read_bytes() for f in kept.iterdir()}
+    monkeypatch.setattr("sigverify.serving.export.ONNX_TOLERANCE", -1.0)  # any difference, even 0, is too much
+    assert cli("export", "--ckpt", ckpt, "--out", str(kept), "--overwrite") == 1
+    assert "the ONNX graph differs from PyTorch" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in kept.iterdir()} == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m"]
+
+
 def test_an_exported_folder_is_readable_by_other_users(served_model, tmp_path):
     """The service may run as another user (the Docker image's uid 1000): the folder follows the umask, not
     mkdtemp's owner-only mode."""

@@ -23,7 +23,7 @@ import sigverify
 from sigverify.serving.model_dir import ModelConfig
 from sigverify.serving.verifier import DecodedImage, Verdict, Verifier
 
-if TYPE_CHECKING:  # torch: imported only where the maps are drawn
+if TYPE_CHECKING:  # torch and cv2 (the training install): imported in folder_explainer only
     from sigverify.explain.attribution import Explainer
 
 MAX_MAPS = 3  # explanation maps per report (one per reference): each costs a backward pass

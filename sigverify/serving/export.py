@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import sigverify
+from sigverify.data.datamodule import SignatureDataModule
 from sigverify.data.splits import same_validation_signers
 from sigverify.evaluation.metrics import rates_at
 from sigverify.evaluation.protocols import Scores
@@ -116,11 +117,11 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     network = checkpoint.network(inference)
     if config.threshold_from:  # a carried threshold of another network, or one that embedded otherwise: before any work
         carried_threshold(config, model_sha256=weights_sha256(checkpoint.embedder_weights()), inference=asdict(inference))
-    validation = ValidationScoring.run(checkpoint, network, config, data, references_chosen=n_references is not None)
-    if report is not None and report.get("threshold") != validation.threshold:
+    validation = score_validation(checkpoint, network, config, data, references_chosen=n_references is not None)
+    config, threshold = validation.config, validation.threshold.value  # the reference count may have changed
+    if report is not None and report.get("threshold") != threshold:
         log.warning("the run's test report under %s used another threshold (%s, not %s): left out of the model "
-                    "card (another checkpoint or other evaluation settings)", protocol, report.get("threshold"),
-                    validation.threshold)
+                    "card (another checkpoint or other evaluation settings)", protocol, report.get("threshold"), threshold)
         report = None
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
         model_config = folder_config(checkpoint, inference, validation, onnx_check, report, scripts)
         (staging / CONFIG).write_text(json.dumps(model_config.to_json(), indent=1))
         # The LR calibration: fitted on the same validation scores, under this protocol and reference count.
-        likelihood_ratio = validation.config.lr_calibration(validation.scores)
+        likelihood_ratio = config.lr_calibration(validation.scores)
         calibration = Calibration.from_scores(validation.scores.genuine, validation.scores.skilled, likelihood_ratio)
         (staging / CALIBRATION).write_text(json.dumps(calibration.to_json()))
         model_card(model_config, report, likelihood_ratio).save(staging / CARD)
@@ -144,45 +145,47 @@ def export(ckpt: str | Path, out: str | Path, protocol: str | None = None, data:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s to %s (threshold %.4f under the %s protocol, ONNX within %.1e)", checkpoint.path, out,
-             validation.threshold, validation.config.protocol, onnx_check.max_abs_difference_to_pytorch)
+             threshold, config.protocol, onnx_check.max_abs_difference_to_pytorch)
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ValidationScoring:
-    """The checkpoint's validation signers scored as the folder will score: the operating threshold, its rates,
-    and the images the ONNX graph is checked on."""
+    """The checkpoint's validation signers scored as the folder will score them: the operating threshold, and
+    the images the ONNX graph is checked on."""
 
-    datamodule: object
+    datamodule: SignatureDataModule
     images: np.ndarray
     embeddings: np.ndarray
     scores: Scores
     config: EvalConfig  # with the reference count the threshold was chosen for
-    threshold: float
-    source: str
-    rates: dict
+    threshold: OperatingThreshold
 
-    @classmethod
-    def run(cls, checkpoint: TrainedCheckpoint, network: torch.nn.Module, config: EvalConfig, data: str | None,
-            references_chosen: bool) -> ValidationScoring:
-        datamodule = checkpoint.datamodule(data)
-        datamodule.setup("validate")
-        record = checkpoint.split
-        if record is not None and not same_validation_signers(record, datamodule.split_record()):
-            raise ValueError(f"{checkpoint.path}: the data rebuilt from it (data set fingerprint, validation signers) "
-                             "is not what it trained with; pass --data to point at its data")
-        positions = datamodule.positions("val")
-        if not len(positions):
-            raise ValueError(f"{checkpoint.path}: its split has no validation signers to fix the threshold on")
-        if config.protocol == "references":
-            config = replace(config, n_references=supported_references(datamodule, positions, config.n_references,
-                                                                       chosen=references_chosen))
-        images = np.asarray(datamodule.images[positions])
-        embeddings = embed_images(network, images)
-        scores = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
-        threshold, source = choose_threshold(scores, config)
-        rates = rates_at(threshold, scores.genuine, scores.skilled, scores.random)
-        return cls(datamodule, images, embeddings, scores, config, float(threshold), source, rates)
+
+def score_validation(checkpoint: TrainedCheckpoint, network: torch.nn.Module, config: EvalConfig, data: str | None,
+                     references_chosen: bool) -> ValidationScoring:
+    datamodule = checkpoint.datamodule(data)
+    datamodule.setup("validate")
+    record = checkpoint.split
+    if record is not None and not same_validation_signers(record, datamodule.split_record()):
+        raise ValueError(f"{checkpoint.path}: the data rebuilt from it (data set fingerprint, validation signers) "
+                         "is not what it trained with; pass --data to point at its data")
+    positions = datamodule.positions("val")
+    if not len(positions):
+        raise ValueError(f"{checkpoint.path}: its split has no validation signers to fix the threshold on")
+    if config.protocol == "references":
+        config = replace(config, n_references=supported_references(datamodule, positions, config.n_references,
+                                                                   chosen=references_chosen))
+    images = np.asarray(datamodule.images[positions])
+    embeddings = embed_images(network, images)
+    scores = protocol_scores(embeddings, datamodule.signer_ids[positions], datamodule.genuine[positions], config)
+    value, source = choose_threshold(scores, config)
+    rates = rates_at(value, scores.genuine, scores.skilled, scores.random)
+    threshold = OperatingThreshold(
+        float(value), source, rates["far_skilled"], rates["frr"], rates["far_random"], rates["hter"],
+        n_validation_signers=len(datamodule.split["val"]), n_genuine_scores=int(len(scores.genuine)),
+        n_skilled_scores=int(len(scores.skilled)))
+    return ValidationScoring(datamodule, images, embeddings, scores, config, threshold)
 
 
 def checked_onnx(file: Path, validation: ValidationScoring) -> OnnxCheck:
@@ -208,9 +211,7 @@ def folder_config(checkpoint: TrainedCheckpoint, inference: InferenceConfig, val
                   onnx_check: OnnxCheck, report: dict | None, scripts: str | None) -> ModelConfig:
     """The folder's ``config.json``: the network, how it scores, its threshold, and where it came from."""
     hparams, datamodule, config = checkpoint.hparams, validation.datamodule, validation.config
-    rates = validation.rates
     training = {"model": _plain(hparams), "data": _plain(checkpoint.data_settings)}
-    record = checkpoint.split
     return ModelConfig(
         sigverify_version=sigverify.__version__,
         backbone=hparams["backbone"],
@@ -223,10 +224,7 @@ def folder_config(checkpoint: TrainedCheckpoint, inference: InferenceConfig, val
         preprocess=datamodule.preprocess,
         protocol=ScoringProtocol(config.protocol, config.reduce, config.normalize,
                                  config.n_references if config.protocol == "references" else 1),
-        threshold=OperatingThreshold(
-            validation.threshold, validation.source, rates["far_skilled"], rates["frr"], rates["far_random"],
-            rates["hter"], n_validation_signers=len(datamodule.split["val"]),
-            n_genuine_scores=int(len(validation.scores.genuine)), n_skilled_scores=int(len(validation.scores.skilled))),
+        threshold=validation.threshold,
         onnx=onnx_check,
         checkpoint=CheckpointOrigin(checkpoint.path.name, checkpoint.contents.get("epoch"),
                                     checkpoint.contents.get("global_step")),
@@ -235,7 +233,7 @@ def folder_config(checkpoint: TrainedCheckpoint, inference: InferenceConfig, val
         training_config=training,
         training_config_sha256=config_hash(training),
         scripts=scripts or (None if datamodule.root else "synthetic (generated Latin-like strokes)"),
-        split=record or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
+        split=checkpoint.split or {**{k: list(v) for k, v in datamodule.split.items()}, "data": datamodule.data_fingerprint},
         test_figures=test_figures(report),
     )
 
