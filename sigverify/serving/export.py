@@ -164,6 +164,12 @@ class ValidationScoring:
 
 def score_validation(checkpoint: TrainedCheckpoint, network: torch.nn.Module, config: EvalConfig, data: str | None,
                      references_chosen: bool) -> ValidationScoring:
+    """Score the validation signers the checkpoint was trained beside and fix the threshold on them.
+
+    Refused when the data given is not the data it trained with (a threshold fixed on other signers, perhaps
+    ones it trained on, would be no validation threshold) or when its split has no validation signers.
+    ``references_chosen``: whether the user asked for the reference count, which then may not be lowered to
+    what the validation signers can enrol."""
     datamodule = checkpoint.datamodule(data)
     datamodule.setup("validate")
     record = checkpoint.split
