@@ -369,6 +369,8 @@ def test_a_recipe_is_its_training_config_however_it_is_spelled(tmp_path, monkeyp
     settings = tmp_path / "224.yaml"
     settings.write_text("data:\n  preprocess: {width: 448}\n")
     assert written_out == recipes(*grey, "--config", str(settings), "--data.preprocess.height=224",
+                                  "--data.preprocess.ink_tone", "keep", "--model.frozen_bn_stats", "keep")
+    assert written_out != recipes(*grey, "--config", str(settings), "--data.preprocess.height=224",
                                   "--data.preprocess.ink_tone", "keep")
     lsc = ["--loss", "lsc_plus_hardest", *grey]
     assert recipes(*lsc, "--model.loss_args", "{margin: 0.5}") != recipes(*lsc, "--model.loss_args",
