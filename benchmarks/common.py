@@ -50,7 +50,10 @@ def base_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--manifest", default=None, help="default: the built-in synthetic set")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="NHWC weights in both paths, on any device (the model's channels_last)")
     return parser
+
 
 
 def apply_device_defaults(args: argparse.Namespace, defaults: dict[str, dict], device) -> str:

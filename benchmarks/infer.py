@@ -1,7 +1,7 @@
 """Embedding throughput: bare inference of the backbone on device tensors against the project's
 ``predict`` path (Trainer, cached test images through the loader, head, L2 normalisation).
 
-    python -m benchmarks.infer [--backbone B] [--height H --width W] [--batch N] [--repeat N]
+    python -m benchmarks.infer [--backbone B] [--height H --width W] [--batch N] [--repeat N] [--no-channels-last]
 
 Options left out take the device's defaults (``DEFAULTS``): EfficientNetV2-M at 1x192x384 on a GPU,
 EfficientNetV2-B0 at 1x96x192 on a CPU. A batch that memory cannot hold stops with a message.
@@ -22,6 +22,7 @@ from sigverify.data.datamodule import SignatureDataModule, SyntheticConfig
 from sigverify.data.manifest import read_manifest, write_manifest
 from sigverify.data.preprocess import PreprocessConfig
 from sigverify.data.splits import SplitConfig
+from sigverify.models.embedding import laid_out
 from sigverify.models.module import SignatureVerifier
 
 DEFAULTS = {
@@ -32,16 +33,13 @@ DEFAULTS = {
 
 def inference_step(args, device):
     """``step(n)``: the bare backbone's forward pass on a device tensor of n images."""
-    model = timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device).eval()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = laid_out(timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device).eval(), args.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     inputs: dict[int, torch.Tensor] = {}
 
     def step(n: int) -> None:
         if n not in inputs:
-            x = torch.randn(n, 1, args.height, args.width, device=device)
-            inputs[n] = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+            inputs[n] = torch.randn(n, 1, args.height, args.width, device=device)
         with torch.inference_mode(), autocast:
             model(inputs[n])
 
@@ -78,7 +76,7 @@ def predict_rate(args, device, tmp: Path) -> float:
                                split=SplitConfig(test_ratio=0.9, val_ratio=0.0), eval_batch_size=args.batch,
                                num_workers=args.workers, cache_dir=str(tmp / "cache"))
     data.prepare_data()
-    model = SignatureVerifier(backbone=args.backbone)
+    model = SignatureVerifier(backbone=args.backbone, channels_last=args.channels_last)
     timer = Timer()
     trainer = L.Trainer(accelerator="auto", devices=1, precision="bf16-mixed" if device.type == "cuda" else "32-true",
                         logger=False, callbacks=[timer], enable_progress_bar=False, default_root_dir=tmp)
@@ -103,7 +101,8 @@ def main(argv=None) -> None:
     fit = predict_rate(args, device, tmp)
     print(f"sigverify predict path: {fit:.1f} images/s; ratio {fit / bare:.3f}")
     emit({"device": str(device), "backbone": args.backbone, "input_shape": [1, args.height, args.width],
-          "batch_size": args.batch, "repeat": args.repeat, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
+          "batch_size": args.batch, "repeat": args.repeat, "channels_last": args.channels_last,
+          "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
           "bare_img_s": round(bare, 1), "predict_img_s": round(fit, 1), "ratio": round(fit / bare, 3)})
 
 

@@ -4,7 +4,7 @@ sampling, augmentation in loader workers, LSC+ with its diagnostics, CSV logging
 backbone, input shape, batch size and precision, in one process.
 
     python -m benchmarks.train [--backbone B] [--height H --width W] [--p P --k K --f F --m M]
-        [--freeze-stages N] [--steps N] [--warmup N] [--workers N] [--manifest M] [--compile]
+        [--freeze-stages N] [--steps N] [--warmup N] [--workers N] [--manifest M] [--compile] [--no-channels-last]
 
 Options left out take the device's defaults (``DEFAULTS``): the write-up's EfficientNetV2-M at
 1x192x384, batch 128, on a GPU; EfficientNetV2-B0 at 1x96x192, batch 48, on a CPU, which two cores
@@ -25,7 +25,7 @@ import torch
 from benchmarks.common import apply_device_defaults, base_parser, emit, images_per_second, require_memory, sync
 from sigverify.data.datamodule import SamplerConfig, SignatureDataModule, SyntheticConfig
 from sigverify.data.preprocess import PreprocessConfig
-from sigverify.models.embedding import freeze_stages
+from sigverify.models.embedding import freeze_stages, laid_out
 from sigverify.models.module import SignatureVerifier
 from sigverify.training.callbacks import DistributionMonitor
 
@@ -41,7 +41,7 @@ def bare_network(args, device) -> torch.nn.Module:
     """The bare timm backbone on the device, its first ``args.freeze_stages`` stages frozen."""
     model = timm.create_model(args.backbone, in_chans=1, num_classes=0).to(device)
     freeze_stages(model, args.freeze_stages)  # batch norms adapt, as model.freeze_stages's default
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    return laid_out(model, args.channels_last)
 
 
 def bare_step(args, device):
@@ -55,8 +55,7 @@ def bare_step(args, device):
 
     def step(n: int) -> None:
         if n not in inputs:
-            x = torch.randn(n, 1, args.height, args.width, device=device)
-            inputs[n] = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+            inputs[n] = torch.randn(n, 1, args.height, args.width, device=device)
         with autocast:
             loss = step_model(inputs[n]).float().pow(2).mean()
         loss.backward()
@@ -94,7 +93,7 @@ def fit_rate(args, device, batch_size: int, root: str | None, tmp: Path) -> tupl
                                sampler=SamplerConfig(args.p, args.k, args.f, args.m, batches_per_epoch=args.warmup + args.steps),
                                num_workers=args.workers, cache_dir=str(tmp / "cache"))
     data.prepare_data()  # the cache is built once, before anything is timed
-    model = SignatureVerifier(backbone=args.backbone, loss="lsc_plus", compile=args.compile,
+    model = SignatureVerifier(backbone=args.backbone, loss="lsc_plus", compile=args.compile, channels_last=args.channels_last,
                               finite_check_every=args.finite_check_every, freeze_stages=args.freeze_stages)
     timer = StepTimer(args.warmup)
     trainer = L.Trainer(max_epochs=1, limit_val_batches=0, accelerator="auto", devices=1,
@@ -130,7 +129,7 @@ def main(argv=None) -> None:
     print(f"ratio fit/bare: {fit / bare:.3f}")
     emit({"device": str(device), "backbone": args.backbone, "input_shape": [1, args.height, args.width],
           "batch_size": batch, "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
-          "compile": args.compile, "freeze_stages": args.freeze_stages, "workers": args.workers,
+          "compile": args.compile, "channels_last": args.channels_last, "freeze_stages": args.freeze_stages, "workers": args.workers,
           "finite_check_every": args.finite_check_every,
           "bare_img_s": round(bare, 1), "fit_img_s": round(fit, 1), "ratio": round(fit / bare, 3),
           "data_wait_fraction": round(wait, 3)})

@@ -61,7 +61,8 @@ def test_the_train_benchmark_runs_at_toy_size_with_frozen_stages(capsys, tmp_pat
 
     from benchmarks import train
 
-    network = train.bare_network(argparse.Namespace(backbone="test_efficientnet", freeze_stages=1), torch.device("cpu"))
+    network = train.bare_network(argparse.Namespace(backbone="test_efficientnet", freeze_stages=1, channels_last=True),
+                                 torch.device("cpu"))
     frozen = [*network.conv_stem.parameters(), *network.bn1.parameters(), *network.blocks[0].parameters()]
     assert frozen and not any(p.requires_grad for p in frozen)
     assert all(p.requires_grad for p in network.blocks[1].parameters())
@@ -69,7 +70,7 @@ def test_the_train_benchmark_runs_at_toy_size_with_frozen_stages(capsys, tmp_pat
     train.main(["--backbone", "test_efficientnet", "--height", "32", "--width", "64", "--p", "4", "--k", "2",
                 "--f", "1", "--m", "1", "--steps", "2", "--warmup", "1", "--workers", "0", "--freeze-stages", "1"])
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert figures["freeze_stages"] == 1 and figures["batch_size"] == 16
+    assert figures["freeze_stages"] == 1 and figures["batch_size"] == 16 and figures["channels_last"] is True
     assert figures["bare_img_s"] > 0 and figures["fit_img_s"] > 0
 
 

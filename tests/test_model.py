@@ -4,7 +4,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from sigverify.labels import SignatureLabels
 from sigverify.models.embedding import SignatureEmbedder, create_backbone, freeze_stages
+from sigverify.models.module import SignatureVerifier
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -20,6 +22,50 @@ def test_pretrained_weights_from_a_local_file_adapt_the_rgb_stem(tmp_path, suffi
     torch.testing.assert_close(loaded["blocks.0.0.conv.weight"], state["blocks.0.0.conv.weight"])
     out = model.eval()(torch.randint(0, 256, (2, 1, 32, 64), dtype=torch.uint8))
     assert out.shape == (2, 8) and torch.allclose(out.norm(dim=1), torch.ones(2))
+
+
+def test_channels_last_gives_the_same_embeddings_and_gradients_on_a_cpu():
+    """The grey presets' network (Lite0, first 5 stages frozen, their batch-norm statistics kept) computes the
+    same function in NHWC as in NCHW, up to float rounding: the embeddings and the loss agree, and NHWC's
+    gradients are no further from a float64 computation than NCHW's own (about 3e-3: batch norms in training
+    mode amplify rounding)."""
+    import copy
+
+    from layout_recorder import first_convolution, layout
+
+    torch.manual_seed(0)
+    settings = dict(backbone="tf_efficientnet_lite0", freeze_stages=5, frozen_bn_stats="keep", loss="triplet_hard")
+    nchw = SignatureVerifier(**settings, channels_last=False)
+    nhwc = SignatureVerifier(**settings)  # channels_last by default
+    nhwc.load_state_dict(nchw.state_dict())
+    exact = copy.deepcopy(nchw).double()
+    images = torch.randint(0, 256, (16, 1, 64, 128), dtype=torch.uint8)
+    labels = SignatureLabels(torch.arange(4).repeat_interleave(4), torch.tensor([True, True, True, False] * 4))
+
+    def embed_and_backpropagate(model, inputs, expected_layout):
+        seen = []
+        first_convolution(model.embedder).register_forward_hook(lambda m, i, out: seen.append(layout(out)))
+        torch.manual_seed(1)  # the same dropout draws
+        embeddings = model.train()(inputs)
+        model.loss_fn(embeddings, labels).loss.backward()
+        assert seen == [expected_layout]
+        return embeddings.detach().double(), {k: p.grad.double() for k, p in model.named_parameters() if p.requires_grad}
+
+    reference, exact_grads = embed_and_backpropagate(exact, images.double() / 255, "NCHW")
+    default, default_grads = embed_and_backpropagate(nchw, images, "NCHW")
+    laid_out, laid_out_grads = embed_and_backpropagate(nhwc, images, "NHWC")
+    torch.testing.assert_close(laid_out, default, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(default, reference, atol=1e-5, rtol=1e-4)
+    largest = max(g.norm() for g in exact_grads.values())
+    checked = set()
+    for key, grad in exact_grads.items():
+        if grad.norm() < 1e-3 * largest:  # e.g. the bias of a batch norm that another batch norm follows: 0 exactly
+            continue
+        default_error = (default_grads[key] - grad).norm() / grad.norm()
+        laid_out_error = (laid_out_grads[key] - grad).norm() / grad.norm()
+        assert laid_out_error <= 2 * default_error + 1e-5, (key, laid_out_error.item(), default_error.item())
+        checked.add(key)
+    assert {key for key, grad in exact_grads.items() if grad.dim() == 4} <= checked  # every trained convolution
 
 
 def test_missing_weights_file_and_unknown_backbone():

@@ -64,6 +64,16 @@ def test_default_backbone_fast_dev_run(tmp_path):
             "--data.sampler.p", "2", "--trainer.enable_progress_bar", "false")
 
 
+@pytest.mark.parametrize("channels_last, expected", [("true", "NHWC"), ("false", "NCHW")])
+def test_sigverify_fit_computes_in_the_layout_channels_last_asks_for_on_a_cpu(tmp_path, channels_last, expected):
+    """``model.channels_last`` holds on every device (it once held on GPUs only): training and validation steps."""
+    run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", *TINY, "--vars.name", "layout",
+            "--config", "configs/trainer/csv_only.yaml", "--trainer.callbacks+=layout_recorder.LayoutRecorder",
+            "--model.channels_last", channels_last, "--trainer.max_epochs", "1", "--data.sampler.batches_per_epoch", "1")
+    seen = json.loads((tmp_path / "runs" / "layout" / "layouts.json").read_text())
+    assert seen == {"train": expected, "validate": expected}
+
+
 @pytest.mark.slow
 def test_run_folder_holds_config_split_checkpoints_logs_and_wandb_histograms(tmp_path):
     run_cli(tmp_path, "fit", "--config", "configs/lsc_plus.yaml", "--vars.name", "r", "--trainer.max_epochs", "2",

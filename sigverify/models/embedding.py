@@ -204,11 +204,18 @@ class BackboneFeatures(nn.Module):
 
 # -- the embedding network of a SignatureVerifier and its checkpoints -----------------------------
 
+def laid_out(network: nn.Module, channels_last: bool) -> nn.Module:
+    """``channels_last``: NHWC weights, and so NHWC activations (a one-channel image fits both layouts as it is).
+    Faster convolutions on GPUs, and on CPUs for the EfficientNets (docs/benchmarks.md); the same function up to
+    float rounding. In place, as ``Module.to``."""
+    return network.to(memory_format=torch.channels_last) if channels_last else network
+
+
 def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> SignatureEmbedder:
-    """The embedding network of a SignatureVerifier with hyperparameters ``hp``. With
+    """The embedding network of a SignatureVerifier with hyperparameters ``hp``, in its memory layout. With
     ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
     fetch = not weights_from_checkpoint  # a weights file alone asks for pretrained weights too
-    return SignatureEmbedder(hp["backbone"], pretrained=hp["pretrained"] and fetch,
+    network = SignatureEmbedder(hp["backbone"], pretrained=hp["pretrained"] and fetch,
                              weights_file=hp["weights_file"] if fetch else None, freeze=hp["freeze_stages"],
                              # .get: checkpoints written before the choice adapted their frozen batch norms
                              frozen_bn_stats=hp.get("frozen_bn_stats", "adapt"),
@@ -216,6 +223,7 @@ def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> Signatur
                              drop_path_rate=hp["drop_path_rate"],
                              # .get: checkpoints written before the neck option have the plain one
                              neck=hp.get("neck", "plain"), neck_stages=hp.get("neck_stages", 3))
+    return laid_out(network, hp.get("channels_last", True))
 
 
 def untrained_embedder(hp) -> SignatureEmbedder:

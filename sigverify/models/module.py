@@ -33,7 +33,7 @@ from sigverify.evaluation.shortcut import image_statistics, statistics_floor
 from sigverify.labels import SignatureLabels
 from sigverify.losses import create_loss
 from sigverify.models.checkpoint import TrainedCheckpoint, weights_sha256
-from sigverify.models.embedding import EmbeddingEnsemble, embedder_from_hparams, scoring_network, untrained_embedder
+from sigverify.models.embedding import EmbeddingEnsemble, embedder_from_hparams, laid_out, scoring_network, untrained_embedder
 from sigverify.models.ensemble import load_member
 from sigverify.models.inference import WITH_UNTRAINED, InferenceConfig
 from sigverify.models.tta import ShiftAveraged
@@ -193,10 +193,9 @@ class SignatureVerifier(L.LightningModule):
             raise
 
     # -- forward -------------------------------------------------------------------------------
-    def _to_channels_last(self) -> None:
-        """On a GPU, NHWC weights to match NHWC inputs (the model is on its device only from these hooks)."""
-        if self.hparams.channels_last and self.device.type == "cuda":
-            self.embedder.to(memory_format=torch.channels_last)
+    def _laid_out(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``channels_last``, again once the model is on its device (these hooks): a move may not keep it."""
+        return laid_out(network, self.hparams.channels_last)
 
     def _with_ensemble(self, network: torch.nn.Module) -> torch.nn.Module:
         """``inference.ensemble``: this model together with other trained ones (see ``ensemble.py``).
@@ -213,9 +212,7 @@ class SignatureVerifier(L.LightningModule):
             if this_run is not None:
                 refuse_seen_signers(split, this_run, f"ensemble member {path}", self.hparams.allow_seen_signers)
             members.append(member)
-        ensemble = EmbeddingEnsemble([network, *members]).to(self.device)
-        if self.hparams.channels_last and self.device.type == "cuda":
-            ensemble.to(memory_format=torch.channels_last)
+        ensemble = self._laid_out(EmbeddingEnsemble([network, *members]).to(self.device))
         log.info("scoring an ensemble of this model and %d more: %s", len(members), ", ".join(paths))
         return ensemble
 
@@ -228,9 +225,7 @@ class SignatureVerifier(L.LightningModule):
         if features == "embedding":
             return network
         log.info("scoring with model.inference.features %s", features)
-        untrained = untrained_embedder(self.hparams).to(self.device) if features == WITH_UNTRAINED else None
-        if untrained is not None and self.hparams.channels_last and self.device.type == "cuda":
-            untrained.to(memory_format=torch.channels_last)  # as the trained one (_to_channels_last)
+        untrained = self._laid_out(untrained_embedder(self.hparams).to(self.device)) if features == WITH_UNTRAINED else None
         return scoring_network(self.embedder, features, untrained)
 
     def _with_tta(self, network: torch.nn.Module) -> torch.nn.Module:
@@ -244,7 +239,7 @@ class SignatureVerifier(L.LightningModule):
     def _prepare_evaluation(self) -> None:
         """validate/test/predict embed through the ensemble and test-time augmentation, built once; fit's
         own validation does not (its forward pass is the training steps' one, and stays a single network)."""
-        self._to_channels_last()
+        self._laid_out(self.embedder)
         if self.trainer.state.fn == "fit" or self._evaluation_forward is not None:
             return
         self._refuse_a_model_that_saw_these_signers()
@@ -255,7 +250,7 @@ class SignatureVerifier(L.LightningModule):
         if self.inference.ensemble:
             raise ValueError("model.inference.ensemble scores trained models together in validate/test/predict; "
                              "fit trains one model: leave it out of the fit's config")
-        self._to_channels_last()
+        self._laid_out(self.embedder)
 
     def on_validation_start(self) -> None:
         self._prepare_evaluation()
@@ -267,8 +262,6 @@ class SignatureVerifier(L.LightningModule):
         self._prepare_evaluation()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last and images.is_cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
         evaluating = self._evaluation_forward is not None and not self.training
         return (self._evaluation_forward if evaluating else self._forward)(images)
 
