@@ -23,8 +23,8 @@ def first_convolution(network: torch.nn.Module) -> torch.nn.Conv2d:
 
 class LayoutRecorder(L.Callback):
     """The layout of the first convolution's output in training steps and in the validation after them (not the
-    model summary's forward pass, before the training starts), written to ``<default_root_dir>/layouts.json`` so
-    that a fit in another process (the CLI) can be read back."""
+    model summary's forward pass, before the training starts), written to ``<default_root_dir>/layouts.json`` for
+    the test to read once ``sigverify fit`` returns."""
 
     def on_train_start(self, trainer, pl_module):
         self.seen: dict[str, str] = {}

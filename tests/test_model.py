@@ -47,15 +47,19 @@ def test_channels_last_gives_the_same_embeddings_and_gradients_on_a_cpu():
         first_convolution(model.embedder).register_forward_hook(lambda m, i, out: seen.append(layout(out)))
         torch.manual_seed(1)  # the same dropout draws
         embeddings = model.train()(inputs)
-        model.loss_fn(embeddings, labels).loss.backward()
+        loss = model.loss_fn(embeddings, labels).loss
+        loss.backward()
         assert seen == [expected_layout]
-        return embeddings.detach().double(), {k: p.grad.double() for k, p in model.named_parameters() if p.requires_grad}
+        grads = {k: p.grad.double() for k, p in model.named_parameters() if p.requires_grad}
+        return embeddings.detach().double(), loss.detach().double(), grads
 
-    reference, exact_grads = embed_and_backpropagate(exact, images.double() / 255, "NCHW")
-    default, default_grads = embed_and_backpropagate(nchw, images, "NCHW")
-    laid_out, laid_out_grads = embed_and_backpropagate(nhwc, images, "NHWC")
+    reference, exact_loss, exact_grads = embed_and_backpropagate(exact, images.double() / 255, "NCHW")
+    default, default_loss, default_grads = embed_and_backpropagate(nchw, images, "NCHW")
+    laid_out, laid_out_loss, laid_out_grads = embed_and_backpropagate(nhwc, images, "NHWC")
     torch.testing.assert_close(laid_out, default, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(default, reference, atol=1e-5, rtol=1e-4)
+    assert exact_loss > 0
+    torch.testing.assert_close(laid_out_loss, exact_loss, atol=1e-5, rtol=1e-4)
     largest = max(g.norm() for g in exact_grads.values())
     checked = set()
     for key, grad in exact_grads.items():
@@ -63,7 +67,9 @@ def test_channels_last_gives_the_same_embeddings_and_gradients_on_a_cpu():
             continue
         default_error = (default_grads[key] - grad).norm() / grad.norm()
         laid_out_error = (laid_out_grads[key] - grad).norm() / grad.norm()
-        assert laid_out_error <= 2 * default_error + 1e-5, (key, laid_out_error.item(), default_error.item())
+        # a layout bug errs by the gradient's own size; rounding by NCHW's own error or, kernels differing from
+        # CPU to CPU, up to 1e-2
+        assert laid_out_error <= max(2 * default_error, 1e-2), (key, laid_out_error.item(), default_error.item())
         checked.add(key)
     assert {key for key, grad in exact_grads.items() if grad.dim() == 4} <= checked  # every trained convolution
 

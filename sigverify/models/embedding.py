@@ -206,7 +206,7 @@ class BackboneFeatures(nn.Module):
 
 def laid_out(network: nn.Module, channels_last: bool) -> nn.Module:
     """``channels_last``: NHWC weights, and so NHWC activations (a one-channel image fits both layouts as it is).
-    Faster convolutions on GPUs, and on CPUs for the EfficientNets (docs/benchmarks.md); the same function up to
+    Faster convolutions on GPUs, and on CPUs for EfficientNet-Lite0 and B0 (docs/benchmarks.md); the same function up to
     float rounding. In place, as ``Module.to``."""
     return network.to(memory_format=torch.channels_last) if channels_last else network
 

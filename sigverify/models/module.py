@@ -194,7 +194,8 @@ class SignatureVerifier(L.LightningModule):
 
     # -- forward -------------------------------------------------------------------------------
     def _laid_out(self, network: torch.nn.Module) -> torch.nn.Module:
-        """``channels_last``, again once the model is on its device (these hooks): a move may not keep it."""
+        """``channels_last``, again once the model is on its device (these hooks). The network is built in its
+        layout and a move should keep it, but a GPU session once found Lightning's move had not (docs/benchmarks.md)."""
         return laid_out(network, self.hparams.channels_last)
 
     def _with_ensemble(self, network: torch.nn.Module) -> torch.nn.Module:
