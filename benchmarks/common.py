@@ -55,7 +55,6 @@ def base_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def apply_device_defaults(args: argparse.Namespace, defaults: dict[str, dict], device) -> str:
     """Fill the options left unset with ``defaults[device.type]``: the write-up's network on a GPU, a
     size that two CPU cores finish in minutes on a CPU. Returns a line saying what was chosen."""

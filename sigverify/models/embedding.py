@@ -206,8 +206,8 @@ class BackboneFeatures(nn.Module):
 
 def laid_out(network: nn.Module, channels_last: bool) -> nn.Module:
     """``channels_last``: NHWC weights, and so NHWC activations (a one-channel image fits both layouts as it is).
-    Faster convolutions on GPUs, and on CPUs for EfficientNet-Lite0 and B0 (docs/benchmarks.md); the same function up to
-    float rounding. In place, as ``Module.to``."""
+    Faster convolutions on GPUs, and on CPUs for EfficientNet-Lite0 and B0 (docs/benchmarks.md); the same
+    function up to float rounding. In place, as ``Module.to``."""
     return network.to(memory_format=torch.channels_last) if channels_last else network
 
 
@@ -216,13 +216,13 @@ def embedder_from_hparams(hp, weights_from_checkpoint: bool = False) -> Signatur
     ``weights_from_checkpoint`` no pretrained weights are fetched: a checkpoint's replace them anyway."""
     fetch = not weights_from_checkpoint  # a weights file alone asks for pretrained weights too
     network = SignatureEmbedder(hp["backbone"], pretrained=hp["pretrained"] and fetch,
-                             weights_file=hp["weights_file"] if fetch else None, freeze=hp["freeze_stages"],
-                             # .get: checkpoints written before the choice adapted their frozen batch norms
-                             frozen_bn_stats=hp.get("frozen_bn_stats", "adapt"),
-                             dim=hp["embedding_dim"], hidden=hp["head_hidden"], dropout=hp["dropout"],
-                             drop_path_rate=hp["drop_path_rate"],
-                             # .get: checkpoints written before the neck option have the plain one
-                             neck=hp.get("neck", "plain"), neck_stages=hp.get("neck_stages", 3))
+                                weights_file=hp["weights_file"] if fetch else None, freeze=hp["freeze_stages"],
+                                # .get: checkpoints written before the choice adapted their frozen batch norms
+                                frozen_bn_stats=hp.get("frozen_bn_stats", "adapt"),
+                                dim=hp["embedding_dim"], hidden=hp["head_hidden"], dropout=hp["dropout"],
+                                drop_path_rate=hp["drop_path_rate"],
+                                # .get: checkpoints written before the neck option have the plain one
+                                neck=hp.get("neck", "plain"), neck_stages=hp.get("neck_stages", 3))
     return laid_out(network, hp.get("channels_last", True))
 
 
